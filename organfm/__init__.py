@@ -1,0 +1,28 @@
+"""organfm: pretrain, distill and benchmark organ-aware foundation models for medical imaging."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "create_backbone", "create_method", "list_backbones", "list_methods", "load_config",
+           "pretrain"]
+
+
+def __getattr__(name: str):
+    # lazy: `import organfm` stays cheap; torch/timm load on first use
+    if name in ("create_backbone", "list_backbones"):
+        from organfm import backbones
+
+        return getattr(backbones, name)
+    if name in ("create_method", "list_methods"):
+        from organfm import methods
+
+        return getattr(methods, name)
+    if name == "load_config":
+        from organfm.config import load_config
+
+        return load_config
+    if name == "pretrain":
+        from organfm.engine.pretrain import pretrain
+
+        return pretrain
+    raise AttributeError(name)

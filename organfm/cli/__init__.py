@@ -1,0 +1,1 @@
+"""The ``organfm`` command line."""

@@ -1,0 +1,5 @@
+import sys
+
+from organfm.cli.main import main
+
+sys.exit(main())

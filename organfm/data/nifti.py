@@ -1,0 +1,133 @@
+"""NIfTI reader (nibabel, imported on first use): 2D images and 3D volumes in one display orientation.
+
+Every volume is reoriented from its affine to the radiological display convention, whatever its
+storage order: axis D runs inferior -> superior (axial slices), H anterior -> posterior (image
+top = anterior), W patient right -> left (image left = patient right). So slice ``k`` of any file is
+an axial slice that looks like a CT viewer's, and image and label map line up when their affines
+agree.
+"""
+from __future__ import annotations
+
+import gzip
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from organfm.data.errors import DataError
+from organfm.data.readers import Header, location, register_reader
+
+__all__ = ["NiftiReader"]
+
+
+@register_reader("nifti")
+class NiftiReader:
+    """One NIfTI file: (1, D, H, W) for the volume, (1, H, W) for axial slice ``index``.
+
+    Args:
+        cache_size: volumes kept decoded per process. A ``.nii.gz`` cannot be read a slice at a
+            time, so a 2D pipeline over its slices would otherwise decompress it once per slice.
+    """
+
+    suffixes = (".nii", ".nii.gz")
+
+    def __init__(self, cache_size: int = 4) -> None:
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str | None], tuple[np.ndarray, dict[str, Any]]] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers get a copy without decoded volumes; they decode on first use
+        return {"cache_size": self.cache_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def read_header(self, path: str, *, data: bytes | None = None, member: str | None = None) -> Header:
+        """Read the header only: shape and dimensionality, no voxel data."""
+        where = location(path, member)
+        image = _load(path, data, where)
+        shape = _spatial_shape(image.shape, where)
+        ornt = _orientation(image.affine)
+        axial = [axis for axis, (ras_axis, _) in enumerate(ornt) if int(ras_axis) == 2][0]  # the S axis
+        return Header(num_items=shape[axial], stacked=True)
+
+    def read_volume(self, path: str, *, data: bytes | None = None,
+                    member: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """The whole volume as (D, H, W) in display orientation, in its stored dtype (scaled if the
+        header asks for it), with ``meta``; cached per process."""
+        key = (path, member)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        import nibabel as nib
+
+        where = location(path, member)
+        image = _load(path, data, where)
+        shape = _spatial_shape(image.shape, where)
+        try:
+            voxels = np.asanyarray(image.dataobj).reshape(shape)
+        except Exception as e:  # truncated or corrupt data: EOFError, zlib/gzip errors, ValueError
+            raise DataError(f"{where}: cannot read voxel data ({type(e).__name__}: {e})") from e
+        ornt = _orientation(image.affine)
+        ras = nib.orientations.apply_orientation(voxels, ornt)  # axes now point to R, A, S
+        # (X:R, Y:A, Z:S) -> (D=S, H=posterior-down, W=patient-left): transpose, then flip H and W
+        display = ras.transpose(2, 1, 0)[:, ::-1, ::-1]
+        zooms = [float(z) for z in image.header.get_zooms()[:3]] + [1.0] * (3 - len(image.header.get_zooms()[:3]))
+        ras_spacing = [1.0, 1.0, 1.0]
+        for axis, (ras_axis, _) in enumerate(ornt):
+            ras_spacing[int(ras_axis)] = zooms[axis]
+        meta = {"path": where, "dtype": str(image.get_data_dtype()), "photometric": "MONOCHROME2",
+                "modality": None, "spacing": (ras_spacing[2], ras_spacing[1], ras_spacing[0]), "window": None}
+        self._cache[key] = (display, meta)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return display, meta
+
+    def read(self, path: str, *, data: bytes | None = None, member: str | None = None,
+             row: int | None = None, index: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        volume, meta = self.read_volume(path, data=data, member=member)
+        if index is None:
+            return np.ascontiguousarray(volume[None], dtype=np.float32), dict(meta)
+        if not 0 <= index < volume.shape[0]:
+            raise DataError(f"{location(path, member)}: no axial slice {index} ({volume.shape[0]} slices)")
+        meta = dict(meta, path=f"{meta['path']}#{index}", spacing=meta["spacing"][1:])
+        return np.ascontiguousarray(volume[None, index], dtype=np.float32), meta
+
+
+def _orientation(affine: np.ndarray) -> np.ndarray:
+    """Per array axis: (RAS axis it points along, +1/-1); storage order when the affine is degenerate."""
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(affine)
+    if np.isnan(ornt).any():  # e.g. a zero column in a hand-made affine: no orientation to recover
+        return np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
+    return ornt
+
+
+def _load(path: str, data: bytes | None, where: str) -> Any:
+    import nibabel as nib
+
+    try:
+        if data is None:
+            return nib.load(path)
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else bytes(data)
+        try:
+            return nib.Nifti1Image.from_bytes(raw)
+        except Exception:
+            return nib.Nifti2Image.from_bytes(raw)
+    except FileNotFoundError as e:
+        raise DataError(f"{where}: file not found") from e
+    except Exception as e:  # nibabel raises ImageFileError, HeaderDataError, EOFError, ... on bad files
+        raise DataError(f"{where}: not a readable NIfTI file ({type(e).__name__}: {e})") from e
+
+
+def _spatial_shape(shape: tuple[int, ...], where: str) -> tuple[int, int, int]:
+    """(X, Y, Z) of a 2D or 3D image; a trailing axis of size 1 (e.g. X, Y, 1, 1) is allowed."""
+    dims = list(shape)
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()
+    if len(dims) == 2:
+        dims.append(1)
+    if len(dims) != 3 or min(dims) < 1:
+        raise DataError(f"{where}: NIfTI of shape {tuple(shape)} is not a 2D image or 3D volume")
+    return dims[0], dims[1], dims[2]

@@ -1,0 +1,252 @@
+"""Readers: a tiny protocol, chosen by file suffix, that turns a file into a float32 channel-first array.
+
+A reader has ``suffixes`` and ``read(path, ...) -> (array, meta)``. The array is float32 with shape
+(C, H, W), or (C, D, H, W) for volumes and frame stacks; intensities are the file's own values
+(HU for CT), except where the file carries a display window (DICOM VOI), in which case they are
+already in [0, 1] and ``meta["normalized"]`` says so. ``meta`` carries ``path``, ``dtype`` (of the
+stored pixels), ``photometric``, ``modality``, ``spacing`` (mm, same axis order as the array's
+spatial axes) and ``window``. Readers never put patient identifiers in ``meta``.
+
+Readers that also support cheap index-time checks implement ``read_header(path, data=...)``,
+which returns a :class:`Header` without decoding pixels. Heavy libraries (pydicom, nibabel) are
+imported inside the readers that need them, in ``dicom.py`` and ``nifti.py``.
+"""
+from __future__ import annotations
+
+import functools
+import io
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from organfm.data.errors import DataError
+from organfm.registry import Registry
+
+__all__ = [
+    "Reader", "Header", "READERS", "register_reader", "create_reader", "list_readers", "find_reader",
+    "ImageReader", "NpzReader", "location", "npz_layout",
+]
+
+READERS: Registry[Reader] = Registry("reader")
+register_reader = READERS.register
+
+
+def create_reader(name: str, **kwargs: Any) -> Reader:
+    """Construct the reader registered as ``name`` (``None`` kwargs are dropped)."""
+    return READERS.create(name, **kwargs)
+
+
+def list_readers() -> list[str]:
+    """Names of the registered readers."""
+    return READERS.names()
+
+
+class Reader(Protocol):
+    """Decodes one file (or one part of it) into ``(array, meta)``; see the module docstring."""
+
+    suffixes: tuple[str, ...]
+
+    def read(self, path: str, *, data: bytes | None = None, member: str | None = None,
+             row: int | None = None, index: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Args: path (the file, or the archive holding it), data (the bytes, for archive members),
+        member (archive member or npz key), row (npz row), index (frame or axial slice; ``None`` =
+        all of them as a (C, D, H, W) stack)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Header:
+    """What an index-time check learns about a file without decoding its pixels.
+
+    Attributes:
+        num_items: 2D items the file holds along its stacking axis (frames, axial slices); 1 for an image.
+        stacked: ``read`` without ``index`` returns a (C, D, H, W) stack, so 2D items need an ``index``.
+        body_part: DICOM BodyPartExamined, lower-cased, if any.
+        modality: DICOM Modality, if any.
+        patient_key: DICOM PatientID (else StudyInstanceUID), used only to keep a patient in one
+            split; never shown.
+    """
+
+    num_items: int = 1
+    stacked: bool = False
+    body_part: str | None = None
+    modality: str | None = None
+    patient_key: str | None = field(default=None, repr=False)
+
+
+def location(path: str, member: str | None = None) -> str:
+    """``path``, or ``path::member`` for a part of an archive or npz file."""
+    return path if member is None else f"{path}::{member}"
+
+
+def find_reader(name: str, head: bytes | None = None) -> str | None:
+    """Name of the reader for a file name, by suffix; DICOM files without a suffix are found by magic.
+
+    Args:
+        name: file (or member) name; matching is case-insensitive and prefers the longest suffix,
+            so ``.nii.gz`` wins over ``.gz``.
+        head: the file's first bytes (at least 132), to recognise the DICOM ``DICM`` marker.
+
+    Returns:
+        The reader name, or ``None`` when nothing reads the file.
+    """
+    table = _suffix_table(tuple(READERS.names()))
+    base = name.rsplit("/", 1)[-1].lower()
+    parts = base.split(".")
+    # longest first: ".nii.gz" before ".gz"; only the last two suffixes can match a registered one
+    for suffix in (".".join([""] + parts[-2:]) if len(parts) > 2 else None, "." + parts[-1] if len(parts) > 1 else None):
+        if suffix is not None and suffix in table:
+            return table[suffix]
+    if head is not None and head[128:132] == b"DICM" and "dicom" in READERS:
+        return "dicom"  # DICOM series are often stored without a suffix (e.g. "CT.1.3.12.2...16573")
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _suffix_table(names: tuple[str, ...]) -> dict[str, str]:
+    # rebuilt only when the set of registered readers changes
+    return {suffix: name for name in names for suffix in READERS.get(name).suffixes}  # type: ignore[attr-defined]
+
+
+# magic numbers, so a renamed or empty file fails at index time without a decode
+_IMAGE_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+}
+_IMAGE_SIGNATURES = tuple(_IMAGE_MAGIC)
+
+
+@register_reader("image")
+class ImageReader:
+    """PNG / JPEG / BMP / TIFF through Pillow, 8- or 16-bit, gray or RGB.
+
+    16-bit images stay uint16 until normalisation (no silent 16 -> 8-bit loss); palette, alpha and
+    CMYK images become RGB. Output (1, H, W) for gray, (3, H, W) for colour. 48-bit RGB PNGs are
+    reduced to 8 bits per channel by Pillow itself.
+    """
+
+    suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+    def read_header(self, path: str, *, data: bytes | None = None, member: str | None = None) -> Header:
+        """Check the file signature only (no decode)."""
+        head = data[:16] if data is not None else _read_head(path, 16)
+        if not head:
+            raise DataError(f"{location(path, member)}: empty file")
+        if not bytes(head).startswith(_IMAGE_SIGNATURES):
+            raise DataError(f"{location(path, member)}: not a PNG/JPEG/BMP/TIFF file (unknown signature)")
+        return Header()
+
+    def read(self, path: str, *, data: bytes | None = None, member: str | None = None,
+             row: int | None = None, index: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        from PIL import Image
+
+        where = location(path, member)
+        if index not in (None, 0):
+            raise DataError(f"{where}: a 2D image has no item {index}")
+        try:
+            with Image.open(io.BytesIO(data) if data is not None else path) as img:
+                img.load()  # full decode here: truncated files fail now, not later
+                img = _to_supported_mode(img)
+                pixels = np.asarray(img)
+                fmt = img.format
+        except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for broken files
+            raise DataError(f"{where}: cannot decode image ({type(e).__name__}: {e})") from e
+        if pixels.size == 0:
+            raise DataError(f"{where}: empty image")
+        array = pixels[None] if pixels.ndim == 2 else np.moveaxis(pixels, -1, 0)
+        meta = {"path": where, "dtype": str(pixels.dtype), "photometric": "RGB" if array.shape[0] == 3 else
+                "MONOCHROME2", "modality": None, "spacing": None, "window": None, "format": fmt}
+        return np.ascontiguousarray(array, dtype=np.float32), meta
+
+
+def _to_supported_mode(img: Any) -> Any:
+    # gray modes stay as they are (16-bit included); anything else with colour becomes RGB
+    if img.mode in ("L", "I;16", "I;16B", "I;16L", "I", "F", "RGB"):
+        return img
+    if img.mode in ("1", "LA", "La"):
+        return img.convert("L")
+    if img.mode == "P":
+        # palettes can hold gray or colour; convert to RGB and let luminance handle gray ones
+        return img.convert("RGB")
+    return img.convert("RGB")  # RGBA, CMYK, YCbCr, ...
+
+
+def _read_head(path: str, size: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(size)
+
+
+def npz_layout(shape: tuple[int, ...]) -> tuple[bool, bool]:
+    """``(is_volume, is_rgb)`` for an npz image array of shape (N, H, W), (N, H, W, 3), (N, D, H, W)
+    or (N, D, H, W, 3); raises ``ValueError`` for anything else."""
+    if len(shape) == 3:
+        return False, False
+    if len(shape) == 4:
+        return (False, True) if shape[-1] == 3 else (True, False)
+    if len(shape) == 5 and shape[-1] in (1, 3):
+        return True, shape[-1] == 3
+    raise ValueError(f"image array of shape {shape} is not (N,H,W), (N,H,W,3), (N,D,H,W) or (N,D,H,W,3)")
+
+
+@register_reader("npz")
+class NpzReader:
+    """Rows of MedMNIST-style npz arrays (``{split}_images``): ``member`` is the key, ``row`` the row.
+
+    Args:
+        cache_size: arrays kept decoded per process. An npz member is compressed as a whole, so
+            without this cache every row would decompress the full array again.
+    """
+
+    suffixes = (".npz",)
+
+    def __init__(self, cache_size: int = 4) -> None:
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers get a copy without the decoded arrays; they decode on first use
+        return {"cache_size": self.cache_size}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def load_array(self, path: str, key: str, *, data: bytes | None = None) -> np.ndarray:
+        """The whole array ``key`` of the npz at ``path`` (cached per process)."""
+        if (path, key) in self._cache:
+            self._cache.move_to_end((path, key))
+            return self._cache[(path, key)]
+        try:
+            with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as npz:
+                array = npz[key]
+        except KeyError as e:
+            raise DataError(f"{location(path, key)}: no such array in the npz") from e
+        except (OSError, ValueError, EOFError) as e:  # zip and npy format errors
+            raise DataError(f"{location(path, key)}: cannot read npz ({type(e).__name__}: {e})") from e
+        self._cache[(path, key)] = array
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return array
+
+    def read(self, path: str, *, data: bytes | None = None, member: str | None = None,
+             row: int | None = None, index: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        where = location(path, member)
+        if member is None or row is None:
+            raise DataError(f"{where}: an npz item needs an array key and a row")
+        array = self.load_array(path, member, data=data)
+        try:
+            is_volume, is_rgb = npz_layout(array.shape)
+        except ValueError as e:
+            raise DataError(f"{where}: {e}") from e
+        if not 0 <= row < len(array):
+            raise DataError(f"{where}: row {row} out of range ({len(array)} rows)")
+        item = array[row]
+        # channel-first: (H,W)->(1,H,W), (H,W,3)->(3,H,W), (D,H,W)->(1,D,H,W), (D,H,W,c)->(c,D,H,W)
+        item = np.moveaxis(item, -1, 0) if is_rgb or item.ndim == 4 else item[None]
+        if index is not None:
+            if not is_volume or not 0 <= index < item.shape[1]:
+                raise DataError(f"{where}[{row}]: no axial slice {index}")
+            item = item[:, index]
+        meta = {"path": f"{where}[{row}]", "dtype": str(array.dtype), "photometric": "RGB" if is_rgb else
+                "MONOCHROME2", "modality": None, "spacing": None, "window": None}
+        return np.ascontiguousarray(item, dtype=np.float32), meta

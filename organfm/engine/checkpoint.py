@@ -1,0 +1,117 @@
+"""Plain-dict checkpoints written atomically, resume from the latest, backbone export as safetensors."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["capture_rng", "export_backbone", "latest_checkpoint", "load_checkpoint", "restore_rng",
+           "save_checkpoint"]
+
+CHECKPOINT_DIR = "checkpoints"
+EXPORT_DIR = "export"
+_STEP = re.compile(r"step-(\d+)\.ckpt$")
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same folder, fsync, then rename: a crash leaves old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, *, keep: int = 2) -> Path:
+    """Save ``state`` as ``run_dir/checkpoints/step-<step>.ckpt`` atomically; keep the newest ``keep``."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    path = folder / f"step-{step:08d}.ckpt"
+    _atomic_write(path, lambda f: torch.save(state, f))
+    for old in sorted(folder.glob("step-*.ckpt"))[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint with the highest step in ``run_dir``, or None."""
+    found = [(int(m.group(1)), p) for p in (Path(run_dir) / CHECKPOINT_DIR).glob("step-*.ckpt")
+             if (m := _STEP.search(p.name))]
+    return max(found)[1] if found else None
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a plain-dict checkpoint with ``weights_only=True`` (no arbitrary code from pickles)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"checkpoint {path} cannot be read: {e}") from e
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states in types that ``weights_only`` loading accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached": float(cached)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None,
+                    out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Write the run's exported backbone (Coda/DINO: the teacher's) as safetensors + its data contract.
+
+    The safetensors keys are timm's own, so the file loads with
+    ``timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=...), in_chans=1, num_classes=0)``.
+
+    Returns:
+        (weights path, contract JSON path).
+    """
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    ckpt_path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    if ckpt_path is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir / CHECKPOINT_DIR}: nothing to export")
+    ckpt = load_checkpoint(ckpt_path)
+    prefix = ckpt["export_prefix"]
+    weights = {k[len(prefix):]: v.contiguous() for k, v in ckpt["method"].items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"{ckpt_path} holds no parameters under {prefix!r}")
+    contract = dict(ckpt["contract"], step=ckpt["step"])
+    out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
+    weights_path, contract_path = out / "backbone.safetensors", out / "backbone.json"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".backbone.safetensors.tmp"
+    save_file(weights, str(tmp), metadata={"architecture": contract["architecture"], "format": "pt"})
+    os.replace(tmp, weights_path)
+    _atomic_write(contract_path, lambda f: f.write(json.dumps(contract, indent=2).encode()))
+    return weights_path, contract_path

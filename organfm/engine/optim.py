@@ -1,0 +1,25 @@
+"""Optimizer construction: one weight-decay rule, schedules applied per step."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["build_optimizer", "set_optimizer_values"]
+
+
+def build_optimizer(module: nn.Module, *, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; biases and norm weights (``ndim < 2``) get no weight decay."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "apply_weight_decay": True},
+              {"params": no_decay, "apply_weight_decay": False, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas))
+
+
+def set_optimizer_values(optimizer: torch.optim.Optimizer, *, lr: float, weight_decay: float) -> None:
+    """Write this step's scheduled lr and weight decay into every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        group["weight_decay"] = weight_decay if group.get("apply_weight_decay", True) else 0.0

@@ -1,0 +1,67 @@
+"""SupCon [0]: supervised contrastive learning over organ labels, Coda's inter-organ-only baseline.
+
+[0] Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from organfm.config import register_method_config
+from organfm.heads import ProjectionHead
+from organfm.losses import SupConLoss
+from organfm.methods.base import Method, StepOutput
+from organfm.methods.coda import organ_targets
+from organfm.methods.registry import register_method
+
+__all__ = ["SupCon", "SupConConfig"]
+
+
+@register_method_config("supcon")
+@dataclass
+class SupConConfig:
+    hidden_dim: int = 512
+    out_dim: int = 128
+    temp: float = 0.07
+    denominator: str = "all"
+
+    # SupCon uses two global views and no local crops
+    section_defaults = {"views.num_local_views": 0}
+
+
+@register_method("supcon")
+class SupCon(Method):
+    """Every view of every image is an anchor; other views of the same organ are its positives.
+
+    Args:
+        backbone: encoder with ``num_features``.
+        hidden_dim: projector width.
+        out_dim: projector output (L2-normalised inside the loss).
+        temp: temperature.
+        denominator: "all" (Khosla) or "negatives".
+    """
+
+    export_prefix = "student.backbone.model."
+
+    def __init__(self, backbone: nn.Module, *, hidden_dim: int = 2048, out_dim: int = 128,
+                 temp: float = 0.07, denominator: str = "all") -> None:
+        super().__init__()
+        self.student = nn.ModuleDict(
+            {"backbone": backbone, "head": ProjectionHead(backbone.num_features, hidden_dim=hidden_dim, out_dim=out_dim)})
+        self.loss_fn = SupConLoss(temp=temp, base_temp=temp, denominator=denominator)
+
+    def forward(self, batch: dict, *, teacher_temp: float) -> StepOutput:
+        """Args:
+            batch: ``global`` [(B,C,H,W)] * V with V >= 2, ``organ`` (B,).
+            teacher_temp: unused (no teacher).
+        """
+        views = batch["global"]
+        if len(views) < 2:
+            raise ValueError("SupCon needs at least two global views")
+        emb = self.student["head"](self.student["backbone"](torch.cat(views)))  # (V*B, E)
+        labels = organ_targets(batch["organ"]).repeat(len(views))
+        self_mask = torch.eye(emb.shape[0], dtype=torch.bool, device=emb.device)
+        loss = self.loss_fn(emb, emb, labels, labels, self_mask=self_mask)
+        return StepOutput(loss=loss, logs={"loss": loss.detach()})

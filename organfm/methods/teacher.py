@@ -1,0 +1,35 @@
+"""EMA teacher: an exact copy of the student that follows it by exponential moving average."""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+__all__ = ["build_ema_teacher", "ema_update"]
+
+
+def build_ema_teacher(student: nn.Module) -> nn.Module:
+    """A frozen deep copy of ``student`` (DINO: the teacher starts equal to the student)."""
+    teacher = copy.deepcopy(student)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """θ_t ← m·θ_t + (1 − m)·θ_s for every parameter; buffers are copied from the student.
+
+    Args:
+        teacher: module with the same structure as ``student``.
+        student: the trained module.
+        momentum: m in [0, 1]; 1 freezes the teacher.
+    """
+    t_params = list(teacher.parameters())
+    s_params = [p.detach() for p in student.parameters()]
+    if len(t_params) != len(s_params):
+        raise ValueError("teacher and student differ in structure")
+    torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)
+    for t_buf, s_buf in zip(teacher.buffers(), student.buffers()):
+        t_buf.copy_(s_buf)

@@ -1,0 +1,34 @@
+"""Shared fixtures: where the real data lives, and small fast configs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path:
+    """``$ORGANFM_DATA``, else ``<repo>/../shared/data``."""
+    return Path(os.environ.get("ORGANFM_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = shared_data_root()
+    if not root.is_dir():
+        pytest.skip(f"real data not found at {root} (set ORGANFM_DATA to the folder holding the shared datasets)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mednist_archive(data_root: Path) -> Path:
+    path = data_root / "mednist" / "MedNIST.tar.gz"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return path

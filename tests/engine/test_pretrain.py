@@ -1,0 +1,102 @@
+"""End-to-end pretraining on the embedded synthetic default: resume exactness, checkpoints, export."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from organfm.config import load_config
+from organfm.engine.checkpoint import export_backbone, latest_checkpoint, load_checkpoint
+from organfm.engine.loop import NonFiniteLossError
+from organfm.engine.pretrain import pretrain
+
+TINY = ["backbone.name=test_convnext", "data.synthetic_organs=4", "data.synthetic_images_per_organ=16",
+        "data.synthetic_size=32", "views.global_size=32", "views.local_size=32", "views.num_local_views=2",
+        "trainer.batch_size=8", "trainer.num_workers=0", "trainer.progress=false", "trainer.deterministic=true",
+        "trainer.epochs=4", "trainer.log_every=1"]
+HEAD = ["method.out_dim=64", "method.hidden_dim=32", "method.bottleneck_dim=16"]
+
+
+def run(tmp, name, method="coda", extra=(), resume=False):
+    overrides = TINY + (HEAD if method != "supcon" else []) + list(extra)
+    if resume:
+        cfg = load_config(None, tmp / name / "config.yaml", list(extra))
+        return pretrain(cfg, resume_dir=tmp / name)
+    return pretrain(load_config(method, None, overrides + [f"trainer.out_dir={tmp / name}"]))
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+    full = run(tmp_path, "full", extra=["trainer.max_steps=6"])
+    part = run(tmp_path, "part", extra=["trainer.max_steps=3"])
+    assert part.result.step == 3 and latest_checkpoint(tmp_path / "part").name == "step-00000003.ckpt"
+    resumed = run(tmp_path, "part", extra=["trainer.max_steps=6"], resume=True)
+    assert resumed.result.start_step == 3 and resumed.result.step == 6
+    a, b = load_file(full.export), load_file(resumed.export)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    # the optimizer state and the DINO centre resumed too
+    ca, cb = load_checkpoint(full.checkpoint), load_checkpoint(resumed.checkpoint)
+    assert torch.allclose(ca["method"]["intra_loss.center"], cb["method"]["intra_loss.center"], atol=1e-7)
+    # schedules follow trainer.epochs, not max_steps: a 3-step and a 6-step run log the same lr at step 3
+    assert part.result.last_logs["lr"] == pytest.approx(full_lr_at(tmp_path / "full", 3))
+
+
+def full_lr_at(run_dir, step):
+    import csv
+
+    rows = list(csv.DictReader(open(next((run_dir / "logs" / "csv").rglob("metrics.csv")))))
+    return float(next(r["lr"] for r in rows if int(r["step"]) == step))
+
+
+@pytest.mark.parametrize("method", ["dino", "supcon"])
+def test_baselines_run_and_export(tmp_path, method):
+    s = run(tmp_path, method, method=method, extra=["trainer.max_steps=2"])
+    assert s.result.step == 2 and torch.isfinite(torch.tensor(s.result.last_logs["loss"]))
+    contract = json.loads((s.export.parent / "backbone.json").read_text())
+    assert contract["architecture"] == "test_convnext" and contract["method"] == method
+
+
+def test_export_loads_in_timm_and_matches_the_teacher(tmp_path):
+    import timm
+
+    s = run(tmp_path, "r", extra=["trainer.max_steps=2"])
+    contract = json.loads((s.export.parent / "backbone.json").read_text())
+    assert contract["in_chans"] == 1 and contract["organs"] == [f"organ_{i:02d}" for i in range(4)]
+    assert contract["input_size"] == [1, 32, 32] and contract["mean"] == [0.5]
+    model = timm.create_model(contract["architecture"], pretrained=True, in_chans=1, num_classes=0,
+                              pretrained_cfg_overlay=dict(file=str(s.export)))
+    ckpt = load_checkpoint(s.checkpoint)
+    teacher = {k[len("teacher.backbone.model."):]: v for k, v in ckpt["method"].items()
+               if k.startswith("teacher.backbone.model.")}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, teacher[k]), k
+    student = {k[len("student.backbone.model."):]: v for k, v in ckpt["method"].items()
+               if k.startswith("student.backbone.model.")}
+    assert any(not torch.equal(student[k], teacher[k]) for k in teacher)  # the export is the teacher, not the student
+    # a second export of the same checkpoint rewrites identical files
+    w2, _ = export_backbone(tmp_path / "r", out_dir=tmp_path / "again")
+    assert load_file(w2).keys() == load_file(s.export).keys()
+
+
+def test_checkpoints_are_pruned_and_loadable_weights_only(tmp_path):
+    run(tmp_path, "r", extra=["trainer.max_steps=5", "trainer.checkpoint_every=1", "trainer.keep_checkpoints=2"])
+    names = sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir())
+    assert names == ["step-00000004.ckpt", "step-00000005.ckpt"]  # no temp files left behind
+    ckpt = load_checkpoint(tmp_path / "r" / "checkpoints" / names[-1])
+    assert ckpt["step"] == 5 and ckpt["config"]["method"]["name"] == "coda"
+
+
+def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="at step 0.*Last good checkpoint: none yet"):
+        run(tmp_path, "nan", extra=["trainer.max_steps=2", "views.mean=nan"])
+
+
+def test_last_layer_is_frozen_during_the_first_epoch(tmp_path):
+    s = run(tmp_path, "r", extra=["trainer.max_steps=2", "optim.freeze_last_layer_epochs=1"])
+    ckpt = load_checkpoint(s.checkpoint)["method"]
+    init = run(tmp_path, "r0", extra=["trainer.max_steps=1", "optim.lr=0"])  # lr 0: weights as initialised
+    ckpt0 = load_checkpoint(init.checkpoint)["method"]
+    assert torch.equal(ckpt["student.ins_head.last_layer.weight_v"], ckpt0["student.ins_head.last_layer.weight_v"])
+    assert not torch.equal(ckpt["student.ins_head.mlp.0.weight"], ckpt0["student.ins_head.mlp.0.weight"])
