@@ -135,12 +135,12 @@ class _Indexer:
         records = []
         for member in sorted(archive.members):
             parts = member.split("/")
-            if _hidden(parts) or find_reader(member) in (None, "npz"):
+            reader_name = find_reader(member)
+            if _hidden(parts) or reader_name in (None, "npz"):
                 continue  # .DS_Store, AppleDouble "._x" files, npz (a source, not an image)
             parent = parts[-2] if len(parts) > 1 and self.organ_from != "dicom" else None
-            data = archive.read(member)
-            records += self._guard(f"{archive.path}::{member}", self.file, archive.path, key=member,
-                                   organ=parent, data=data, member=member)
+            records += self._guard(f"{archive.path}::{member}", self.file, archive.path, key=member, organ=parent,
+                                   data=archive.read(member), member=member, reader_name=reader_name)
         return records
 
     def manifest(self, manifest: Path, class_ids: dict[int, str] | None, *, organs: Sequence[str] | None,
@@ -183,7 +183,7 @@ class _Indexer:
                                  dim=self.dim)
 
     def file(self, path: str, *, key: str, organ: str | None, data: bytes | None = None,
-             member: str | None = None) -> list[Record]:
+             member: str | None = None, reader_name: str | None = None) -> list[Record]:
         """Records of one file: itself, its frames or slices (``dim=2``), or its npz rows."""
         name = member or path
         where = path if member is None else f"{path}::{member}"
@@ -192,7 +192,8 @@ class _Indexer:
         size = len(data) if data is not None else os.path.getsize(path)
         if size == 0:
             raise DataError(f"{where}: empty file")
-        reader_name = find_reader(name) or ("dicom" if member is None and _is_dicom_file(Path(path)) else None)
+        reader_name = reader_name or find_reader(name) or (
+            "dicom" if member is None and _is_dicom_file(Path(path)) else None)
         if reader_name is None:
             raise DataError(f"{where}: unsupported file type (no reader for this suffix)")
         if reader_name == "npz":

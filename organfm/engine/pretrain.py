@@ -98,6 +98,9 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
         if ckpt_path is None:
             raise FileNotFoundError(f"cannot resume: no checkpoint in {run_dir}/checkpoints")
         ckpt = load_checkpoint(ckpt_path)
+    elif latest_checkpoint(run_dir) is not None:
+        raise ValueError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+                         "or choose another trainer.out_dir")
     start_step = int(ckpt["step"]) if ckpt else 0
 
     loggers = [CSVLogger(run_dir / "logs", name="csv", version=f"from-step-{start_step}"),

@@ -110,9 +110,14 @@ class SyntheticOrgans(Dataset):
         return self.num_organs * self.images_per_organ
 
     @property
-    def labels(self) -> list[int]:
-        """Organ id of every item, in index order (the class label for probes)."""
+    def organ_ids(self) -> list[int]:
+        """Per item: the organ id returned in ``item["organ"]``."""
         return [self.organ_of(i) for i in range(len(self))]
+
+    @property
+    def labels(self) -> list[int]:
+        """Per item: its class label, the organ id (a synthetic image has no other label)."""
+        return self.organ_ids
 
     def organ_of(self, index: int) -> int:
         """Organ id of item ``index``, without generating it."""
@@ -158,19 +163,17 @@ class SyntheticOrgans(Dataset):
         return item
 
     def summary(self) -> dict[str, Any]:
-        """The data set's defining numbers, for logs and the data contract of a checkpoint."""
+        """Counts and generator settings for logs (same leading keys as ``OrganDataset``)."""
         return {
-            "name": "synthetic_organs",
-            "num_items": len(self),
-            "num_organs": self.num_organs,
-            "images_per_organ": self.images_per_organ,
+            "source": "synthetic",
+            "n_items": len(self),
+            "organs": {name: self.images_per_organ for name in self.organs},
             "image_shape": (1, *self.shape),
             "dim": self.dim,
             "num_labels": self.num_labels,
             "warp_std": self.warp_std,
             "intensity_jitter": self.intensity_jitter,
             "seed": self.seed,
-            "organs": list(self.organs),
         }
 
     def __getstate__(self) -> dict[str, Any]:

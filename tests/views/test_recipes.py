@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from organfm.views import GlobalLocalViews, MultiViewDataset
+
+
+class _Images(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return {"image": torch.rand(1, 48, 40, generator=g), "organ": i % 2, "index": i}
+
+
+def test_shapes_counts_and_normalisation():
+    r = GlobalLocalViews(num_global_views=2, global_size=32, num_local_views=5, local_size=16)
+    views = r(torch.rand(1, 50, 60))
+    assert [tuple(v.shape) for v in views["global"]] == [(1, 32, 32)] * 2
+    assert [tuple(v.shape) for v in views["local"]] == [(1, 16, 16)] * 5
+    # intensities in [0, 1] map to [-1, 1] by (x - 0.5) / 0.5; blur and crops cannot leave that range
+    for v in views["global"] + views["local"]:
+        assert v.min() >= -1 - 1e-5 and v.max() <= 1 + 1e-5
+
+
+def test_one_channel_in_one_channel_out_and_3d_refused():
+    r = GlobalLocalViews(global_size=32, num_local_views=0)
+    assert r(torch.rand(1, 40, 40))["global"][0].shape[0] == 1
+    with pytest.raises(ValueError, match="2D image"):
+        r(torch.rand(1, 8, 40, 40))
+
+
+def test_views_are_a_function_of_the_item_seed_only():
+    ds = MultiViewDataset(_Images(), GlobalLocalViews(global_size=32, local_size=16, num_local_views=2))
+    a = ds[(1, 123)]
+    torch.rand(100)  # unrelated draws from the global generator do not change the views
+    b = ds[(1, 123)]
+    c = ds[(1, 124)]
+    for x, y in zip(a["global"] + a["local"], b["global"] + b["local"]):
+        assert torch.equal(x, y)
+    assert not torch.equal(a["global"][0], c["global"][0])
+    assert a["organ"] == 1
+    state = torch.get_rng_state()
+    ds[(2, 5)]
+    assert torch.equal(state, torch.get_rng_state())  # the caller's RNG is left untouched
+
+
+def test_global_views_differ_and_vertical_flip_is_off_by_default():
+    r = GlobalLocalViews(global_size=32, num_local_views=0, rotation_degrees=0, brightness=0, contrast=0,
+                         gamma=(1.0, 1.0), blur_probs=(0, 0, 0), global_scale=(1.0, 1.0), hflip_prob=0)
+    img = torch.linspace(0, 1, 32).view(1, 32, 1).expand(1, 32, 32).contiguous()  # top-to-bottom ramp
+    torch.manual_seed(0)
+    for _ in range(5):  # a full-scale crop with no other augmentation keeps the anatomy's orientation
+        v = r(img)["global"][0]
+        assert v[0, 0].mean() < v[0, -1].mean()
