@@ -59,6 +59,7 @@ class DataConfig:
     synthetic_organs: int = 8
     synthetic_images_per_organ: int = 128
     synthetic_size: int = 64
+    synthetic_labels: int = 6
     synthetic_seed: int = 0
 
 

@@ -56,7 +56,8 @@ def build_pretrain_dataset(data: DataConfig, *, skip_log_dir: str | None = None)
         from organfm.synthesis import SyntheticOrgans
 
         return SyntheticOrgans(num_organs=data.synthetic_organs, images_per_organ=data.synthetic_images_per_organ,
-                               size=data.synthetic_size, dim=2, seed=data.synthetic_seed)
+                               size=data.synthetic_size, num_labels=data.synthetic_labels, dim=2,
+                               seed=data.synthetic_seed)
     from organfm.data import build_dataset
 
     kwargs = {k: v for k, v in asdict(data).items() if not k.startswith("synthetic_") and k != "source"}

@@ -96,7 +96,8 @@ def draw_bias_field(
     sigmas = _uniform(fwhm_bounds, generator, len(shape)) / _FWHM_PER_SIGMA
     smooth = _blur(noise, sigmas.tolist())
     # Blurring shrinks the amplitude by roughly the kernel volume; the reference restores the
-    # peak so the bias strength is set by std_range alone, not by the blur width.
+    # peak so the bias strength is set by std_range alone, not by the blur width. It compares
+    # signed maxima; absolute ones cannot flip the field's sign when the blurred max is < 0.
     smooth *= noise.abs().max() / smooth.abs().max().clamp_min(1e-12)
     return smooth.exp_()
 

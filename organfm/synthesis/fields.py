@@ -193,7 +193,7 @@ def warp(
     base, step = _normalised_grid(spatial, flow.dtype, flow.device)
     locs = torch.addcmul(base, flow, step)  # normalised sampling positions, (B, d, *S)
     # grid_sample wants the coordinates last and in (x, y[, z]) order, i.e. reversed axes.
-    locs = locs.movedim(1, -1).flip(-1)
+    locs = locs.movedim(1, -1).flip(-1).to(field.dtype)
     return F.grid_sample(field, locs, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
