@@ -90,7 +90,7 @@ class TarArchive:
             decompress = _decompressor(raw[:6])
             try:
                 self._buffer = decompress(raw)
-            except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:  # how gzip/zlib/bz2/xz report damage
+            except (OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as e:  # how codecs report damage
                 raise DataError(f"{self.path}: cannot decompress archive ({type(e).__name__}: {e})") from e
         return self._buffer
 
@@ -114,7 +114,10 @@ def _scan(read_at: Callable[[int, int], bytes], total: int, path: str) -> dict[s
     members: dict[str, tuple[int, int]] = {}
     headers: list[bytes] = []
     offset, long_name = 0, None
-    while offset + _BLOCK <= total:
+    while True:
+        if offset + _BLOCK > total:
+            # every writer ends with zero blocks; running out of bytes first means a cut-off copy
+            raise DataError(f"{path}: archive is truncated (no end-of-archive marker after byte {offset})")
         header = bytes(read_at(offset, _BLOCK))
         if header == _ZERO_BLOCK:
             break  # end-of-archive marker

@@ -67,7 +67,7 @@ class OrganDataset(Dataset):
         organ_index = {name: i for i, name in enumerate(self.organs)}
         self._organ_ids = [organ_index.get(r.organ, UNKNOWN_ORGAN) if r.organ else UNKNOWN_ORGAN for r in self.records]
         self.num_skipped = 0  # in this process; workers' skips are in the skip log
-        self._bad: dict[int, str] = {}
+        self._bad: dict[int, str] = {}  # unreadable indices seen by this process: not decoded again
 
     @property
     def labels(self) -> list[Any]:
@@ -116,8 +116,8 @@ class OrganDataset(Dataset):
             data = archive.read(record.member) if archive is not None and record.member is not None else None
             array, meta = self._readers[record.reader].read(record.path, data=data, member=record.member,
                                                             row=record.row, index=record.index)
-        except DataError:
-            raise
+        except (DataError, MemoryError):
+            raise  # running out of memory is not a property of the file: never skip it
         except Exception as e:  # anything a decoder throws on bad data must still name the file
             raise DataError(f"{record.where}: {type(e).__name__}: {e}") from e
         if record.bbox is not None:
@@ -231,7 +231,7 @@ def build_dataset(
     """
     started = time.perf_counter()
     _check_options(intensity=intensity, window=window, channels=channels, dim=dim, on_error=on_error,
-                   image_size=image_size)
+                   image_size=image_size, split_fractions=split_fractions)
     voi = intensity != "window" if use_voi is None else use_voi
     readers = {name: create_reader(name, **({"use_voi": voi} if name == "dicom" else {})) for name in list_readers()}
     index = index_source(source, readers=readers, organ_from=organ_from, label_map=label_map, class_map=class_map,
@@ -270,7 +270,10 @@ def build_dataset(
 
 
 def _check_options(*, intensity: str, window: Sequence[float] | None, channels: int, dim: int, on_error: str,
-                   image_size: int | None) -> None:
+                   image_size: int | None, split_fractions: Sequence[float]) -> None:
+    # before indexing, which can take seconds on a large source
+    if len(split_fractions) != 3 or min(split_fractions) < 0 or sum(split_fractions) <= 0:
+        raise ValueError(f"split_fractions must be three non-negative numbers, got {tuple(split_fractions)}")
     if intensity not in INTENSITY_MODES:
         raise ValueError(f"unknown intensity {intensity!r}; valid: {', '.join(INTENSITY_MODES)}")
     if intensity == "window" and (window is None or len(window) != 2 or float(window[1]) <= 0):

@@ -17,6 +17,7 @@ from organfm.data.readers import Header, location, register_reader
 
 __all__ = ["DicomReader"]
 
+_GROUP_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
 # pip packages that provide pydicom decoders, named in the error when none is installed
 _DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.50": "pylibjpeg pylibjpeg-libjpeg",  # JPEG baseline
@@ -57,10 +58,11 @@ class DicomReader:
         _check_decoder(ds, where)
         num_frames = int(ds.get("NumberOfFrames", 1) or 1)
         body_part = str(ds.get("BodyPartExamined", "") or "").strip().lower() or None
-        # a series split over many files must not straddle splits: group by patient, else by study
-        patient = str(ds.get("PatientID", "") or "").strip() or str(ds.get("StudyInstanceUID", "") or "").strip()
+        # a series split over many files must not straddle splits: group by patient, else by the most
+        # specific scan identifier left after de-identification (often only FrameOfReferenceUID is)
+        patient = next((str(ds.get(tag)).strip() for tag in _GROUP_TAGS if str(ds.get(tag, "") or "").strip()), None)
         return Header(num_items=num_frames, stacked=num_frames > 1, body_part=body_part,
-                      modality=str(ds.get("Modality", "") or "") or None, patient_key=patient or None)
+                      modality=str(ds.get("Modality", "") or "") or None, patient_key=patient)
 
     def read(self, path: str, *, data: bytes | None = None, member: str | None = None,
              row: int | None = None, index: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:

@@ -7,14 +7,15 @@ already in [0, 1] and ``meta["normalized"]`` says so. ``meta`` carries ``path``,
 stored pixels), ``photometric``, ``modality``, ``spacing`` (mm, same axis order as the array's
 spatial axes) and ``window``. Readers never put patient identifiers in ``meta``.
 
-Readers that also support cheap index-time checks implement ``read_header(path, data=...)``,
-which returns a :class:`Header` without decoding pixels. Heavy libraries (pydicom, nibabel) are
+Readers used for files of a source also implement ``read_header(path, data=..., member=...)``,
+which returns a :class:`Header` without decoding pixels (the cheap index-time check). Heavy libraries (pydicom, nibabel) are
 imported inside the readers that need them, in ``dicom.py`` and ``nifti.py``.
 """
 from __future__ import annotations
 
 import functools
 import io
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -60,9 +61,21 @@ class Reader(Protocol):
 
     def read(self, path: str, *, data: bytes | None = None, member: str | None = None,
              row: int | None = None, index: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-        """Args: path (the file, or the archive holding it), data (the bytes, for archive members),
-        member (archive member or npz key), row (npz row), index (frame or axial slice; ``None`` =
-        all of them as a (C, D, H, W) stack)."""
+        """Decode one item.
+
+        Args:
+            path: the file, or the archive holding it (used for errors and cache keys).
+            data: the file's bytes, when it is an archive member.
+            member: archive member name, or the npz array key.
+            row: npz row.
+            index: frame or axial slice; ``None`` returns all of them as a (C, D, H, W) stack.
+
+        Returns:
+            float32 array (C, H, W) or (C, D, H, W), and its meta dict.
+
+        Raises:
+            DataError: the file cannot be decoded; the message names it.
+        """
         ...
 
 
@@ -75,8 +88,8 @@ class Header:
         stacked: ``read`` without ``index`` returns a (C, D, H, W) stack, so 2D items need an ``index``.
         body_part: DICOM BodyPartExamined, lower-cased, if any.
         modality: DICOM Modality, if any.
-        patient_key: DICOM PatientID (else StudyInstanceUID), used only to keep a patient in one
-            split; never shown.
+        patient_key: DICOM PatientID, else the first of Study/Series/FrameOfReference UID that is
+            set; used only to keep a patient in one split, never shown.
     """
 
     num_items: int = 1
@@ -119,14 +132,12 @@ def find_reader(name: str, head: bytes | None = None) -> str | None:
 @functools.lru_cache(maxsize=1)
 def _suffix_table() -> dict[str, str]:
     # cleared by register_reader; find_reader runs once per file, 59k times for MedNIST
-    return {suffix: name for name in READERS.names() for suffix in READERS.get(name).suffixes}  # type: ignore[attr-defined]
+    return {suffix: name for name in READERS.names()
+            for suffix in READERS.get(name).suffixes}  # type: ignore[attr-defined]
 
 
-# magic numbers, so a renamed or empty file fails at index time without a decode
-_IMAGE_MAGIC = {
-    b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
-}
-_IMAGE_SIGNATURES = tuple(_IMAGE_MAGIC)
+# PNG, JPEG, BMP, TIFF (both byte orders): a renamed or empty file fails at index time, no decode
+_IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
 
 
 @register_reader("image")
@@ -178,10 +189,8 @@ def _to_supported_mode(img: Any) -> Any:
         return img
     if img.mode in ("1", "LA", "La"):
         return img.convert("L")
-    if img.mode == "P":
-        # palettes can hold gray or colour; convert to RGB and let luminance handle gray ones
-        return img.convert("RGB")
-    return img.convert("RGB")  # RGBA, CMYK, YCbCr, ...
+    # palettes (gray or colour: luminance undoes a gray one), RGBA, CMYK, YCbCr, ...
+    return img.convert("RGB")
 
 
 def _read_head(path: str, size: int) -> bytes:
@@ -233,7 +242,7 @@ class NpzReader:
                 array = npz[key]
         except KeyError as e:
             raise DataError(f"{location(path, key)}: no such array in the npz") from e
-        except (OSError, ValueError, EOFError) as e:  # zip and npy format errors
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # zip and npy format errors
             raise DataError(f"{location(path, key)}: cannot read npz ({type(e).__name__}: {e})") from e
         self._cache[(path, key)] = array
         while len(self._cache) > self.cache_size:

@@ -95,7 +95,9 @@ def index_source(source: str | os.PathLike[str], *, readers: dict[str, Reader], 
     if is_tar(path):
         archive = TarArchive(path)
         return SourceIndex("tar", indexer.archive(archive), {archive.path: archive}, indexer.skipped)
-    records = indexer.file(str(path), key=path.name, organ=None)
+    if organ_from not in ("auto", "file", "dicom"):
+        raise ValueError(f"organ_from={organ_from!r} does not apply to a single file; use auto, file or dicom")
+    records = indexer.file(str(path), key=path.name, organ=_stem(path.name) if organ_from == "file" else None)
     return SourceIndex("npz" if path.suffix.lower() == ".npz" else "file", records, skipped=indexer.skipped)
 
 
@@ -155,7 +157,7 @@ class _Indexer:
                 new = self._guard(where, self.crops, row.path, row.label_map, class_ids, key_prefix=key,
                                   organs=organs, min_pixels=min_pixels, margin=margin)
             else:
-                organ = {"folder": Path(row.path).parent.name, "file": Path(row.path).name.split(".")[0],
+                organ = {"folder": Path(row.path).parent.name, "file": _stem(Path(row.path).name),
                          "dicom": None}.get(self.organ_from, row.organ)
                 new = self._guard(where, self._manifest_file, row.path, key, organ, where)
             for record in new:
@@ -198,7 +200,8 @@ class _Indexer:
             raise DataError(f"{where}: unsupported file type (no reader for this suffix)")
         if reader_name == "npz":
             return self._npz(path, key=key, organ=organ)
-        header: Header = self.readers[reader_name].read_header(path, data=data, member=member)  # type: ignore[attr-defined]
+        reader: Any = self.readers[reader_name]
+        header: Header = reader.read_header(path, data=data, member=member)
         if header.body_part and (self.organ_from == "dicom" or (self.organ_from == "auto" and organ is None)):
             organ = header.body_part
         file_hash = content_hash(data) if data is not None else _file_hash(path)
@@ -216,7 +219,7 @@ class _Indexer:
 
     def _npz(self, path: str, *, key: str, organ: str | None) -> list[Record]:
         if self.organ_from in ("auto", "file") and organ is None:
-            organ = Path(path).name[: -len(".npz")]
+            organ = _stem(Path(path).name)
         reader = self.readers["npz"]
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -267,6 +270,11 @@ def _label(value: np.ndarray) -> int | tuple[int, ...]:
 def _split_order(key: str) -> tuple[int, str]:
     split = key[: -len("_images")]
     return (SPLITS.index(split) if split in SPLITS else len(SPLITS), split)
+
+
+def _stem(name: str) -> str:
+    # "example_ct.nii.gz" -> "example_ct": Path.stem would keep ".nii"
+    return name.split(".", 1)[0] or name
 
 
 def _hidden(parts: Sequence[str]) -> bool:

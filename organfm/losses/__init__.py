@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from organfm.losses.dino import DINOLoss
+from organfm.losses.prototype import PrototypeDisentanglementLoss, region_prototypes
 from organfm.losses.supcon import SupConLoss, supcon_multiview
 
-__all__ = ["DINOLoss", "SupConLoss", "supcon_multiview"]
+__all__ = ["DINOLoss", "PrototypeDisentanglementLoss", "SupConLoss", "region_prototypes", "supcon_multiview"]

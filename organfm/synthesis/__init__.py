@@ -2,7 +2,10 @@
 
 - ``fields``: smooth random fields, per-label warps, argmax label maps (RaSD structure);
 - ``appearance``: per-label intensity, bias field, noise, blur, min-max, gamma (RaSD appearance);
-- ``organs``: ``SyntheticOrgans``, the embedded default data set (one template per organ).
+- ``organs``: ``SyntheticOrgans``, the embedded default data set (one template per organ);
+- ``pairs``: ``RaSDPairs``, the endless indexed stream of RaSD image/label-map pairs;
+- ``buffer``: ``SyntheticBuffer``, RaSD's online FIFO memory, resumable by step;
+- ``export``: ``export_pairs``, the offline writer (PNG / NIfTI + manifest, preview grid).
 """
 from __future__ import annotations
 
@@ -23,7 +26,10 @@ from organfm.synthesis.fields import (
     draw_smooth_field,
     warp,
 )
+from organfm.synthesis.buffer import SyntheticBuffer
+from organfm.synthesis.export import export_pairs, save_nifti, save_preview
 from organfm.synthesis.organs import LABEL_MAP, SyntheticOrgans
+from organfm.synthesis.pairs import NonFiniteSampleError, RaSDPairs
 
 __all__ = [
     "draw_smooth_field",
@@ -41,4 +47,10 @@ __all__ = [
     "labels_to_image",
     "SyntheticOrgans",
     "LABEL_MAP",
+    "RaSDPairs",
+    "NonFiniteSampleError",
+    "SyntheticBuffer",
+    "export_pairs",
+    "save_nifti",
+    "save_preview",
 ]

@@ -1,0 +1,114 @@
+from collections import Counter, defaultdict
+
+import numpy as np
+import pytest
+
+from organfm.data import build_dataset
+
+
+def write_manifest(tmp_path, make_png, gradient, num_patients=60, per_patient=3, start=0):
+    lines = ["path,organ,patient_id"]
+    for p in range(start, start + num_patients):
+        for k in range(per_patient):
+            name = f"img/p{p}_{k}.png"
+            make_png(tmp_path / name, gradient(offset=p * per_patient + k))
+            lines.append(f"{name},{'liver' if p % 2 else 'lung'},patient-{p}")
+    path = tmp_path / "m.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def splits_by(ds, key):
+    seen = defaultdict(set)
+    for record in ds.records:
+        seen[key(record)].add(record.split)
+    return seen
+
+
+def test_no_patient_in_two_splits(tmp_path, make_png, gradient):
+    ds = build_dataset(str(write_manifest(tmp_path, make_png, gradient)), split=None)
+    by_patient = splits_by(ds, lambda r: r.patient_id)
+    assert len(by_patient) == 60 and all(len(s) == 1 for s in by_patient.values())
+    sizes = Counter(s.pop() for s in by_patient.values())
+    assert set(sizes) == {"train", "val", "test"} and sizes["train"] > sizes["val"] + sizes["test"]
+
+
+def test_same_seed_same_split_other_seed_other_split(tmp_path, make_png, gradient):
+    path = str(write_manifest(tmp_path, make_png, gradient))
+    a = [r.split for r in build_dataset(path, split=None, split_seed=1).records]
+    assert a == [r.split for r in build_dataset(path, split=None, split_seed=1).records]
+    assert a != [r.split for r in build_dataset(path, split=None, split_seed=2).records]
+
+
+def test_duplicates_never_cross_splits_even_when_kept(tmp_path, make_png, gradient):
+    for k in range(40):  # each image twice, under two organs
+        make_png(tmp_path / "liver" / f"{k}.png", gradient(offset=k))
+        make_png(tmp_path / "spleen" / f"copy{k}.png", gradient(offset=k))
+    ds = build_dataset(str(tmp_path), split=None, dedup=False)
+    assert len(ds) == 80
+    by_content = splits_by(ds, lambda r: r.content_hash)
+    assert len(by_content) == 40 and all(len(s) == 1 for s in by_content.values())
+    assert len({s for v in by_content.values() for s in v}) == 3
+
+
+def test_duplicates_of_different_patients_share_a_split(tmp_path, make_png, gradient):
+    # the same image filed under two patients (a re-upload, a mislabelled copy): content links them
+    lines = ["path,patient_id"]
+    for k in range(40):
+        make_png(tmp_path / f"a{k}.png", gradient(offset=k))
+        make_png(tmp_path / f"b{k}.png", gradient(offset=k))
+        lines += [f"a{k}.png,first-{k}", f"b{k}.png,second-{k}"]
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    ds = build_dataset(str(tmp_path / "m.csv"), split=None, dedup=False)
+    by_content = splits_by(ds, lambda r: r.content_hash)
+    assert len(by_content) == 40 and all(len(s) == 1 for s in by_content.values())
+    assert len({s for v in by_content.values() for s in v}) == 3
+
+
+def test_given_split_pulls_the_rest_of_its_patient(tmp_path, make_png, gradient):
+    for k in range(3):
+        make_png(tmp_path / f"{k}.png", gradient(offset=k))
+    (tmp_path / "m.csv").write_text("path,patient_id,split\n0.png,p,test\n1.png,p,\n2.png,p,\n")
+    assert [r.split for r in build_dataset(str(tmp_path / "m.csv"), split=None).records] == ["test"] * 3
+
+
+def test_split_file_round_trip_and_reuse(tmp_path, make_png, gradient):
+    manifest = write_manifest(tmp_path, make_png, gradient, num_patients=30)
+    split_file = tmp_path / "splits" / "split.csv"
+    first = build_dataset(str(manifest), split=None, split_seed=0, split_file=str(split_file))
+    assert split_file.is_file()  # written on first use
+    text = split_file.read_text()
+    assert text.splitlines()[0] == "key,group,split" and "patient-" not in text  # group keys are hashes
+    # another seed would reshuffle, but the saved file fixes the assignment
+    again = build_dataset(str(manifest), split=None, split_seed=123, split_file=str(split_file))
+    assert [r.split for r in again.records] == [r.split for r in first.records]
+    # new data: new patients are hashed, a new image of a known patient follows that patient
+    old = {r.key: r.split for r in first.records}
+    write_manifest(tmp_path, make_png, gradient, num_patients=40)
+    grown = build_dataset(str(manifest), split=None, split_seed=123, split_file=str(split_file))
+    assert all(r.split == old[r.key] for r in grown.records if r.key in old)
+    saved = tmp_path / "saved.csv"
+    grown.save_split(saved)
+    assert len(saved.read_text().splitlines()) == 1 + 40 * 3
+
+
+def test_npz_splits_are_respected_and_cross_split_duplicates_dropped(tmp_path):
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 255, (10, 4, 4), dtype=np.uint8)
+    test = rng.integers(0, 255, (5, 4, 4), dtype=np.uint8)
+    test[0] = train[3]  # the same image in train and test
+    np.savez(tmp_path / "organmnist.npz", train_images=train, train_labels=np.arange(10)[:, None],
+             test_images=test, test_labels=np.arange(5)[:, None])
+    ds = build_dataset(str(tmp_path / "organmnist.npz"), split=None)
+    assert Counter(r.split for r in ds.records) == {"train": 10, "test": 4}
+    assert ds.summary()["duplicates_removed"] == 1
+    test_ds = build_dataset(str(tmp_path / "organmnist.npz"), split="test")
+    assert test_ds.labels == [1, 2, 3, 4] and test_ds.organs == ["organmnist"]
+
+
+def test_bad_options(tmp_path, make_png, gradient):
+    make_png(tmp_path / "a" / "x.png", gradient())
+    with pytest.raises(ValueError, match="split_fractions"):
+        build_dataset(str(tmp_path), split_fractions=(0.5, 0.5))
+    with pytest.raises(ValueError, match="split 'validation' not in"):
+        build_dataset(str(tmp_path), split="validation")
