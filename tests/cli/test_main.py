@@ -98,3 +98,14 @@ def test_real_mednist_run_survives_kill_9(tmp_path, mednist_archive):
 
     data = json.loads((full / "data.json").read_text())
     assert data["duplicates_removed"] == 440 and len(json.loads((full / "export" / "backbone.json").read_text())["organs"]) == 6
+
+
+def test_two_process_ddp_on_cpu_runs_the_same_loop(tmp_path):
+    """Lightning Fabric launches 2 gloo ranks from the same command; the run finishes and exports once."""
+    run = tmp_path / "ddp"
+    proc = organfm("pretrain", *TINY, *SYNTH, "trainer.max_steps=2", "trainer.accelerator=cpu", "trainer.devices=2",
+                   "trainer.strategy=ddp", f"trainer.out_dir={run}")
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert "done, step 2" in out
+    assert len(list((run / "export").glob("*.safetensors"))) == 1
