@@ -1,4 +1,8 @@
-"""Encoders behind one contract; ``create_backbone`` resolves registered names first, then timm names."""
+"""Encoders behind one contract; ``create_backbone`` resolves registered names first, then timm names.
+
+Registered here: ``unet_small`` (a small 2D/3D U-Net for CPU) and ``swin_unetr`` (MONAI SwinUNETR, RaSD's
+network), both dense: ``forward_features(x)["dense"]`` is a per-pixel/voxel feature map.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -6,13 +10,18 @@ from typing import Any
 from torch import nn
 
 from organfm.backbones.base import Backbone
+from organfm.backbones.swin import SwinUNETRBackbone
 from organfm.backbones.timm import TimmBackbone
+from organfm.backbones.unet import UNetBackbone
 from organfm.registry import Registry
 
-__all__ = ["Backbone", "TimmBackbone", "create_backbone", "list_backbones", "register_backbone"]
+__all__ = ["Backbone", "SwinUNETRBackbone", "TimmBackbone", "UNetBackbone", "create_backbone", "list_backbones",
+           "register_backbone"]
 
 _BACKBONES: Registry[nn.Module] = Registry("backbone")
 register_backbone = _BACKBONES.register
+register_backbone("unet_small")(UNetBackbone)
+register_backbone("swin_unetr")(SwinUNETRBackbone)
 
 
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list methods and backbones")
     p.set_defaults(func=_list)
+    from organfm.cli import synth as _synth
+    _synth.add_parser(sub)
+    from organfm.cli import evaluate as _evaluate; _evaluate.add_parser(sub)  # noqa: E702
     return parser
 
 

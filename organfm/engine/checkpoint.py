@@ -111,7 +111,10 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
     weights_path, contract_path = out / "backbone.safetensors", out / "backbone.json"
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".backbone.safetensors.tmp"
-    save_file(weights, str(tmp), metadata={"architecture": contract["architecture"], "format": "pt"})
+    metadata = {"architecture": contract["architecture"], "format": "pt"}
+    if contract.get("backbone_args"):  # organfm's own backbones rebuild themselves from it
+        metadata["backbone_args"] = json.dumps(contract["backbone_args"], sort_keys=True)
+    save_file(weights, str(tmp), metadata=metadata)
     os.replace(tmp, weights_path)
     _atomic_write(contract_path, lambda f: f.write(json.dumps(contract, indent=2).encode()))
     return weights_path, contract_path

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -28,7 +28,10 @@ from organfm.engine.schedules import build_schedules
 from organfm.methods import create_method
 from organfm.views import GlobalLocalViews, MultiViewDataset
 
-__all__ = ["PretrainSummary", "build_pretrain_dataset", "pretrain"]
+if TYPE_CHECKING:
+    from organfm.synthesis import SyntheticBuffer
+
+__all__ = ["PretrainSummary", "build_pretrain_dataset", "build_synthetic_buffer", "pretrain"]
 
 
 @dataclass
@@ -110,18 +113,28 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
     fabric.launch()
     fabric.seed_everything(tr.seed, verbose=False)
 
-    dataset = build_pretrain_dataset(cfg.data, skip_log_dir=str(run_dir / "skips"))
+    world = fabric.world_size
+    method_kwargs, backbone_kwargs = asdict(cfg.method), {}
+    buffer = None
+    if _batch_source(cfg) == "synthetic_buffer":  # RaSD: an online FIFO of synthetic pairs, no image files
+        source_args = {key: method_kwargs.pop(key) for key in type(cfg.method).source_keys}
+        buffer = dataset = build_synthetic_buffer(cfg, start_step=start_step * tr.accumulate_grad_batches,
+                                                  rank=fabric.global_rank, **source_args)
+        method_kwargs["num_labels"] = buffer.pairs.num_labels
+        backbone_kwargs["spatial_dims"] = source_args["dim"]
+        steps_per_epoch = source_args["steps_per_epoch"]
+    else:
+        dataset = build_pretrain_dataset(cfg.data, skip_log_dir=str(run_dir / "skips"))
+        steps_per_epoch = len(dataset) // (tr.batch_size * world * tr.accumulate_grad_batches)
+        if steps_per_epoch < 1:
+            raise ValueError(f"{len(dataset)} images cannot fill one step of batch {tr.batch_size} x {world} "
+                             f"devices x {tr.accumulate_grad_batches} accumulation: lower trainer.batch_size")
     organs = list(getattr(dataset, "organs", []))
     backbone = create_backbone(cfg.backbone.name, in_chans=1, pretrained_file=cfg.backbone.pretrained_file,
-                               drop_path_rate=cfg.backbone.drop_path_rate)
-    method = create_method(cfg.method_name, backbone=backbone, **asdict(cfg.method))
+                               drop_path_rate=cfg.backbone.drop_path_rate, **backbone_kwargs)
+    method = create_method(cfg.method_name, backbone=backbone, **method_kwargs)
     optimizer = build_optimizer(method, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
 
-    world = fabric.world_size
-    steps_per_epoch = len(dataset) // (tr.batch_size * world * tr.accumulate_grad_batches)
-    if steps_per_epoch < 1:
-        raise ValueError(f"{len(dataset)} images cannot fill one step of batch {tr.batch_size} x {world} "
-                         f"devices x {tr.accumulate_grad_batches} accumulation: lower trainer.batch_size")
     total_steps = max(1, math.ceil(tr.epochs * steps_per_epoch))
     max_steps = tr.max_steps if tr.max_steps is not None else total_steps
     o, t = cfg.optim, cfg.teacher
@@ -147,12 +160,15 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
     if tr.compile:
         method = torch.compile(method)
     method, optimizer = fabric.setup(method, optimizer)
-    sampler = ResumableBatchSampler(len(dataset), tr.batch_size, seed=tr.seed,
-                                    start_batch=start_step * tr.accumulate_grad_batches,
-                                    rank=fabric.global_rank, world_size=world)
-    loader = DataLoader(MultiViewDataset(dataset, GlobalLocalViews(**_views_kwargs(cfg))), batch_sampler=sampler,
-                        num_workers=tr.num_workers, pin_memory=fabric.device.type == "cuda")
-    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    if buffer is not None:
+        loader = (fabric.to_device(batch) for batch in buffer)
+    else:
+        sampler = ResumableBatchSampler(len(dataset), tr.batch_size, seed=tr.seed,
+                                        start_batch=start_step * tr.accumulate_grad_batches,
+                                        rank=fabric.global_rank, world_size=world)
+        loader = DataLoader(MultiViewDataset(dataset, GlobalLocalViews(**_views_kwargs(cfg))), batch_sampler=sampler,
+                            num_workers=tr.num_workers, pin_memory=fabric.device.type == "cuda")
+        loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
 
     contract = _data_contract(cfg, raw_method, organs)
 
@@ -178,8 +194,33 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
     checkpoint = result.last_checkpoint or latest_checkpoint(run_dir)
     if fabric.is_global_zero and checkpoint is not None:
         export = export_backbone(run_dir, checkpoint=checkpoint)[0]
+    num_images = buffer.num_samples(result.step * tr.accumulate_grad_batches) if buffer is not None else len(dataset)
     return PretrainSummary(run_dir=run_dir, result=result, checkpoint=checkpoint, export=export,
-                           num_images=len(dataset), organs=organs)
+                           num_images=num_images, organs=organs)
+
+
+def _batch_source(cfg: Config) -> str:
+    """Where batches come from: ``views`` (multi-view crops of a dataset) unless the method config names another."""
+    return getattr(type(cfg.method), "batch_source", "views")
+
+
+def build_synthetic_buffer(cfg: Config, *, dim: int, size: int, refresh: int | None, steps_per_epoch: int,
+                           start_step: int, rank: int = 0) -> SyntheticBuffer:
+    """RaSD's online buffer for this run: B = ``trainer.batch_size``, samples a function of (``trainer.seed``, rank)."""
+    from organfm.synthesis import RaSDPairs, SyntheticBuffer
+
+    if cfg.data.source != "synthetic":
+        raise ValueError(f"{cfg.method_name} pretrains on synthetic data only: data must be 'synthetic', "
+                         f"not {cfg.data.source!r}")
+    if dim not in (2, 3):
+        raise ValueError(f"method.dim must be 2 or 3, got {dim}")
+    if steps_per_epoch < 1:
+        raise ValueError(f"method.steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    # rank 0 draws the stream that `organfm synth --seed` writes; other ranks draw their own
+    pairs = RaSDPairs((size,) * dim, num_labels=cfg.method.num_labels, seed=cfg.trainer.seed,
+                      stream="rasd" if rank == 0 else f"rasd/rank{rank}")
+    return SyntheticBuffer(pairs, batch_size=cfg.trainer.batch_size, start_step=start_step, refresh=refresh,
+                           num_workers=cfg.trainer.num_workers)
 
 
 def _views_kwargs(cfg: Config) -> dict[str, Any]:
@@ -192,20 +233,23 @@ def _views_kwargs(cfg: Config) -> dict[str, Any]:
 def _data_contract(cfg: Config, method, organs: list[str]) -> dict[str, Any]:
     """What a user of the exported backbone must feed it (timm's pretrained_cfg habit)."""
     backbone = method.exported_backbone()
-    size = cfg.views.global_size
+    input_size, mean, std = [1, cfg.views.global_size, cfg.views.global_size], cfg.views.mean, cfg.views.std
+    if _batch_source(cfg) == "synthetic_buffer":  # synthetic [0, 1] images, fed without normalisation
+        input_size, mean, std = [1] + [cfg.method.size] * cfg.method.dim, 0.0, 1.0
     return {
         "architecture": cfg.backbone.name,
+        "backbone_args": getattr(backbone, "backbone_args", {}),
         "in_chans": 1,
         "num_features": int(backbone.num_features),
-        "input_size": [1, size, size],
-        "interpolation": "bilinear",
-        "mean": [cfg.views.mean],
-        "std": [cfg.views.std],
+        "spatial_dims": int(getattr(backbone, "spatial_dims", 2)),
+        "input_size": input_size,
+        "interpolation": "bilinear" if len(input_size) == 3 else "trilinear",
+        "mean": [mean],
+        "std": [std],
         "intensity": {"mode": cfg.data.intensity, "window": cfg.data.window,
                       "note": "intensities scaled to [0, 1] by this mode, then (x - mean) / std"},
         "organs": organs,
         "method": cfg.method_name,
-        "pretrained_cfg": {"input_size": [1, size, size], "mean": [cfg.views.mean], "std": [cfg.views.std],
-                           "num_classes": 0},
+        "pretrained_cfg": {"input_size": input_size, "mean": [mean], "std": [std], "num_classes": 0},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

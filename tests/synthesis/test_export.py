@@ -46,6 +46,12 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
                                                 "manifest.csv"]
 
 
+def test_worker_processes_write_the_same_files(tmp_path):
+    export_pairs(tmp_path / "a", n=3, dim=2, size=16, seed=3, progress=False)
+    export_pairs(tmp_path / "b", n=3, dim=2, size=16, seed=3, num_workers=1, progress=True)
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+
+
 def test_nifti_is_deterministic_and_reads_back_unchanged(tmp_path):
     volume = np.random.default_rng(0).random((4, 5, 6)).astype(np.float32)
     save_nifti(volume, tmp_path / "v.nii.gz")

@@ -1,0 +1,29 @@
+"""Evaluation: protocols on frozen (or fine-tuned) encoders, one results folder per task.
+
+Extract once, then run pure protocols on tensors: ``extract_features`` (cached by ``FeatureCache``)
+feeds ``knn_classify``, ``linear_probe``, ``run_few_shot`` and ``cluster_scores``; fine-tuning
+(``finetune_classification``, ``finetune_segmentation``) trains on the images. ``evaluate_models`` runs a
+task config (``load_task``) for several models (``load_encoder`` specs) and writes ``results.json``,
+``results.md``, plots and a self-contained ``report.html``; ``organfm evaluate`` is its command line.
+"""
+from __future__ import annotations
+
+from organfm.evaluation.clusters import cluster_scores, embed_2d
+from organfm.evaluation.features import FeatureCache, extract_features, normalize_images
+from organfm.evaluation.few_shot import few_shot_settings, run_few_shot, stratified_subset
+from organfm.evaluation.finetune import finetune_classification
+from organfm.evaluation.knn import knn_classify
+from organfm.evaluation.leakage import LeakageError, check_leakage
+from organfm.evaluation.linear_probe import linear_probe
+from organfm.evaluation.metrics import classification_metrics, segmentation_metrics, summarize
+from organfm.evaluation.models import load_encoder, parse_models
+from organfm.evaluation.segmentation import finetune_segmentation
+from organfm.evaluation.suite import evaluate_models
+from organfm.evaluation.task import TaskConfig, load_task
+
+__all__ = [
+    "FeatureCache", "LeakageError", "TaskConfig", "check_leakage", "classification_metrics", "cluster_scores",
+    "embed_2d", "evaluate_models", "extract_features", "few_shot_settings", "finetune_classification",
+    "finetune_segmentation", "knn_classify", "linear_probe", "load_encoder", "load_task", "normalize_images",
+    "parse_models", "run_few_shot", "segmentation_metrics", "stratified_subset", "summarize",
+]

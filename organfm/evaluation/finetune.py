@@ -1,0 +1,356 @@
+"""Full fine-tuning for classification: pretrained backbone + new linear layer, early stopping on validation.
+
+Recipe (the usual one for ConvNeXt/ViT fine-tuning [0, 1], scaled down):
+    - AdamW, weight decay on weights only (``ndim >= 2``), biases and norms without;
+    - learning rate: linear warmup over the first 10% of steps (at most one epoch), then cosine to
+      1% of ``lr``; per-step, from ``organfm.engine.schedules.cosine_schedule``;
+    - optional layer-wise lr decay (``build_param_groups``);
+    - light augmentation on the fly: random resized crop (area 0.8-1, aspect 3/4-4/3) and a rotation of
+      at most 10 degrees, one affine resample (no flips, no intensity or hue changes: laterality and
+      Hounsfield units carry meaning in medical images);
+    - after every epoch the validation split is scored; the weights of the best epoch (by
+      ``monitor``, ties broken by the lower validation loss) are restored at the end and scored once
+      on the test split; training stops after ``patience`` epochs without improvement.
+
+Determinism: one ``torch.Generator`` seeded with ``seed`` draws the data order and every augmentation,
+the new layers are initialised under ``torch.manual_seed(seed)`` (inside ``torch.random.fork_rng``, so
+the caller's global RNG is untouched), and so is ``make_backbone()`` (a randomly initialised backbone is
+then reproducible too). On CPU the same seed gives the same numbers bit for bit.
+
+[0] Liu et al. A ConvNet for the 2020s. CVPR 2022 (fine-tuning recipe, layer-wise lr decay).
+[1] Bao et al. BEiT. ICLR 2022 (layer-wise lr decay).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from organfm.engine.schedules import cosine_schedule
+from organfm.evaluation.metrics import classification_metrics
+
+__all__ = ["build_param_groups", "finetune_classification", "layer_ids", "random_affine", "train_with_early_stopping"]
+
+_EVAL_BATCH = 256
+
+
+# ----------------------------------------------------------------------------------------------- parameter groups
+
+def layer_ids(backbone: nn.Module) -> dict[str, int]:
+    """Depth of every backbone parameter, from its name, for layer-wise lr decay.
+
+    The rule: a timm model (``backbone.model`` of a ``TimmBackbone``, or the backbone itself) is split
+    by its own ``group_matcher(coarse=False)``, the regexes timm uses for layer decay: ConvNeXt →
+    stem 0, then one id per block, a downsample layer sharing the id of the first block of its stage,
+    the final norm last; ResNet → stem 0, then one id per residual block; ViT → patch embedding and
+    tokens 0, then one id per transformer block. Without a ``group_matcher``, each top-level child
+    module (in registration order, input to output for most networks) is one layer. A model with
+    neither gets one layer for everything (no decay), with a warning.
+
+    Returns:
+        backbone parameter name (as in ``backbone.named_parameters()``) -> depth, 0 = closest to the input.
+    """
+    model = getattr(backbone, "model", backbone)
+    prefix = "model." if model is not backbone else ""
+    names = [name for name, _ in model.named_parameters()]
+    if hasattr(model, "group_matcher"):
+        try:
+            from timm.models import group_parameters
+
+            groups = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+            return {prefix + name: int(groups[name]) for name in names}
+        except Exception as e:  # an unusual matcher; fall back to module order below
+            warnings.warn(f"timm group_matcher failed ({type(e).__name__}: {e}); using module order", stacklevel=2)
+    children = [child for child, module in model.named_children() if any(True for _ in module.parameters())]
+    if not children:
+        warnings.warn(f"{type(model).__name__}: no layer structure found; layer decay is not applied", stacklevel=2)
+        return {prefix + name: 0 for name in names}
+    order = {child: i for i, child in enumerate(children)}
+    # a parameter registered directly on the model (e.g. a ViT's cls token) goes with the first layer
+    return {prefix + name: order.get(name.split(".")[0], 0) for name in names}
+
+
+def build_param_groups(backbone: nn.Module, head: nn.Module, *, lr: float, weight_decay: float,
+                       layer_decay: float | None = None, backbone_prefix: str = "backbone.",
+                       head_prefix: str = "head.") -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay for weights only, optional layer-wise lr decay.
+
+    With ``layer_decay`` d and L backbone layers (``layer_ids``), a backbone parameter of depth i gets
+    ``lr * d ** (L - i)`` and the new head (depth L) gets ``lr``, so the earliest layers move least.
+
+    Args:
+        backbone: the pretrained encoder.
+        head: the newly initialised layers (classifier or decoder).
+        lr: base (peak) learning rate.
+        weight_decay: for parameters with ``ndim >= 2``; 0 for biases and norm weights.
+        layer_decay: d in (0, 1], or None for one lr everywhere.
+        backbone_prefix, head_prefix: prepended to parameter names in the groups' ``names``.
+
+    Returns:
+        Groups with ``params``, ``names``, ``lr_scale``, ``weight_decay`` and ``lr`` (``lr * lr_scale``);
+        the training loop multiplies the scheduled lr by ``lr_scale``.
+    """
+    if layer_decay is not None and not 0 < layer_decay <= 1:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+    depth = layer_ids(backbone) if layer_decay is not None else {}
+    top = max(depth.values(), default=-1) + 1
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+
+    def add(name: str, p: nn.Parameter, layer: int) -> None:
+        decay = p.ndim >= 2
+        scale = 1.0 if layer_decay is None else float(layer_decay) ** (top - layer)
+        group = groups.setdefault((layer, decay), {"params": [], "names": [], "lr_scale": scale,
+                                                   "weight_decay": weight_decay if decay else 0.0,
+                                                   "lr": lr * scale})
+        group["params"].append(p)
+        group["names"].append(name)
+
+    for name, p in backbone.named_parameters():
+        if p.requires_grad:
+            add(backbone_prefix + name, p, depth.get(name, 0))
+    for name, p in head.named_parameters():
+        if p.requires_grad:
+            add(head_prefix + name, p, top)
+    return [groups[key] for key in sorted(groups)]
+
+
+# ------------------------------------------------------------------------------------------------- augmentation
+
+def random_affine(images: torch.Tensor, masks: torch.Tensor | None = None, *, generator: torch.Generator,
+                  scale: tuple[float, float] = (0.8, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                  max_degrees: float = 10.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Random resized crop + small rotation as one resample per image; a mask gets the same draw.
+
+    Args:
+        images: (B, C, H, W) float.
+        masks: (B, H, W) integer labels, resampled with nearest neighbour, or None.
+        generator: a CPU generator; it draws every parameter, whatever the tensors' device.
+        scale: range of the crop's area, as a fraction of the image.
+        ratio: range of the crop's aspect ratio (drawn log-uniformly).
+        max_degrees: rotation drawn uniformly in ``[-max_degrees, max_degrees]``.
+
+    Returns:
+        ``(images, masks)`` of the input shapes; outside the image, reflection padding.
+    """
+    b, _, h, w = images.shape
+    draws = torch.rand(b, 5, generator=generator, dtype=torch.float64)
+    area = scale[0] + (scale[1] - scale[0]) * draws[:, 0]
+    log_ratio = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * draws[:, 1]
+    crop_w = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)
+    crop_h = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
+    center_x = (1 - crop_w) * (2 * draws[:, 2] - 1)
+    center_y = (1 - crop_h) * (2 * draws[:, 3] - 1)
+    angle = torch.deg2rad(max_degrees * (2 * draws[:, 4] - 1))
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # rotation in pixel space, written in normalised [-1, 1] coordinates (H != W stretches otherwise)
+    theta = torch.stack([torch.stack([cos * crop_w, -sin * crop_h * h / w, center_x], 1),
+                         torch.stack([sin * crop_w * w / h, cos * crop_h, center_y], 1)], 1)
+    grid = F.affine_grid(theta.to(images.device, images.dtype), list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if masks is None:
+        return out, None
+    warped = F.grid_sample(masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="reflection",
+                           align_corners=False)
+    return out, warped[:, 0].round().to(masks.dtype)
+
+
+# ------------------------------------------------------------------------------------------------- training loop
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=generator).split(batch_size)
+    # a last batch of one sample would break batch norm (and adds a noisy step): drop it
+    return list(order[:-1]) if len(order) > 1 and len(order[-1]) < 2 else list(order)
+
+
+def train_with_early_stopping(model: nn.Module, param_groups: list[dict[str, Any]], *, num_train: int,
+                              compute_loss: Callable[[torch.Tensor], torch.Tensor],
+                              validate: Callable[[], tuple[float, float, dict[str, Any]]], epochs: int,
+                              batch_size: int, lr: float, patience: int,
+                              generator: torch.Generator) -> dict[str, Any]:
+    """The fine-tuning loop shared by classification and segmentation.
+
+    Args:
+        model: trained in place; holds the best epoch's weights on return.
+        param_groups: from ``build_param_groups`` (each with ``lr_scale`` and ``weight_decay``).
+        num_train: training set size; batches of indices are drawn from ``generator``.
+        compute_loss: indices (B,) -> scalar loss of that batch (augmentation inside).
+        validate: () -> ``(score, val_loss, logs)``; higher ``score`` is better, NaN counts as worst.
+        epochs: at most this many passes over the training set.
+        batch_size: images per step.
+        lr: peak learning rate (cosine schedule with warmup over at most 10% of steps, see module doc).
+        patience: stop after this many epochs without a better validation score.
+        generator: seeded CPU generator for the data order.
+
+    Returns:
+        ``{"best_epoch" (1-based), "history": [per-epoch dict], "epochs_run", "stopped_early"}``.
+
+    Raises:
+        FloatingPointError: on a non-finite training loss, naming the epoch and step.
+    """
+    if epochs < 1 or batch_size < 1 or patience < 1:
+        raise ValueError("epochs, batch_size and patience must be >= 1")
+    steps_per_epoch = len(_batches(num_train, batch_size, torch.Generator().manual_seed(0)))
+    total = epochs * steps_per_epoch
+    schedule = cosine_schedule(lr, lr * 0.01, total, warmup_steps=min(steps_per_epoch, total // 10))
+    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in param_groups], lr=lr)
+    best_key: tuple[float, float] = (-math.inf, -math.inf)
+    best_state, best_epoch, since_best, history = None, 0, 0, []
+    step = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        losses = []
+        for indices in _batches(num_train, batch_size, generator):
+            for group in optimizer.param_groups:
+                group["lr"] = float(schedule[step]) * group["lr_scale"]
+            loss = compute_loss(indices)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+        model.eval()
+        with torch.no_grad():
+            score, val_loss, logs = validate()
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": float(val_loss),
+                        "lr": float(schedule[step - 1]), **logs})
+        key = (-math.inf if math.isnan(score) else float(score), -float(val_loss))
+        if key > best_key:
+            best_key, best_epoch, since_best = key, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    assert best_state is not None  # epoch 1 always improves on -inf
+    model.load_state_dict(best_state)
+    model.eval()
+    return {"best_epoch": best_epoch, "history": history, "epochs_run": len(history),
+            "stopped_early": len(history) < epochs}
+
+
+def _check_split(name: str, split: tuple[torch.Tensor, torch.Tensor], label_ndim: int) -> None:
+    images, labels = split
+    if images.ndim < 4 or images.shape[0] != labels.shape[0] or labels.ndim != label_ndim:
+        raise ValueError(f"{name}: expected images (N, C, H, W) and labels with {label_ndim} dims and the same N, "
+                         f"got {tuple(images.shape)} and {tuple(labels.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError(f"{name} split is empty")
+
+
+# --------------------------------------------------------------------------------------------- classification
+
+class _Classifier(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Linear) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def _num_features(backbone: nn.Module, sample: torch.Tensor) -> int:
+    if hasattr(backbone, "num_features"):
+        return int(backbone.num_features)
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        dim = int(backbone(sample[:1]).shape[-1])
+    backbone.train(was_training)
+    return dim
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, images: torch.Tensor, device: str) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(images[i:i + _EVAL_BATCH].to(device)).float().cpu()
+                      for i in range(0, len(images), _EVAL_BATCH)])
+
+
+def _score_classification(model: nn.Module, split: tuple[torch.Tensor, torch.Tensor],
+                          device: str) -> tuple[dict[str, Any], float]:
+    logits = _predict(model, split[0], device)
+    loss = float(F.cross_entropy(logits, split[1]).item())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small val split may miss a class: AUC skips it, recorded in the dict
+        metrics = classification_metrics(split[1].numpy(), logits.softmax(-1).numpy())
+    return metrics, loss
+
+
+def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple[torch.Tensor, torch.Tensor],
+                            val: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,
+                            num_classes: int, epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
+                            weight_decay: float = 0.05, layer_decay: float | None = None, patience: int = 5,
+                            seed: int = 0, augment: bool = True, device: str = "cpu",
+                            monitor: str = "balanced_accuracy") -> dict[str, Any]:
+    """Fine-tune a fresh pretrained backbone + new linear layer end to end; score test at the best val epoch.
+
+    Args:
+        make_backbone: returns a FRESH backbone with the pretrained weights (called once here, so repeats
+            never share weights); ``backbone(x)`` gives the pooled embedding (B, E).
+        train, val, test: ``(images (N, C, H, W) float32, already scaled and normalised; labels (N,) int64)``.
+        num_classes: K.
+        epochs: at most this many epochs.
+        batch_size: images per step.
+        lr: peak learning rate of the cosine schedule (for the head; see ``layer_decay``).
+        weight_decay: AdamW weight decay on weights (not biases/norms).
+        layer_decay: layer-wise lr decay factor (e.g. 0.75), or None (``build_param_groups``).
+        patience: early stopping after this many epochs without a better validation ``monitor``.
+        seed: data order, augmentation and head initialisation.
+        augment: random resized crop + small rotation on training batches (``random_affine``).
+        device: where to train ("cpu", "cuda", ...); the tensors may stay on the CPU.
+        monitor: validation metric for model selection: ``"balanced_accuracy"`` or ``"auc"`` (any key
+            of ``classification_metrics``).
+
+    Returns:
+        ``{"metrics": classification_metrics on test, "best_epoch": int (1-based), "val_metrics": at that
+        epoch, "history": [{"epoch", "train_loss", "val_loss", "lr", val metrics...}], "epochs_run": int,
+        "stopped_early": bool}``.
+    """
+    for name, split in (("train", train), ("val", val), ("test", test)):
+        _check_split(name, split, label_ndim=1)
+    if monitor not in ("accuracy", "balanced_accuracy", "auc", "f1"):
+        raise ValueError(f"monitor must be a classification metric, got {monitor!r}")
+    for name, split in (("train", train), ("val", val), ("test", test)):
+        if split[1].min() < 0 or split[1].max() >= num_classes:
+            raise ValueError(f"{name} labels must lie in 0..{num_classes - 1}")
+    images, labels = train[0], train[1].long()
+    val, test = (val[0], val[1].long()), (test[0], test[1].long())
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone = make_backbone()
+        head = nn.Linear(_num_features(backbone, images), num_classes)
+        nn.init.trunc_normal_(head.weight, std=0.02, generator=generator)
+        nn.init.zeros_(head.bias)
+        model = _Classifier(backbone, head).to(device)
+        groups = build_param_groups(backbone, head, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay)
+
+        def compute_loss(indices: torch.Tensor) -> torch.Tensor:
+            x = images[indices].to(device)
+            if augment:
+                x, _ = random_affine(x, generator=generator)
+            return F.cross_entropy(model(x), labels[indices].to(device))
+
+        def validate() -> tuple[float, float, dict[str, Any]]:
+            metrics, loss = _score_classification(model, val, device)
+            return metrics[monitor], loss, {k: v for k, v in metrics.items() if k != "auc_skipped_classes"}
+
+        fit = train_with_early_stopping(model, groups, num_train=len(images), compute_loss=compute_loss,
+                                        validate=validate, epochs=epochs, batch_size=batch_size, lr=lr,
+                                        patience=patience, generator=generator)
+    val_metrics, _ = _score_classification(model, val, device)
+    test_metrics, _ = _score_classification(model, test, device)
+    if test_metrics["auc_skipped_classes"]:
+        warnings.warn(f"test AUC skips classes {test_metrics['auc_skipped_classes']} (absent from the test labels)",
+                      stacklevel=2)
+    return {"metrics": test_metrics, "best_epoch": fit["best_epoch"], "val_metrics": val_metrics,
+            "history": fit["history"], "epochs_run": fit["epochs_run"], "stopped_early": fit["stopped_early"]}

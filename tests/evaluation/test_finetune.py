@@ -1,0 +1,186 @@
+"""Full fine-tuning for classification: learns an easy task, reproducible, early stopping, layer decay."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from organfm.backbones import TimmBackbone
+from organfm.evaluation.finetune import (build_param_groups, finetune_classification, layer_ids, random_affine,
+                                         train_with_early_stopping)
+
+
+def _blobs(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise with one disc: bright (label 1) or dark (label 0), at a random place and radius."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 2, (n,), generator=g)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    centers = torch.randint(8, size - 8, (n, 2), generator=g)
+    radius = torch.randint(4, 8, (n, 1, 1), generator=g)
+    disc = (yy - centers[:, 0, None, None]) ** 2 + (xx - centers[:, 1, None, None]) ** 2 < radius**2
+    sign = torch.where(labels == 1, 1.0, -1.0)[:, None, None]
+    images = 0.3 * torch.randn(n, size, size, generator=g) + sign * disc
+    return images[:, None].float(), labels
+
+
+class _Factory:
+    """``make_backbone`` that counts its calls and keeps what it built; every call loads the same weights."""
+
+    def __init__(self, name: str = "test_convnext") -> None:
+        torch.manual_seed(123)
+        self.name = name
+        self.reference = {k: v.clone() for k, v in TimmBackbone(name).state_dict().items()}
+        self.built: list[nn.Module] = []
+
+    def __call__(self) -> nn.Module:
+        backbone = TimmBackbone(self.name)
+        backbone.load_state_dict(self.reference)
+        self.built.append(backbone)
+        return backbone
+
+
+SPLITS = (_blobs(48, 0), _blobs(32, 1), _blobs(48, 2))
+
+
+@pytest.fixture(scope="module")
+def blob_runs() -> dict:
+    factory = _Factory()
+    kwargs = dict(num_classes=2, epochs=3, batch_size=16, lr=1e-3, seed=0)
+    first = finetune_classification(factory, *SPLITS, **kwargs)
+    second = finetune_classification(factory, *SPLITS, **kwargs)
+    return {"factory": factory, "first": first, "second": second}
+
+
+def test_learns_easy_task(blob_runs: dict) -> None:
+    metrics = blob_runs["first"]["metrics"]
+    assert metrics["accuracy"] >= 0.8  # chance is 0.5
+    assert metrics["auc"] >= 0.9
+    assert set(blob_runs["first"]) >= {"metrics", "best_epoch", "val_metrics", "history"}
+    assert len(blob_runs["first"]["history"]) == blob_runs["first"]["epochs_run"] <= 3
+
+
+def test_same_seed_same_numbers(blob_runs: dict) -> None:
+    first, second = blob_runs["first"], blob_runs["second"]
+    assert first["metrics"] == second["metrics"]
+    assert first["history"] == second["history"]
+
+
+def test_different_seed_differs() -> None:
+    factory = _Factory("test_resnet")  # batch-norm backbone: the other family
+    tiny = [(x[:16], y[:16]) for x, y in SPLITS]
+    a = finetune_classification(factory, *tiny, num_classes=2, epochs=1, batch_size=16, seed=0)
+    b = finetune_classification(factory, *tiny, num_classes=2, epochs=1, batch_size=16, seed=1)
+    assert a["history"][0]["train_loss"] != b["history"][0]["train_loss"]
+
+
+def test_backbone_built_fresh_and_fully_finetuned(blob_runs: dict) -> None:
+    factory = blob_runs["factory"]
+    assert len(factory.built) == 2  # one fresh backbone per run
+    assert factory.built[0] is not factory.built[1]
+    for backbone in factory.built:
+        changed = [name for name, v in backbone.state_dict().items()
+                   if not torch.equal(v, factory.reference[name])]
+        assert any(name.startswith("model.stem") for name in changed)  # the earliest layer moved too
+        assert any(name.startswith("model.stages.3") for name in changed)
+    # the two runs trained separate copies from the same start, identically
+    for name, v in factory.built[0].state_dict().items():
+        assert torch.equal(v, factory.built[1].state_dict()[name])
+
+
+def test_best_epoch_weights_are_restored() -> None:
+    """Scripted validation scores: the loop must keep the best epoch's weights and stop after ``patience``."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    scores = iter([0.2, 0.7, 0.5, float("nan"), 0.69, 0.9])
+    snapshots = []
+
+    def validate() -> tuple[float, float, dict]:
+        snapshots.append(model.weight.detach().clone())
+        return next(scores), 1.0, {}
+
+    fit = train_with_early_stopping(
+        model, build_param_groups(nn.Identity(), model, lr=0.1, weight_decay=0.0), num_train=8,
+        compute_loss=lambda i: nn.functional.cross_entropy(model(x[i]), y[i]), validate=validate,
+        epochs=10, batch_size=4, lr=0.1, patience=3, generator=torch.Generator().manual_seed(0))
+    assert fit["best_epoch"] == 2 and fit["epochs_run"] == 5 and fit["stopped_early"]
+    assert torch.equal(model.weight, snapshots[1])
+    assert not torch.equal(model.weight, snapshots[-1])
+
+
+def test_early_stopping_when_nothing_improves() -> None:
+    # lr=0: the weights (LayerNorm net, no batch statistics) never change, so epoch 1 stays the best
+    tiny = [(x[:16], y[:16]) for x, y in SPLITS]
+    result = finetune_classification(_Factory(), *tiny, num_classes=2, epochs=10, batch_size=16, lr=0.0,
+                                     patience=2, augment=False)
+    assert result["best_epoch"] == 1
+    assert result["epochs_run"] == 3 and result["stopped_early"]
+    assert result["val_metrics"]["balanced_accuracy"] == result["history"][0]["balanced_accuracy"]
+
+
+def test_best_epoch_matches_history(blob_runs: dict) -> None:
+    result = blob_runs["first"]
+    keys = [(h["balanced_accuracy"], -h["val_loss"]) for h in result["history"]]
+    assert result["best_epoch"] == 1 + max(range(len(keys)), key=lambda i: keys[i])
+    best = result["history"][result["best_epoch"] - 1]
+    # the returned val metrics are re-scored on the restored weights: same as logged at that epoch
+    assert result["val_metrics"]["balanced_accuracy"] == best["balanced_accuracy"]
+    assert result["val_metrics"]["auc"] == pytest.approx(best["auc"], abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["test_convnext", "test_resnet"])
+def test_layer_decay_gives_earlier_layers_smaller_lr(name: str) -> None:
+    backbone = TimmBackbone(name)
+    head = nn.Linear(backbone.num_features, 3)
+    groups = build_param_groups(backbone, head, lr=1.0, weight_decay=0.05, layer_decay=0.5)
+    lr_of = {name: g["lr"] for g in groups for name in g["names"]}
+    stem = "backbone.model.stem.0.weight" if name == "test_convnext" else "backbone.model.conv1.0.weight"
+    last = "backbone.model.stages.3.blocks.1.conv_dw.weight" if name == "test_convnext" \
+        else "backbone.model.layer4.0.conv1.weight"
+    assert lr_of["head.weight"] == 1.0
+    assert lr_of[stem] < lr_of[last] < lr_of["head.weight"]
+    depth = layer_ids(backbone)
+    top = max(depth.values()) + 1
+    assert lr_of[stem] == pytest.approx(0.5 ** top)
+    for pname, d in depth.items():  # lr strictly follows depth
+        assert lr_of["backbone." + pname] == pytest.approx(0.5 ** (top - d))
+    # every trainable parameter once; decay only on weights
+    assert sum(len(g["params"]) for g in groups) == len(list(backbone.parameters())) + 2
+    for g in groups:
+        assert all(p.ndim >= 2 for p in g["params"]) == (g["weight_decay"] > 0)
+    # without layer decay every group has the base lr
+    assert {g["lr"] for g in build_param_groups(backbone, head, lr=1.0, weight_decay=0.0)} == {1.0}
+
+
+def test_layer_ids_fallbacks() -> None:
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))  # no timm group_matcher
+    assert layer_ids(net) == {"0.weight": 0, "0.bias": 0, "2.weight": 1, "2.bias": 1}
+
+    class Flat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(2, 2))
+
+    with pytest.warns(UserWarning, match="no layer structure"):
+        assert layer_ids(Flat()) == {"w": 0}
+
+
+def test_random_affine_identity_and_shared_draw() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 32, 40)
+    same, _ = random_affine(x, generator=g, scale=(1.0, 1.0), ratio=(1.0, 1.0), max_degrees=0.0)
+    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
+    masks = torch.zeros(8, 32, 32, dtype=torch.long)
+    masks[:, 8:24, 10:20] = 1
+    masks[:, 2:6, 2:30] = 2
+    warped_x, warped_m = random_affine(masks[:, None].float(), masks, generator=g)
+    assert warped_m.dtype == torch.long and warped_m.shape == masks.shape
+    assert not torch.equal(warped_m, masks)  # it did move
+    agree = (warped_x[:, 0].round().long() == warped_m).float().mean()
+    assert agree > 0.95  # image and mask got the same transform
+
+
+def test_rejects_bad_labels() -> None:
+    bad = (SPLITS[0][0], SPLITS[0][1] + 5)
+    with pytest.raises(ValueError, match="labels"):
+        finetune_classification(_Factory(), bad, SPLITS[1], SPLITS[2], num_classes=2)

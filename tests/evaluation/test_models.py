@@ -1,0 +1,84 @@
+"""Model specs: random init (seeded), run folders (exported on demand), export folders, weights files."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from organfm.backbones import TimmBackbone
+from organfm.engine.checkpoint import save_checkpoint
+from organfm.evaluation.models import load_encoder, parse_models
+
+
+def _state(backbone: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in backbone.state_dict().items()}
+
+
+def test_random_spec_is_seeded_and_hashed_by_spec_and_seed():
+    make, contract = load_encoder("random:test_resnet", image_size=32, seed=0)
+    a, b = _state(make()), _state(make())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert contract["mean"] == [0.5] and contract["std"] == [0.5] and contract["input_size"] == [1, 32, 32]
+    assert contract["model_hash"] == load_encoder("random:test_resnet", seed=0)[1]["model_hash"]
+    assert contract["model_hash"] != load_encoder("random:test_resnet", seed=1)[1]["model_hash"]
+    assert contract["model_hash"] != load_encoder("random:test_convnext", seed=0)[1]["model_hash"]
+    other = _state(load_encoder("random:test_resnet", seed=1)[0]())
+    assert not all(torch.equal(a[k], other[k]) for k in a)
+
+
+def _fake_run(tmp_path):
+    """A run folder holding one checkpoint in the pretraining format (no export yet)."""
+    torch.manual_seed(7)
+    backbone = TimmBackbone("test_resnet")
+    prefix = "teacher.backbone.model."
+    state = {"step": 3, "export_prefix": prefix,
+             "method": {prefix + k: v for k, v in backbone.model.state_dict().items()},
+             "contract": {"architecture": "test_resnet", "in_chans": 1, "mean": [0.4], "std": [0.2],
+                          "input_size": [1, 32, 32]}}
+    run = tmp_path / "run"
+    save_checkpoint(state, run, step=3)
+    return run, backbone
+
+
+def test_run_folder_is_exported_then_loaded_with_its_weights_and_contract(tmp_path):
+    run, original = _fake_run(tmp_path)
+    make, contract = load_encoder(str(run))
+    assert (run / "export" / "backbone.safetensors").is_file() and (run / "export" / "backbone.json").is_file()
+    assert contract["mean"] == [0.4] and contract["std"] == [0.2] and contract["architecture"] == "test_resnet"
+    loaded = make()
+    assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in original.model.state_dict().items())
+    # the export folder and the weights file name the same model (same bytes, same hash)
+    assert load_encoder(str(run / "export"))[1]["model_hash"] == contract["model_hash"]
+    assert load_encoder(str(run / "export" / "backbone.safetensors"))[1]["model_hash"] == contract["model_hash"]
+
+
+def test_timm_spec_with_local_weights(tmp_path):
+    run, original = _fake_run(tmp_path)
+    load_encoder(str(run))
+    weights = tmp_path / "plain.safetensors"
+    shutil.copy(run / "export" / "backbone.safetensors", weights)
+    with pytest.raises(FileNotFoundError, match="no contract JSON"):
+        load_encoder(str(weights))
+    make, contract = load_encoder(f"timm:test_resnet:{weights}", image_size=32)
+    assert contract["input_size"] == [1, 32, 32] and len(contract["mean"]) == 1
+    loaded = make().model.state_dict()
+    assert all(torch.equal(v, loaded[k]) for k, v in original.model.state_dict().items())
+
+
+def test_bad_specs_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown timm architecture 'not_a_net'"):
+        load_encoder("random:not_a_net")
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        load_encoder(str(tmp_path / "missing"))
+    with pytest.raises(FileNotFoundError, match="neither an export"):
+        load_encoder(str(tmp_path))
+
+
+def test_parse_models():
+    assert parse_models("a=runs/x, scratch=random:resnet18") == {"a": "runs/x", "scratch": "random:resnet18"}
+    assert parse_models("random:resnet18") == {"resnet18": "random:resnet18"}
+    with pytest.raises(ValueError, match="twice"):
+        parse_models("a=x,a=y")
+    with pytest.raises(ValueError, match="empty"):
+        parse_models(" , ")

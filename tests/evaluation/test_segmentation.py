@@ -1,0 +1,197 @@
+"""U-Net segmentation on a pretrained encoder: shapes, gradients, learning, loss, real CT slices and splits."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from organfm.backbones import TimmBackbone
+from organfm.evaluation.metrics import segmentation_metrics
+from organfm.evaluation.segmentation import (dice_ce_loss, finetune_segmentation, load_ct_segmentation_slices,
+                                             split_slice_blocks)
+from organfm.heads.decoders import BackboneUNet, UNetDecoder
+
+ORGANS = ["liver", "spleen", "kidney_left", "kidney_right"]
+
+
+def _squares(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise with a bright square (class 1) and a dark square (class 2; drawn last, on top)."""
+    g = torch.Generator().manual_seed(seed)
+    images = 0.2 * torch.randn(n, 1, size, size, generator=g)
+    masks = torch.zeros(n, size, size, dtype=torch.long)
+    for i in range(n):
+        for cls in (1, 2):
+            side = int(torch.randint(6, 12, (1,), generator=g))
+            r, c = torch.randint(0, size - side, (2,), generator=g).tolist()
+            masks[i, r:r + side, c:c + side] = cls
+    images[:, 0] += 1.5 * (masks == 1) - 1.5 * (masks == 2)
+    return images, masks
+
+
+@pytest.mark.parametrize("name", ["test_convnext", "test_resnet"])
+@pytest.mark.parametrize("size", [32, 64])
+def test_unet_output_shape_and_gradients(name: str, size: int) -> None:
+    torch.manual_seed(0)
+    model = BackboneUNet(TimmBackbone(name), num_classes=3)
+    x = torch.randn(2, 1, size, size)
+    logits = model(x)
+    assert logits.shape == (2, 3, size, size)
+    logits.square().mean().backward()
+    for pname, p in model.named_parameters():
+        if pname.startswith("backbone.model.head."):  # the pooled-embedding head is not part of the U-Net
+            continue
+        assert p.grad is not None, f"{pname} got no gradient"
+        assert torch.isfinite(p.grad).all(), pname
+    stem = "backbone.model.stem.0.weight" if name == "test_convnext" else "backbone.model.conv1.0.weight"
+    grads = dict(model.named_parameters())
+    assert grads[stem].grad.abs().sum() > 0  # reaches the encoder's first layer ...
+    assert grads["decoder.classifier.weight"].grad.abs().sum() > 0  # ... and the decoder
+
+
+def test_decoder_builds_3d() -> None:
+    decoder = UNetDecoder([8, 16], num_classes=2, spatial_dims=3)
+    skips = [torch.randn(1, 8, 4, 8, 8), torch.randn(1, 16, 2, 4, 4)]
+    assert decoder(skips, torch.randn(1, 1, 8, 16, 16)).shape == (1, 2, 8, 16, 16)
+    with pytest.raises(ValueError, match="spatial_dims"):
+        UNetDecoder([8, 16], num_classes=2, spatial_dims=4)
+
+
+def test_dice_ce_loss_closed_form() -> None:
+    target = torch.randint(0, 3, (2, 8, 8))
+    perfect = 50.0 * torch.nn.functional.one_hot(target, 3).movedim(-1, 1).float()
+    assert dice_ce_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+    uniform = torch.zeros(2, 3, 8, 8)
+    # CE = log 3; soft Dice of class c = (2 * T_c / 3 + 1) / (128 / 3 + T_c + 1) with 128 pixels
+    counts = torch.bincount(target.flatten(), minlength=3).float()
+    dice = (2 * counts / 3 + 1) / (128 / 3 + counts + 1)
+    expected = np.log(3) + 1 - dice[1:].mean().item()
+    assert dice_ce_loss(uniform, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def squares_run() -> dict:
+    train, val, test = _squares(48, 0), _squares(16, 1), _squares(32, 2)
+    kwargs = dict(num_classes=3, epochs=4, batch_size=8, lr=1e-3, augment=False, seed=0)
+    return {"test": test,
+            "first": finetune_segmentation(lambda: TimmBackbone("test_resnet"), train, val, test, **kwargs),
+            "second": finetune_segmentation(lambda: TimmBackbone("test_resnet"), train, val, test, **kwargs)}
+
+
+def test_unet_learns_squares(squares_run: dict) -> None:
+    masks = squares_run["test"][1]
+    # trivial baseline: every pixel called the most frequent foreground class
+    frequent = int(torch.bincount(masks.flatten(), minlength=3)[1:].argmax()) + 1
+    baseline = segmentation_metrics(torch.full_like(masks, frequent), masks, 3)["mean_dice"]
+    result = squares_run["first"]
+    assert result["metrics"]["mean_dice"] > 0.6 > baseline + 0.3
+    assert set(result["metrics"]["dice"]) == {1, 2}
+    assert 1 <= result["best_epoch"] <= result["epochs_run"] == len(result["history"])
+    best = result["history"][result["best_epoch"] - 1]
+    assert best["mean_dice"] == max(h["mean_dice"] for h in result["history"])
+    assert result["val_metrics"]["mean_dice"] == pytest.approx(best["mean_dice"], abs=1e-12)
+
+
+def test_segmentation_same_seed_same_numbers(squares_run: dict) -> None:
+    assert squares_run["first"]["metrics"] == squares_run["second"]["metrics"]
+    assert squares_run["first"]["history"] == squares_run["second"]["history"]
+
+
+def test_segmentation_convnext_runs_and_rejects_bad_masks() -> None:
+    train, val = _squares(8, 3), _squares(4, 4)
+    result = finetune_segmentation(lambda: TimmBackbone("test_convnext"), train, val, val, num_classes=3,
+                                   epochs=1, batch_size=4)
+    assert np.isfinite(result["metrics"]["mean_dice"])
+    with pytest.raises(ValueError, match="0..1"):
+        finetune_segmentation(lambda: TimmBackbone("test_convnext"), train, val, val, num_classes=2, epochs=1)
+
+
+def test_split_slice_blocks() -> None:
+    train, val, test = split_slice_blocks(45, block_size=8, fractions=(0.6, 0.2, 0.2), gap=1)
+    everything = np.concatenate([train, val, test])
+    assert len(set(everything.tolist())) == len(everything)  # disjoint
+    assert everything.max() < 45 and len(val) > 0 and len(test) > 0 and len(train) > len(val)
+    owner = {int(i): s for s, part in enumerate((train, val, test)) for i in part}
+    for i in owner:
+        for j in owner:
+            if owner[i] != owner[j]:
+                assert abs(i - j) >= 2  # gap=1: never neighbours across splits
+    # blocks of at most 8 consecutive slices
+    assert train.tolist()[:8] == list(range(8))
+    assert val.min() > 8 and test.min() > val.max()  # interleaved: train, val, train, test, ...
+    with pytest.raises(ValueError, match="blocks"):
+        split_slice_blocks(10, block_size=8)
+
+
+@pytest.fixture(scope="module")
+def ct_files(data_root: Path) -> dict:
+    folder = data_root / "totalseg-example"
+    files = {"image": folder / "example_ct.nii.gz", "labels": folder / "example_seg_fast_force_split.nii.gz",
+             "class_map": folder / "totalsegmentator_classmap.json"}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        pytest.skip(f"TotalSegmentator example not found: {', '.join(missing)}")
+    from organfm.data.nifti import NiftiReader
+    from organfm.data.volumes import load_class_map
+
+    files["map"] = load_class_map(files["class_map"], "total")
+    files["volume"] = np.asarray(NiftiReader().read_volume(str(files["labels"]))[0]).astype(np.int64)
+    return files
+
+
+def test_ct_slices_match_label_map(ct_files: dict) -> None:
+    labels, class_map = ct_files["volume"], ct_files["map"]
+    ids = [next(i for i, n in class_map.items() if n == organ) for organ in ORGANS]
+    side = max(labels.shape[1:])  # native resolution: padding only, no resampling
+    images, masks, names = load_ct_segmentation_slices(ct_files["image"], ct_files["labels"], class_map=class_map,
+                                                       classes=ORGANS, size=side, min_foreground=50)
+    assert names == ["background", *ORGANS]
+    # reference slice selection, written independently
+    chosen = np.isin(labels, ids)
+    kept = [z for z in range(labels.shape[0]) if chosen[z].sum() >= 50]
+    assert images.shape == (len(kept), 1, side, side) and masks.shape == (len(kept), side, side)
+    assert images.dtype == torch.float32 and masks.dtype == torch.int64
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    for new_id, old_id in enumerate(ids, start=1):
+        expected = [(labels[z] == old_id).sum() for z in kept]
+        got = [(masks[k] == new_id).sum().item() for k in range(len(kept))]
+        assert got == expected, ORGANS[new_id - 1]
+    assert set(torch.unique(masks).tolist()) == {0, 1, 2, 3, 4}
+    # image and mask line up: the organs are soft tissue (0-100 HU -> 0.4-0.65 in the 40/400 window)
+    for new_id in range(1, 5):
+        assert 0.35 < images[:, 0][masks == new_id].mean() < 0.65, ORGANS[new_id - 1]
+
+
+def test_ct_slices_every_voxel_and_resized(ct_files: dict) -> None:
+    labels, class_map = ct_files["volume"], ct_files["map"]
+    liver = next(i for i, n in class_map.items() if n == "liver")
+    images, masks, _ = load_ct_segmentation_slices(ct_files["image"], ct_files["labels"], class_map=class_map,
+                                                   classes=["liver"], size=max(labels.shape[1:]), min_foreground=1)
+    assert (masks == 1).sum().item() == (labels == liver).sum()  # every liver voxel of the volume is there
+    small, small_masks, _ = load_ct_segmentation_slices(ct_files["image"], ct_files["labels"], class_map=class_map,
+                                                        classes=["liver"], size=64, min_foreground=1)
+    assert small.shape == (len(images), 1, 64, 64)
+    scale = (64 / max(labels.shape[1:])) ** 2
+    assert (small_masks == 1).sum().item() == pytest.approx((labels == liver).sum() * scale, rel=0.1)
+    with pytest.raises(ValueError, match="not in the class map"):
+        load_ct_segmentation_slices(ct_files["image"], ct_files["labels"], class_map=class_map,
+                                    classes=["liver", "heart_of_gold"], size=64)
+    _, raw_masks, raw_names = load_ct_segmentation_slices(ct_files["image"], ct_files["labels"], class_map=None,
+                                                          classes=None, size=64)
+    assert raw_names[0] == "background" and f"label_{liver}" in raw_names
+    assert len(raw_names) - 1 == len(set(np.unique(labels).tolist()) - {0})
+
+
+def test_ct_short_finetune_is_sensible_and_reproducible(ct_files: dict) -> None:
+    images, masks, names = load_ct_segmentation_slices(ct_files["image"], ct_files["labels"],
+                                                       class_map=ct_files["map"], classes=ORGANS, size=32)
+    train, val, test = split_slice_blocks(len(images))
+    images = (images - images[train].mean()) / images[train].std()
+    kwargs = dict(num_classes=len(names), epochs=2, batch_size=8, seed=0)
+    splits = [(images[i], masks[i]) for i in (train, val, test)]
+    runs = [finetune_segmentation(lambda: TimmBackbone("test_resnet"), *splits, **kwargs) for _ in range(2)]
+    assert runs[0]["metrics"] == runs[1]["metrics"]
+    metrics = runs[0]["metrics"]
+    assert set(metrics["dice"]) <= {1, 2, 3, 4} and all(0 <= v <= 1 for v in metrics["dice"].values())
+    assert np.isfinite(runs[0]["history"][-1]["train_loss"])
