@@ -2,16 +2,15 @@
 
 A spec is one of:
 
-=============================  =====================================================================
-``runs/coda-20261123-101500``  a run folder: ``<run>/export/backbone.safetensors`` + ``backbone.json``
-                               (exported from the latest checkpoint first when the export is missing)
-``runs/.../export``            an export folder holding ``backbone.safetensors`` + ``backbone.json``
-``path/to/weights.safetensors``  weights with their contract JSON beside them (``backbone.json`` or
-                               ``<stem>.json``)
-``random:<timm arch>``         random initialisation (seeded): the floor every pretrained model must beat
-``timm:<arch>:<file>``         a timm architecture with local weights (``.safetensors``/``.pth``) and no
-                               contract: mean/std from timm's pretrained config, averaged to 1 channel
-=============================  =====================================================================
+- ``runs/coda-20261123-101500``: a run folder; uses ``<run>/export/backbone.safetensors`` +
+  ``backbone.json``, exported from the latest checkpoint first when the export is missing;
+- ``runs/.../export``: an export folder holding ``backbone.safetensors`` + ``backbone.json``;
+- ``path/to/weights.safetensors``: weights with their contract JSON beside them (``backbone.json`` or
+  ``<stem>.json``);
+- ``random:<arch>``: random initialisation (seeded) of a timm or organfm architecture, the floor every
+  pretrained model must beat;
+- ``timm:<arch>:<file>``: a timm architecture with local weights (``.safetensors``/``.pth``) and no
+  contract; mean/std come from timm's pretrained config, averaged to one channel.
 
 The model hash (weights-file bytes, or the spec string for ``random:``) keys the feature cache, so a
 re-exported run with new weights never reuses stale features.
@@ -43,16 +42,16 @@ def load_encoder(spec: str, *, image_size: int | None = None,
         seed: initialisation seed of ``random:`` backbones (every call of the factory gives the same weights).
 
     Returns:
-        ``(make_backbone, contract)``: ``make_backbone()`` builds a FRESH ``TimmBackbone`` (1 channel,
-        ``forward`` -> (B, E)) with the weights loaded; ``contract`` holds at least ``architecture``,
-        ``mean``, ``std`` (lists of one float), ``input_size`` ``[1, S, S]``, ``spec``, ``weights``
-        (path or None) and ``model_hash`` (hex string).
+        ``(make_backbone, contract)``: ``make_backbone()`` builds a FRESH backbone (``create_backbone``: an
+        organfm-registered network or a ``TimmBackbone``; ``forward`` -> (B, E)) with the weights loaded;
+        ``contract`` holds at least ``architecture``, ``mean``, ``std`` (lists of one float), ``input_size``
+        ``[1, S, S]``, ``spec``, ``weights`` (path or None) and ``model_hash`` (hex string).
 
     Raises:
         FileNotFoundError: a path that does not exist, or a folder with neither an export nor a checkpoint.
         ValueError: an unknown architecture or a malformed spec.
     """
-    from organfm.backbones import TimmBackbone
+    from organfm.backbones import create_backbone
 
     if spec.startswith("random:"):
         arch = spec[len("random:"):]
@@ -61,7 +60,7 @@ def load_encoder(spec: str, *, image_size: int | None = None,
         def make_random() -> nn.Module:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                return TimmBackbone(arch, in_chans=1)
+                return create_backbone(arch, in_chans=1)
 
         size = [1, image_size, image_size] if image_size else None
         contract = {"architecture": arch, "mean": [_DEFAULT_MEAN], "std": [_DEFAULT_STD], "input_size": size,
@@ -85,7 +84,8 @@ def load_encoder(spec: str, *, image_size: int | None = None,
     weights_file = str(weights.resolve())
 
     def make_pretrained() -> nn.Module:
-        return TimmBackbone(arch, in_chans=int(contract.get("in_chans", 1)), pretrained_file=weights_file)
+        # organfm's own backbones rebuild their architecture from the file's metadata (backbone_args)
+        return create_backbone(arch, in_chans=int(contract.get("in_chans", 1)), pretrained_file=weights_file)
 
     contract = dict(contract, spec=spec, weights=weights_file, model_hash=hash_file(weights))
     contract.setdefault("mean", [_DEFAULT_MEAN])
@@ -135,8 +135,11 @@ def _hash_text(text: str) -> str:
 def _check_arch(arch: str, spec: str) -> None:
     import timm
 
-    if not arch or not timm.is_model(arch):
-        raise ValueError(f"model spec {spec!r}: unknown timm architecture {arch!r} (see timm.list_models())")
+    from organfm.backbones import list_backbones
+
+    if not arch or not (arch in list_backbones() or timm.is_model(arch)):
+        raise ValueError(f"model spec {spec!r}: unknown architecture {arch!r} (organfm: {', '.join(list_backbones())}; "
+                         "or any timm.list_models() name)")
 
 
 def _timm_mean_std(arch: str) -> tuple[float, float]:

@@ -67,12 +67,17 @@ def test_timm_spec_with_local_weights(tmp_path):
 
 
 def test_bad_specs_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError, match="unknown timm architecture 'not_a_net'"):
+    with pytest.raises(ValueError, match="unknown architecture 'not_a_net'"):
         load_encoder("random:not_a_net")
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         load_encoder(str(tmp_path / "missing"))
     with pytest.raises(FileNotFoundError, match="neither an export"):
         load_encoder(str(tmp_path))
+
+
+def test_organfm_registered_backbones_are_specs_too():
+    make, contract = load_encoder("random:unet_small", image_size=32)
+    assert make()(torch.rand(2, 1, 32, 32)).shape == (2, make().num_features)
 
 
 def test_parse_models():

@@ -65,7 +65,8 @@ def _leaky_task(tmp_path: Path) -> Path:
     (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
     task = tmp_path / "leaky.yaml"
     task.write_text(f"name: leaky\ndata:\n  root: {tmp_path}\n  source: manifest.csv\n  label: label\n"
-                    "  image_size: 32\n  dedup: false\nprotocols: [knn]\nknn:\n  k: [3]\nreport:\n  scatter_points: 0\n")
+                    "  image_size: 32\n  dedup: false\nprotocols: [knn]\nknn:\n  k: [3]\n"
+                    "report:\n  scatter_points: 0\n")
     return task
 
 
