@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="organfm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="pretrain a backbone (coda, dino, supcon)",
+    p = sub.add_parser("pretrain", help="pretrain a backbone (coda, dino, supcon, rasd)",
                        description="Pretrain a backbone. Overrides are dotted key=value pairs, e.g. "
                                    "data=path/to/images trainer.max_steps=100 method.use_inter=false.")
     p.add_argument("--method", default=None, help="registered method (default: the config's, else coda)")
@@ -74,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list methods and backbones")
     p.set_defaults(func=_list)
-    from organfm.cli import synth as _synth
-    _synth.add_parser(sub)
-    from organfm.cli import evaluate as _evaluate; _evaluate.add_parser(sub)  # noqa: E702
+    from organfm.cli import evaluate, synth
+
+    synth.add_parser(sub)
+    evaluate.add_parser(sub)
     return parser
 
 
