@@ -3,8 +3,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_backbone", "create_method", "list_backbones", "list_methods", "load_config",
-           "pretrain"]
+__all__ = ["__version__", "create_backbone", "create_method", "evaluate_models", "extract_features", "list_backbones",
+           "list_methods", "load_config", "load_encoder", "pretrain"]
 
 
 def __getattr__(name: str):
@@ -21,6 +21,10 @@ def __getattr__(name: str):
         from organfm.config import load_config
 
         return load_config
+    if name in ("evaluate_models", "extract_features", "load_encoder"):
+        from organfm import evaluation
+
+        return getattr(evaluation, name)
     if name == "pretrain":
         from organfm.engine.pretrain import pretrain
 
