@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench bench-coda
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -23,3 +23,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/throughput.py
+
+# The Coda ablation on real data (../shared/data): 70 min measured on 2 cores; writes docs/results.md.
+bench-coda: setup
+	$(BIN)/python benchmarks/coda_ablation.py --scale cpu

@@ -39,7 +39,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from organfm.engine.checkpoint import export_backbone
 
-    weights, contract = export_backbone(args.run_dir, checkpoint=args.checkpoint, out_dir=args.out)
+    weights, contract = export_backbone(args.run_dir, checkpoint=args.checkpoint, out_dir=args.out,
+                                        network=args.network)
     print(f"exported {weights} and {contract}")
     return 0
 
@@ -70,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--checkpoint", default=None, help="a specific checkpoint (default: the latest)")
     p.add_argument("--out", default=None, help="output folder (default: RUN_DIR/export)")
+    p.add_argument("--network", choices=("teacher", "student"), default=None,
+                   help="which backbone (default: the method's: Coda/DINO the EMA teacher, SupCon the student)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("list", help="list methods and backbones")

@@ -86,11 +86,18 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None,
-                    out_dir: str | Path | None = None) -> tuple[Path, Path]:
+                    out_dir: str | Path | None = None, network: str | None = None) -> tuple[Path, Path]:
     """Write the run's exported backbone (Coda/DINO: the teacher's) as safetensors + its data contract.
 
     The safetensors keys are timm's own, so the file loads with
     ``timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=...), in_chans=1, num_classes=0)``.
+
+    Args:
+        run_dir: the run folder.
+        checkpoint: a specific checkpoint (default: the run's latest).
+        out_dir: where to write (default: ``<run_dir>/export``).
+        network: ``"teacher"`` or ``"student"``; default: the method's choice (the EMA teacher for Coda and
+            DINO, as the paper transfers it; the student for SupCon and RaSD, which have no teacher).
 
     Returns:
         (weights path, contract JSON path).
@@ -102,11 +109,14 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
     if ckpt_path is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / CHECKPOINT_DIR}: nothing to export")
     ckpt = load_checkpoint(ckpt_path)
-    prefix = ckpt["export_prefix"]
+    if network not in (None, "teacher", "student"):
+        raise ValueError(f"network must be 'teacher' or 'student', got {network!r}")
+    prefix = ckpt["export_prefix"] if network is None else f"{network}.{ckpt['export_prefix'].split('.', 1)[1]}"
     weights = {k[len(prefix):]: v.contiguous() for k, v in ckpt["method"].items() if k.startswith(prefix)}
     if not weights:
-        raise ValueError(f"{ckpt_path} holds no parameters under {prefix!r}")
-    contract = dict(ckpt["contract"], step=ckpt["step"])
+        raise ValueError(f"{ckpt_path} holds no parameters under {prefix!r}"
+                         + (f" (this method has no {network})" if network else ""))
+    contract = dict(ckpt["contract"], step=ckpt["step"], network=prefix.split(".", 1)[0])
     out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
     weights_path, contract_path = out / "backbone.safetensors", out / "backbone.json"
     out.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,10 @@ def test_baselines_run_and_export(tmp_path, method):
     assert s.result.step == 2 and torch.isfinite(torch.tensor(s.result.last_logs["loss"]))
     contract = json.loads((s.export.parent / "backbone.json").read_text())
     assert contract["architecture"] == "test_convnext" and contract["method"] == method
+    assert contract["network"] == ("teacher" if method == "dino" else "student")
+    if method == "supcon":
+        with pytest.raises(ValueError, match="this method has no teacher"):
+            export_backbone(s.export.parent.parent, out_dir=tmp_path / "t", network="teacher")
 
 
 def test_export_loads_in_timm_and_matches_the_teacher(tmp_path):
@@ -78,6 +82,14 @@ def test_export_loads_in_timm_and_matches_the_teacher(tmp_path):
     # a second export of the same checkpoint rewrites identical files
     w2, _ = export_backbone(tmp_path / "r", out_dir=tmp_path / "again")
     assert load_file(w2).keys() == load_file(s.export).keys()
+    assert contract["network"] == "teacher"
+    # the student on request (a diagnostic: how far the EMA teacher lags it)
+    w3, c3 = export_backbone(tmp_path / "r", out_dir=tmp_path / "student", network="student")
+    assert json.loads(c3.read_text())["network"] == "student"
+    exported = load_file(w3)
+    assert exported.keys() == student.keys() and all(torch.equal(exported[k], student[k]) for k in student)
+    with pytest.raises(ValueError, match="'teacher' or 'student'"):
+        export_backbone(tmp_path / "r", out_dir=tmp_path / "x", network="head")
 
 
 def test_checkpoints_are_pruned_and_loadable_weights_only(tmp_path):
