@@ -250,8 +250,11 @@ class Results:
         os.replace(tmp, self.path)
 
 
-def load_eval_data(data_root: Path, split_file: Path, scale: Scale) -> dict[str, Any]:
-    """The evaluation splits that ``scale.protocols`` need, as tensors in [0, 1], read once for all arms."""
+def load_eval_data(data_root: Path, split_file: Path, num_train: int, scale: Scale) -> dict[str, Any]:
+    """The evaluation splits that ``scale.protocols`` need, as tensors in [0, 1], read once for all arms.
+
+    ``num_train`` is the size of the whole MedNIST train split (its 1 % and 10 % are of that, not of the pool).
+    """
     from organfm.data.volumes import load_class_map
     from organfm.evaluation.segmentation import load_ct_segmentation_slices, split_slice_blocks
     from organfm.evaluation.task_data import load_task_data
@@ -265,8 +268,7 @@ def load_eval_data(data_root: Path, split_file: Path, scale: Scale) -> dict[str,
         tr, va, te = scale.mednist_limits
         out["mednist"] = load_task_data(task("mednist", scale.mednist_size, [f"data.split_file={split_file}"]),
                                         {"train": tr, "val": va, "test": te})
-        with open(split_file, newline="") as f:
-            out["mednist_train_total"] = sum(row["split"] == "train" for row in csv.DictReader(f))
+        out["mednist_train_total"] = num_train
     if want & {"pneumonia-linear", "pneumonia-finetune"}:
         out["pneumonia"] = load_task_data(task("pneumoniamnist", scale.pneumonia_size),
                                           {"train": None, "val": None, "test": None})
@@ -507,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     t = time.time()
-    data = load_eval_data(root, split_file, scale)
+    data = load_eval_data(root, split_file, num_train, scale)
     if "mednist" in data:
         check_no_leak(split_file, data["mednist"])
     for arm in args.arms:

@@ -8,6 +8,7 @@ it survives a rerun.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -248,6 +249,7 @@ def write_report(data: dict[str, Any], *, out: Path, docs: Path | None, command:
     ev = sum(v for k, v in sec.items() if k.startswith("evaluate") and k.split()[1] in default)
     extra = sum(v for k, v in sec.items() if k.split()[1].rsplit("-s", 1)[0] in OPTIONAL)
     optional = [a for a in arms if a in OPTIONAL]
+    mednist = table_mednist(cells, arms)
     begin, end = (m.format(out.name.replace("_", "-")) for m in MARKERS)
     md = [begin, f"#### Setting ({s['name']} scale{', QUICK smoke run' if s['quick'] else ''})", "",
           f"- Pretraining: `{s['backbone']}`, {s['steps']} steps of batch {s['batch_size']} "
@@ -277,8 +279,7 @@ def write_report(data: dict[str, Any], *, out: Path, docs: Path | None, command:
           *table1(cells, arms), "",
           *(["**MedNIST few-shot** (linear probe on frozen features; the MedNIST *test* split is never pretrained "
              "on, but Coda, L_inter and SupCon saw every *train* image's organ label during pretraining, so for them "
-             "this is not a few-shot setting).", "", *table_mednist(cells, arms), ""]
-            if table_mednist(cells, arms) else []),
+             "this is not a few-shot setting).", "", *mednist, ""] if mednist else []),
           "**The paper's claims, tested run by run** (Δ = first − second, paired by run).", "",
           *claims(cells, seg_key), "",
           *variants(cells, optional, seg_key)]
@@ -302,7 +303,5 @@ def write_report(data: dict[str, Any], *, out: Path, docs: Path | None, command:
 
 def _relative(folder: Path, page_dir: Path) -> str:
     """``folder`` as a link prefix from a page in ``page_dir`` ("" when they are the same folder)."""
-    import os
-
     rel = os.path.relpath(folder.resolve(), page_dir.resolve())
     return "" if rel == "." else rel + "/"
