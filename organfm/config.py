@@ -2,6 +2,10 @@
 
 The resolved config is a tree of typed dataclasses. Only the boundary (``engine/pretrain.py``) reads it;
 every object below receives plain constructor kwargs (``dataclasses.asdict(cfg.method)``).
+
+The ``method`` section is the method's own ``Config`` (derived from its constructor by
+``organfm.methods.register_method``) and its ``section_defaults``; they are looked up by name in
+``organfm.registry.METHODS``, so this module imports no method.
 """
 from __future__ import annotations
 
@@ -13,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from organfm.registry import METHODS
 
 __all__ = [
     "BackboneConfig",
@@ -28,7 +34,6 @@ __all__ = [
     "load_config",
     "new_config",
     "parse_overrides",
-    "register_method_config",
     "save_config",
     "valid_keys",
 ]
@@ -55,12 +60,15 @@ class DataConfig:
     intensity: str = "minmax"
     window: list[float] | None = None
     on_error: str = "raise"
-    # the embedded default: synthetic organs, generated on the fly
+    # the embedded default: synthetic images, generated on the fly (organs for image methods, image/label
+    # pairs for a method fed by the synthetic-pair source; ``synthetic_dim`` and ``synthetic_refresh`` are theirs)
     synthetic_organs: int = 8
     synthetic_images_per_organ: int = 128
     synthetic_size: int = 64
     synthetic_labels: int = 6
     synthetic_seed: int = 0
+    synthetic_dim: int = 2
+    synthetic_refresh: int | None = None  # pair-buffer samples replaced per step; None: max(1, batch_size // 10)
 
 
 @dataclass
@@ -105,6 +113,7 @@ class OptimConfig:
     weight_decay_end: float = 0.4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     clip_grad: float | None = 3.0
+    clip_mode: str = "global"  # or "per_param" (DINO: each parameter's gradient clipped on its own)
     freeze_last_layer_epochs: float = 1.0
 
 
@@ -125,6 +134,7 @@ class TrainerConfig:
 
     max_steps: int | None = None
     epochs: float = 10.0
+    steps_per_epoch: int | None = None  # None: dataset size / global batch; endless sources set their own
     batch_size: int = 32
     accumulate_grad_batches: int = 1
     seed: int = 0
@@ -144,19 +154,6 @@ class TrainerConfig:
     compile: bool = False
 
 
-_METHOD_CONFIGS: dict[str, type] = {}
-
-
-def register_method_config(name: str):
-    """Class decorator: the dataclass holding ``name``'s constructor kwargs (``method.*`` keys)."""
-
-    def wrap(cls: type) -> type:
-        _METHOD_CONFIGS[name] = cls
-        return cls
-
-    return wrap
-
-
 @dataclass
 class Config:
     method_name: str = "coda"
@@ -174,19 +171,13 @@ _SECTIONS = ("data", "views", "backbone", "method", "optim", "teacher", "trainer
 _SHORTHANDS = {"data": "data.source"}
 
 
-def _method_config_cls(name: str) -> type:
-    import organfm.methods  # noqa: F401  (registers the method configs)
-
-    if name not in _METHOD_CONFIGS:
-        raise ConfigError(f"unknown method {name!r}; valid: {', '.join(sorted(_METHOD_CONFIGS))}")
-    return _METHOD_CONFIGS[name]
-
-
 def new_config(method: str) -> Config:
-    """Defaults for ``method``: the dataclass defaults plus the method's own view/optim defaults."""
-    cls = _method_config_cls(method)
-    cfg = Config(method_name=method, method=cls())
-    for dotted, value in getattr(cls, "section_defaults", {}).items():
+    """Defaults for ``method``: the dataclass defaults plus the method's own defaults of other sections."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; valid: {', '.join(METHODS.names())}")
+    cls = METHODS.get(method)
+    cfg = Config(method_name=method, method=cls.Config())
+    for dotted, value in cls.section_defaults.items():
         _set(cfg, dotted, value)
     return cfg
 

@@ -1,29 +1,54 @@
-"""The one backbone contract every encoder follows (timm's, DINOv2's and MONAI's habits combined)."""
+"""The one backbone contract every encoder meets: timm models, organfm's dense and 3D encoders, token-set encoders.
+
+Methods, heads and decoders use only this contract, never an encoder's internals:
+
+- ``num_features`` (E) and ``spatial_dims`` (2 or 3);
+- ``forward(x) -> (B, E)``: the pooled embedding, for global use (heads, probes, kNN);
+- ``forward_features(x) -> dict``: at least ``"cls"`` (B, E); dense encoders add ``"dense"`` (B, E, *S), a
+  per-pixel/voxel map at input resolution; token encoders add ``"tokens"`` (B, N, E);
+- ``forward_skips(x) -> list[Tensor]``: multi-scale feature maps for dense use (a U-Net decoder), shallow to
+  deep, each (B, C_i, *S_i), with ``skip_channels`` = [C_i]. An encoder with no spatial maps (a token-set
+  encoder over organs) raises ``NotImplementedError`` naming itself;
+- ``model``: the module whose ``state_dict`` is exported (timm's own keys for timm architectures);
+- ``backbone_args``: constructor arguments stored in the export so the same architecture is rebuilt
+  (empty for timm names, which rebuild from the name alone).
+"""
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 __all__ = ["Backbone"]
 
 
 @runtime_checkable
 class Backbone(Protocol):
-    """An encoder of channel-first images.
+    """An encoder of channel-first images (or of a set of them).
 
     Attributes:
         num_features: E, the size of the pooled embedding.
         spatial_dims: 2 or 3.
+        skip_channels: channels of each ``forward_skips`` map, shallow to deep.
+        model: the exported module.
+        backbone_args: constructor arguments stored with an export.
     """
 
     num_features: int
     spatial_dims: int
+    skip_channels: list[int]
+    model: nn.Module
+    backbone_args: dict[str, Any]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, [D], H, W) -> pooled embedding (B, E)."""
         ...
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, C, [D], H, W) -> ``{"cls": (B, E), "feature_map": (B, E, [D'], H', W')}``."""
+        """(B, C, [D], H, W) -> ``{"cls": (B, E), ...}`` (``dense``/``tokens`` where the encoder has them)."""
+        ...
+
+    def forward_skips(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, C, [D], H, W) -> multi-scale maps [(B, C_i, [D_i], H_i, W_i)], shallow to deep."""
         ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["check_dense_input", "dense_outputs", "pad_to_multiple"]
+__all__ = ["DenseBackbone", "check_dense_input", "dense_outputs", "pad_to_multiple"]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, *, minimum: int = 1) -> tuple[torch.Tensor, tuple[slice, ...]]:
@@ -47,3 +47,20 @@ def dense_outputs(dense: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Te
     """
     return {"dense": dense, "feature_map": dense, "skips": [dense],
             "cls": dense.mean(dim=tuple(range(2, dense.dim())))}
+
+
+class DenseBackbone:
+    """Mixin of the dense encoders: pooled, skip and dense outputs all come from ``forward_features``.
+
+    A dense encoder's map is full-resolution, so its one skip is that map: ``skip_channels = [E]``.
+    """
+
+    @property
+    def skip_channels(self) -> list[int]:
+        return [int(self.num_features)]
+
+    def forward_skips(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.forward_features(x)["dense"]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)["cls"]

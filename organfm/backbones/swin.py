@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from organfm.backbones.dense import check_dense_input, dense_outputs, pad_to_multiple
+from organfm.backbones.dense import DenseBackbone, check_dense_input, dense_outputs, pad_to_multiple
 from organfm.backbones.weights import load_backbone_weights, resolve_backbone_args
 
 __all__ = ["SwinUNETRBackbone"]
@@ -24,7 +24,7 @@ _DEFAULTS: dict[str, Any] = {"spatial_dims": 2, "in_chans": 1, "num_features": 3
 _MULTIPLE, _MINIMUM = 32, 64
 
 
-class SwinUNETRBackbone(nn.Module):
+class SwinUNETRBackbone(DenseBackbone, nn.Module):
     """``swin_unetr``: MONAI ``SwinUNETR(use_v2=True)`` whose output map is the dense feature.
 
     Inputs are zero-padded at their far end to a multiple of 32 (and to at least 64 per side) and
@@ -72,7 +72,3 @@ class SwinUNETRBackbone(nn.Module):
         check_dense_input(x, self.spatial_dims, self.in_chans)
         padded, crop = pad_to_multiple(x, _MULTIPLE, minimum=_MINIMUM)
         return dense_outputs(self.model(padded)[crop])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, *S) -> pooled embedding (B, E)."""
-        return self.forward_features(x)["cls"]

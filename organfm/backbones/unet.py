@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from organfm.backbones.dense import check_dense_input, dense_outputs, pad_to_multiple
+from organfm.backbones.dense import DenseBackbone, check_dense_input, dense_outputs, pad_to_multiple
 from organfm.backbones.weights import load_backbone_weights, resolve_backbone_args
 
 __all__ = ["UNet", "UNetBackbone"]
@@ -72,7 +72,7 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-class UNetBackbone(nn.Module):
+class UNetBackbone(DenseBackbone, nn.Module):
     """``unet_small``: a ``UNet`` behind the backbone contract.
 
     Inputs of any size are zero-padded to a multiple of 2^(L-1) and the output cropped back.
@@ -112,8 +112,4 @@ class UNetBackbone(nn.Module):
         check_dense_input(x, self.spatial_dims, self.in_chans)
         padded, crop = pad_to_multiple(x, self._multiple)
         return dense_outputs(self.model(padded)[crop])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, *S) -> pooled embedding (B, E)."""
-        return self.forward_features(x)["cls"]
 

@@ -13,9 +13,9 @@ from typing import Callable, Iterable
 
 import torch
 
-from organfm.engine.optim import set_optimizer_values
+from organfm.engine.optim import clip_grad_per_parameter, set_optimizer_values
 from organfm.engine.schedules import Schedules
-from organfm.methods.base import Method
+from organfm.methods.base import Method, StepState
 
 __all__ = ["NonFiniteLossError", "TrainResult", "train"]
 
@@ -62,23 +62,29 @@ class _StopRequest:
 
 
 def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Iterable[dict],
-          schedules: Schedules, *, start_step: int, max_steps: int, accumulate_grad_batches: int = 1,
-          clip_grad: float | None = None, freeze_last_layer_steps: int = 0,
+          schedules: Schedules, *, start_step: int, max_steps: int, steps_per_epoch: int = 1,
+          accumulate_grad_batches: int = 1, clip_grad: float | None = None, clip_mode: str = "global",
+          freeze_last_layer_steps: int = 0,
           save: Callable[[int], Path], checkpoint_every: int = 200, log_every: int = 10,
           on_log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Run optimisation steps ``start_step .. max_steps - 1``.
 
     Args:
         fabric: a launched ``lightning.fabric.Fabric``.
-        method: the Fabric-wrapped method; its ``forward(batch, teacher_temp=...)`` returns a ``StepOutput``.
+        method: the Fabric-wrapped method; ``forward(batch, state)`` returns a ``StepOutput``.
         optimizer: the Fabric-wrapped optimizer.
         batches: an endless iterable of batches (already on the device).
-        schedules: per-step lr, weight decay, EMA momentum and teacher temperature.
+        schedules: per-step values (lr, weight decay and what the method declared); all reach the method
+            through ``StepState.values``.
         start_step: steps already done (resume).
         max_steps: stop when this many steps are done.
+        steps_per_epoch: for ``StepState.epoch``.
         accumulate_grad_batches: micro-batches per optimisation step.
-        clip_grad: max global gradient norm, or None.
-        freeze_last_layer_steps: the prototype layer gets no update before this step.
+        clip_grad: max gradient norm, or None.
+        clip_mode: ``"global"`` (one norm over all parameters) or ``"per_param"`` (DINO: each parameter's
+            gradient clipped to its own norm).
+        freeze_last_layer_steps: the prototype layer gets no update before this step (its gradient is
+            dropped after clipping, as DINO).
         save: ``save(step) -> path`` writes a checkpoint of the state after ``step`` steps.
         checkpoint_every: steps between checkpoints.
         log_every: steps between logged scalars.
@@ -92,34 +98,36 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
     with _StopRequest() as stop:
         while step < max_steps:
             values = schedules.at(step)
+            state = StepState(step=step, epoch=step / max(1, steps_per_epoch), values=values)
             set_optimizer_values(optimizer, lr=values["lr"], weight_decay=values["weight_decay"])
             logs_sum: dict[str, torch.Tensor] = {}
             for micro in range(accumulate_grad_batches):
                 batch = next(batch_iter)
                 with fabric.no_backward_sync(method, enabled=micro < accumulate_grad_batches - 1):
-                    out = method(batch, teacher_temp=values["teacher_temp"])
+                    out = method(batch, state)
                     if not torch.isfinite(out.loss):
                         raise NonFiniteLossError(
                             f"loss is {out.loss.item()} at step {step}; the weights were not updated. "
                             f"Last good checkpoint: {result.last_checkpoint or 'none yet'}. "
-                            "Lower optim.lr, raise teacher.warmup_temp_epochs or check the data.")
+                            "Lower optim.lr, check the data, or (with a teacher) raise teacher.warmup_temp_epochs.")
                     fabric.backward(out.loss / accumulate_grad_batches)
                 for k, v in out.logs.items():
                     logs_sum[k] = logs_sum.get(k, 0.0) + v / accumulate_grad_batches
+            if clip_grad and clip_mode == "per_param":
+                clip_grad_per_parameter(raw.parameters(), clip_grad)
+            elif clip_grad:
+                fabric.clip_gradients(method, optimizer, max_norm=clip_grad, error_if_nonfinite=False)
             if step < freeze_last_layer_steps:
                 for p in raw.last_layer_parameters():
                     p.grad = None
-            if clip_grad:
-                fabric.clip_gradients(method, optimizer, max_norm=clip_grad, error_if_nonfinite=False)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            raw.update_teacher(values["momentum"])
+            raw.after_step(state)
             step += 1
 
             if step % log_every == 0 or step == max_steps or step == start_step + 1:
                 scalars = {k: float(fabric.all_reduce(v.detach().float(), reduce_op="mean")) for k, v in logs_sum.items()}
-                scalars.update(lr=values["lr"], weight_decay=values["weight_decay"],
-                               momentum=values["momentum"], teacher_temp=values["teacher_temp"])
+                scalars.update(values)
                 fabric.log_dict(scalars, step=step)
                 result.first_logs = result.first_logs or scalars
                 result.last_logs = scalars

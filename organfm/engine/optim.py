@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["build_optimizer", "set_optimizer_values"]
+__all__ = ["build_optimizer", "clip_grad_per_parameter", "set_optimizer_values"]
 
 
 def build_optimizer(module: nn.Module, *, lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
@@ -23,3 +23,16 @@ def set_optimizer_values(optimizer: torch.optim.Optimizer, *, lr: float, weight_
     for group in optimizer.param_groups:
         group["lr"] = lr
         group["weight_decay"] = weight_decay if group.get("apply_weight_decay", True) else 0.0
+
+
+@torch.no_grad()
+def clip_grad_per_parameter(parameters, max_norm: float) -> None:
+    """DINO's ``clip_gradients``: scale each parameter's gradient to norm <= ``max_norm`` on its own.
+
+    Unlike a global norm, one exploding layer does not shrink every other layer's update. Under FSDP the
+    norm would be a shard's, so use the global mode there.
+    """
+    for p in parameters:
+        if p.grad is not None:
+            norm = p.grad.norm(2)
+            p.grad.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))

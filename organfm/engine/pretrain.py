@@ -1,6 +1,8 @@
 """The boundary between config and objects: build everything for a pretraining run, then call ``train``.
 
-This is the only place below the CLI that reads the whole config; every object gets plain kwargs.
+This is the only place below the CLI that reads the whole config; every object gets plain kwargs. It knows
+no method by name: the method's class declares its batch source, its schedules and its exports
+(``organfm.methods.base``), and this module builds what is declared.
 """
 from __future__ import annotations
 
@@ -11,27 +13,22 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from organfm.backbones import create_backbone
-from organfm.config import Config, DataConfig, config_to_dict, save_config
-from organfm.data.samplers import ResumableBatchSampler
+from organfm.batches import BatchSource, SourceContext, create_batch_source
+from organfm.config import Config, config_to_dict, save_config
 from organfm.engine.checkpoint import (capture_rng, export_backbone, latest_checkpoint, load_checkpoint,
                                        restore_rng, save_checkpoint)
 from organfm.engine.loop import TrainResult, train
 from organfm.engine.optim import build_optimizer
 from organfm.engine.progress import ProgressReporter
-from organfm.engine.schedules import build_schedules
-from organfm.methods import create_method
-from organfm.views import GlobalLocalViews, MultiViewDataset
+from organfm.engine.schedules import ScheduleContext, build_schedules
+from organfm.methods import get_method
 
-if TYPE_CHECKING:
-    from organfm.synthesis import SyntheticBuffer
-
-__all__ = ["PretrainSummary", "build_pretrain_dataset", "build_synthetic_buffer", "pretrain"]
+__all__ = ["PretrainSummary", "pretrain"]
 
 
 @dataclass
@@ -51,22 +48,6 @@ class PretrainSummary:
         return (f"organfm pretrain {method} ({backbone}) {state} step {r.step}: {self.num_images} images, "
                 f"{len(self.organs)} organs, loss {first:.4f} -> {last:.4f}, {r.seconds:.1f} s ({ips:.2f} steps/s); "
                 f"checkpoint {self.checkpoint}; export {self.export}")
-
-
-def build_pretrain_dataset(data: DataConfig, *, skip_log_dir: str | None = None):
-    """The image dataset named by ``data.source``: ``synthetic`` (embedded default) or real files."""
-    if data.source == "synthetic":
-        from organfm.synthesis import SyntheticOrgans
-
-        return SyntheticOrgans(num_organs=data.synthetic_organs, images_per_organ=data.synthetic_images_per_organ,
-                               size=data.synthetic_size, num_labels=data.synthetic_labels, dim=2,
-                               seed=data.synthetic_seed)
-    from organfm.data import build_dataset
-
-    kwargs = {k: v for k, v in asdict(data).items() if not k.startswith("synthetic_") and k != "source"}
-    if kwargs.get("window") is not None:
-        kwargs["window"] = tuple(kwargs["window"])
-    return build_dataset(data.source, skip_log_dir=skip_log_dir, **kwargs)
 
 
 def _resolve_device_settings(cfg: Config) -> dict[str, Any]:
@@ -114,35 +95,24 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
     fabric.seed_everything(tr.seed, verbose=False)
 
     world = fabric.world_size
-    method_kwargs, backbone_kwargs = asdict(cfg.method), {}
-    buffer = None
-    if _batch_source(cfg) == "synthetic_buffer":  # RaSD: an online FIFO of synthetic pairs, no image files
-        source_args = {key: method_kwargs.pop(key) for key in type(cfg.method).source_keys}
-        buffer = dataset = build_synthetic_buffer(cfg, start_step=start_step * tr.accumulate_grad_batches,
-                                                  rank=fabric.global_rank, **source_args)
-        method_kwargs["num_labels"] = buffer.pairs.num_labels
-        backbone_kwargs["spatial_dims"] = source_args["dim"]
-        steps_per_epoch = source_args["steps_per_epoch"]
-    else:
-        dataset = build_pretrain_dataset(cfg.data, skip_log_dir=str(run_dir / "skips"))
-        steps_per_epoch = len(dataset) // (tr.batch_size * world * tr.accumulate_grad_batches)
-        if steps_per_epoch < 1:
-            raise ValueError(f"{len(dataset)} images cannot fill one step of batch {tr.batch_size} x {world} "
-                             f"devices x {tr.accumulate_grad_batches} accumulation: lower trainer.batch_size")
-    organs = list(getattr(dataset, "organs", []))
+    method_cls = get_method(cfg.method_name)
+    method_kwargs = asdict(cfg.method)
+    source = create_batch_source(method_cls.batch_source, SourceContext(
+        data=cfg.data, views=cfg.views, batch_size=tr.batch_size, accumulate=tr.accumulate_grad_batches,
+        seed=tr.seed, start_batch=start_step * tr.accumulate_grad_batches, rank=fabric.global_rank,
+        world_size=world, num_workers=tr.num_workers, steps_per_epoch=tr.steps_per_epoch, run_dir=run_dir,
+        options={key: method_kwargs[key] for key in method_cls.source_keys}))
+    steps_per_epoch = source.steps_per_epoch
     backbone = create_backbone(cfg.backbone.name, in_chans=1, pretrained_file=cfg.backbone.pretrained_file,
-                               drop_path_rate=cfg.backbone.drop_path_rate, **backbone_kwargs)
-    method = create_method(cfg.method_name, backbone=backbone, **method_kwargs)
+                               drop_path_rate=cfg.backbone.drop_path_rate, **source.backbone_kwargs)
+    method = method_cls(backbone, **{**method_kwargs, **source.method_kwargs})
     optimizer = build_optimizer(method, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
 
     total_steps = max(1, math.ceil(tr.epochs * steps_per_epoch))
     max_steps = tr.max_steps if tr.max_steps is not None else total_steps
-    o, t = cfg.optim, cfg.teacher
-    schedules = build_schedules(
-        total_steps=total_steps, steps_per_epoch=steps_per_epoch, lr=o.lr, min_lr=o.min_lr,
-        warmup_epochs=o.warmup_epochs, weight_decay=o.weight_decay, weight_decay_end=o.weight_decay_end,
-        momentum=t.momentum, momentum_end=t.momentum_end, teacher_temp=t.temp, warmup_teacher_temp=t.warmup_temp,
-        warmup_teacher_temp_epochs=t.warmup_temp_epochs)
+    o = cfg.optim
+    schedules = build_schedules(method_cls.schedules, ScheduleContext(
+        total_steps=total_steps, steps_per_epoch=steps_per_epoch, optim=o, teacher=cfg.teacher, method=cfg.method))
 
     if ckpt is not None:
         method.load_state_dict(ckpt["method"])
@@ -151,26 +121,15 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-        summary = dataset.summary() if hasattr(dataset, "summary") else {"num_images": len(dataset)}
-        (run_dir / "data.json").write_text(json.dumps(summary, indent=2, default=str))
-        if hasattr(dataset, "save_split"):
-            dataset.save_split(run_dir / "splits.csv")
+        (run_dir / "data.json").write_text(json.dumps(source.summary(start_step), indent=2, default=str))
+        source.write_run_files(run_dir)
 
     raw_method = method
     if tr.compile:
         method = torch.compile(method)
     method, optimizer = fabric.setup(method, optimizer)
-    if buffer is not None:
-        loader = (fabric.to_device(batch) for batch in buffer)
-    else:
-        sampler = ResumableBatchSampler(len(dataset), tr.batch_size, seed=tr.seed,
-                                        start_batch=start_step * tr.accumulate_grad_batches,
-                                        rank=fabric.global_rank, world_size=world)
-        loader = DataLoader(MultiViewDataset(dataset, GlobalLocalViews(**_views_kwargs(cfg))), batch_sampler=sampler,
-                            num_workers=tr.num_workers, pin_memory=fabric.device.type == "cuda")
-        loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
-
-    contract = _data_contract(cfg, raw_method, organs)
+    loader = _device_batches(fabric, source)
+    contract = _data_contract(cfg, raw_method, source)
 
     def save(step: int) -> Path:
         state = {"format": "organfm-checkpoint", "version": 1, "step": step, "method": raw_method.state_dict(),
@@ -184,7 +143,8 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
 
     with ProgressReporter(total=max_steps, start=start_step, enabled=tr.progress and fabric.is_global_zero) as progress:
         result = train(fabric, method, optimizer, loader, schedules, start_step=start_step, max_steps=max_steps,
-                       accumulate_grad_batches=tr.accumulate_grad_batches, clip_grad=o.clip_grad,
+                       steps_per_epoch=steps_per_epoch, accumulate_grad_batches=tr.accumulate_grad_batches,
+                       clip_grad=o.clip_grad, clip_mode=o.clip_mode,
                        freeze_last_layer_steps=math.ceil(o.freeze_last_layer_epochs * steps_per_epoch),
                        save=save, checkpoint_every=tr.checkpoint_every, log_every=tr.log_every,
                        on_log=progress.update)
@@ -194,48 +154,27 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
     checkpoint = result.last_checkpoint or latest_checkpoint(run_dir)
     if fabric.is_global_zero and checkpoint is not None:
         export = export_backbone(run_dir, checkpoint=checkpoint)[0]
-    num_images = buffer.num_samples(result.step * tr.accumulate_grad_batches) if buffer is not None else len(dataset)
     return PretrainSummary(run_dir=run_dir, result=result, checkpoint=checkpoint, export=export,
-                           num_images=num_images, organs=organs)
+                           num_images=source.num_items(result.step), organs=list(source.contract["organs"]))
 
 
-def _batch_source(cfg: Config) -> str:
-    """Where batches come from: ``views`` (multi-view crops of a dataset) unless the method config names another."""
-    return getattr(type(cfg.method), "batch_source", "views")
+def _device_batches(fabric, source: BatchSource):
+    """The source's batches on this process's device (a DataLoader through Fabric, anything else moved)."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(source.batches, DataLoader):
+        loader = source.batches
+        if fabric.device.type == "cuda":
+            loader.pin_memory = True
+        return fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    return (fabric.to_device(batch) for batch in source.batches)
 
 
-def build_synthetic_buffer(cfg: Config, *, dim: int, size: int, refresh: int | None, steps_per_epoch: int,
-                           start_step: int, rank: int = 0) -> SyntheticBuffer:
-    """RaSD's online buffer for this run: B = ``trainer.batch_size``, samples a function of (``trainer.seed``, rank)."""
-    from organfm.synthesis import RaSDPairs, SyntheticBuffer
-
-    if cfg.data.source != "synthetic":
-        raise ValueError(f"{cfg.method_name} pretrains on synthetic data only: data must be 'synthetic', "
-                         f"not {cfg.data.source!r}")
-    if dim not in (2, 3):
-        raise ValueError(f"method.dim must be 2 or 3, got {dim}")
-    if steps_per_epoch < 1:
-        raise ValueError(f"method.steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    # rank 0 draws the stream that `organfm synth --seed` writes; other ranks draw their own
-    pairs = RaSDPairs((size,) * dim, num_labels=cfg.method.num_labels, seed=cfg.trainer.seed,
-                      stream="rasd" if rank == 0 else f"rasd/rank{rank}")
-    return SyntheticBuffer(pairs, batch_size=cfg.trainer.batch_size, start_step=start_step, refresh=refresh,
-                           num_workers=cfg.trainer.num_workers)
-
-
-def _views_kwargs(cfg: Config) -> dict[str, Any]:
-    kwargs = asdict(cfg.views)
-    for key in ("global_scale", "local_scale", "gamma", "blur_probs", "blur_sigma"):
-        kwargs[key] = tuple(kwargs[key])
-    return kwargs
-
-
-def _data_contract(cfg: Config, method, organs: list[str]) -> dict[str, Any]:
+def _data_contract(cfg: Config, method, source: BatchSource) -> dict[str, Any]:
     """What a user of the exported backbone must feed it (timm's pretrained_cfg habit)."""
     backbone = method.exported_backbone()
-    input_size, mean, std = [1, cfg.views.global_size, cfg.views.global_size], cfg.views.mean, cfg.views.std
-    if _batch_source(cfg) == "synthetic_buffer":  # synthetic [0, 1] images, fed without normalisation
-        input_size, mean, std = [1] + [cfg.method.size] * cfg.method.dim, 0.0, 1.0
+    c = source.contract
+    input_size, mean, std = list(c["input_size"]), list(c["mean"]), list(c["std"])
     return {
         "architecture": cfg.backbone.name,
         "backbone_args": getattr(backbone, "backbone_args", {}),
@@ -243,13 +182,12 @@ def _data_contract(cfg: Config, method, organs: list[str]) -> dict[str, Any]:
         "num_features": int(backbone.num_features),
         "spatial_dims": int(getattr(backbone, "spatial_dims", 2)),
         "input_size": input_size,
-        "interpolation": "bilinear" if len(input_size) == 3 else "trilinear",
-        "mean": [mean],
-        "std": [std],
-        "intensity": {"mode": cfg.data.intensity, "window": cfg.data.window,
-                      "note": "intensities scaled to [0, 1] by this mode, then (x - mean) / std"},
-        "organs": organs,
+        "interpolation": "trilinear" if len(input_size) == 4 else "bilinear",
+        "mean": mean,
+        "std": std,
+        "intensity": c.get("intensity"),
+        "organs": list(c["organs"]),
         "method": cfg.method_name,
-        "pretrained_cfg": {"input_size": input_size, "mean": [mean], "std": [std], "num_classes": 0},
+        "pretrained_cfg": {"input_size": input_size, "mean": mean, "std": std, "num_classes": 0},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -1,12 +1,22 @@
-"""Schedules as per-step arrays, pure functions of the global step (DINO's ``cosine_scheduler``)."""
+"""Schedules as per-step arrays, pure functions of the global step (DINO's ``cosine_scheduler``).
+
+Every method gets ``lr`` and ``weight_decay``; a method lists the others it reads in ``Method.schedules``
+(an EMA teacher: ``momentum`` and ``teacher_temp``). A method that needs a new one registers it with
+``register_schedule(name)`` in its own module.
+"""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["Schedules", "build_schedules", "cosine_schedule", "warmup_constant_schedule"]
+from organfm.registry import Registry
+
+__all__ = ["ScheduleContext", "Schedules", "build_schedules", "cosine_schedule", "register_schedule",
+           "warmup_constant_schedule"]
 
 
 def cosine_schedule(base: float, final: float, total_steps: int, warmup_steps: int = 0,
@@ -34,31 +44,74 @@ def warmup_constant_schedule(start: float, end: float, warmup_steps: int, total_
 
 
 @dataclass
-class Schedules:
-    """Per-step values; a step past the horizon keeps the last value (training may outrun its schedule)."""
+class ScheduleContext:
+    """What a schedule builder may read: the horizon and the config sections that hold schedule settings.
 
-    lr: np.ndarray
-    weight_decay: np.ndarray
-    momentum: np.ndarray
-    teacher_temp: np.ndarray
+    Attributes:
+        total_steps: the schedules' horizon (``trainer.epochs`` x ``steps_per_epoch``).
+        steps_per_epoch: optimisation steps per epoch (epochs in the config become steps here).
+        optim: the ``optim.*`` section.
+        teacher: the ``teacher.*`` section.
+        method: the method's ``method.*`` config (for schedules a method adds).
+    """
+
+    total_steps: int
+    steps_per_epoch: int
+    optim: Any
+    teacher: Any
+    method: Any = None
+
+
+_SCHEDULES: Registry[Callable[[ScheduleContext], np.ndarray]] = Registry("schedule")
+register_schedule = _SCHEDULES.register
+ALWAYS = ("lr", "weight_decay")  # every method is optimised with scheduled lr and weight decay
+
+
+@register_schedule("lr")
+def _lr(ctx: ScheduleContext) -> np.ndarray:
+    o = ctx.optim
+    return cosine_schedule(o.lr, o.min_lr, ctx.total_steps, warmup_steps=math.ceil(o.warmup_epochs * ctx.steps_per_epoch))
+
+
+@register_schedule("weight_decay")
+def _weight_decay(ctx: ScheduleContext) -> np.ndarray:
+    return cosine_schedule(ctx.optim.weight_decay, ctx.optim.weight_decay_end, ctx.total_steps)
+
+
+@register_schedule("momentum")
+def _momentum(ctx: ScheduleContext) -> np.ndarray:
+    """EMA momentum of a teacher: cosine from ``teacher.momentum`` to ``teacher.momentum_end``."""
+    return cosine_schedule(ctx.teacher.momentum, ctx.teacher.momentum_end, ctx.total_steps)
+
+
+@register_schedule("teacher_temp")
+def _teacher_temp(ctx: ScheduleContext) -> np.ndarray:
+    """Teacher temperature: linear warmup from ``teacher.warmup_temp`` to ``teacher.temp``, then constant."""
+    t = ctx.teacher
+    return warmup_constant_schedule(t.warmup_temp, t.temp, math.ceil(t.warmup_temp_epochs * ctx.steps_per_epoch),
+                                    ctx.total_steps)
+
+
+@dataclass
+class Schedules:
+    """Per-step values by name; a step past the horizon keeps the last value (training may outrun its schedule)."""
+
+    values: dict[str, np.ndarray]
 
     def __len__(self) -> int:
-        return len(self.lr)
+        return len(next(iter(self.values.values())))
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def at(self, step: int) -> dict[str, float]:
-        i = min(step, len(self.lr) - 1)
-        return {"lr": float(self.lr[i]), "weight_decay": float(self.weight_decay[i]),
-                "momentum": float(self.momentum[i]), "teacher_temp": float(self.teacher_temp[i])}
+        i = min(step, len(self) - 1)
+        return {name: float(v[i]) for name, v in self.values.items()}
 
 
-def build_schedules(*, total_steps: int, steps_per_epoch: int, lr: float, min_lr: float, warmup_epochs: float,
-                    weight_decay: float, weight_decay_end: float, momentum: float, momentum_end: float,
-                    teacher_temp: float, warmup_teacher_temp: float, warmup_teacher_temp_epochs: float) -> Schedules:
-    """The four DINO schedules over ``total_steps``, epochs converted to steps here and only here."""
-    return Schedules(
-        lr=cosine_schedule(lr, min_lr, total_steps, warmup_steps=math.ceil(warmup_epochs * steps_per_epoch)),
-        weight_decay=cosine_schedule(weight_decay, weight_decay_end, total_steps),
-        momentum=cosine_schedule(momentum, momentum_end, total_steps),
-        teacher_temp=warmup_constant_schedule(warmup_teacher_temp, teacher_temp,
-                                              math.ceil(warmup_teacher_temp_epochs * steps_per_epoch), total_steps),
-    )
+def build_schedules(names: tuple[str, ...] | list[str], ctx: ScheduleContext) -> Schedules:
+    """The schedules ``lr``, ``weight_decay`` and ``names`` over ``ctx.total_steps`` (epochs become steps here)."""
+    return Schedules({name: _SCHEDULES.get(name)(ctx) for name in dict.fromkeys([*ALWAYS, *names])})

@@ -1,10 +1,16 @@
-"""Pretraining methods: each composes a backbone, heads and losses (``create_method(name, ...)``)."""
-from organfm.methods.base import Method, StepOutput
-from organfm.methods.coda import Coda, CodaConfig
-from organfm.methods.dino import DINO, DINOConfig
-from organfm.methods.rasd import RaSD, RaSDConfig
-from organfm.methods.registry import create_method, list_methods, register_method
-from organfm.methods.supcon import SupCon, SupConConfig
+"""Pretraining methods: each composes a backbone, heads and losses (``create_method(name, ...)``).
 
-__all__ = ["DINO", "DINOConfig", "Coda", "CodaConfig", "Method", "RaSD", "RaSDConfig", "StepOutput", "SupCon",
-           "SupConConfig", "create_method", "list_methods", "register_method"]
+Importing this package registers the built-in methods; ``organfm.registry.METHODS`` imports it on the first
+lookup, so ``organfm.config`` can resolve ``method.*`` keys without importing any method itself.
+"""
+from organfm.methods.base import Method, StepOutput, StepState
+from organfm.methods.registry import create_method, get_method, list_methods, register_method
+from organfm.methods.teacher import EMATeacherMethod
+
+from organfm.methods.coda import Coda  # noqa: E402  (registration order = import order)
+from organfm.methods.dino import DINO  # noqa: E402
+from organfm.methods.rasd import RaSD  # noqa: E402
+from organfm.methods.supcon import SupCon  # noqa: E402
+
+__all__ = ["DINO", "Coda", "EMATeacherMethod", "Method", "RaSD", "StepOutput", "StepState", "SupCon",
+           "create_method", "get_method", "list_methods", "register_method"]

@@ -1,12 +1,46 @@
-"""The method contract: a module that composes backbone, heads and losses and returns the loss."""
+"""The method contract: a module that composes backbone, heads and losses and returns the loss.
+
+A method declares everything the engine needs to run it, so the engine holds no method name:
+
+- ``batch_source``: the registered batch source that feeds it (``organfm.batches``), and ``source_keys``,
+  the ``method.*`` keys that the source needs too (e.g. a label count);
+- ``schedules``: the per-step values it reads beyond ``lr`` and ``weight_decay`` (which every method gets),
+  e.g. ``("momentum", "teacher_temp")`` for an EMA teacher (``organfm.engine.schedules``);
+- ``section_defaults``: its defaults for other config sections (``{"views.num_local_views": 0}``);
+- ``export_prefix``: the ``state_dict`` prefix of the backbone that ``organfm export`` writes;
+- its ``method.*`` config: the keyword-only arguments of ``__init__`` (``register_method`` derives it).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["Method", "StepOutput"]
+__all__ = ["Method", "StepOutput", "StepState"]
+
+
+@dataclass(frozen=True)
+class StepState:
+    """What the loop knows about the current optimisation step.
+
+    Attributes:
+        step: optimisation steps done before this one (0-based index of this step).
+        epoch: ``step / steps_per_epoch``, fractional.
+        values: this step's scheduled values, by name (``lr``, ``weight_decay`` and the method's own).
+    """
+
+    step: int
+    epoch: float = 0.0
+    values: dict[str, float] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> float:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise KeyError(f"no schedule {name!r} this step; the method must list it in its `schedules` "
+                           f"(scheduled: {', '.join(sorted(self.values))})") from None
 
 
 @dataclass
@@ -28,18 +62,21 @@ class Method(nn.Module):
     A method never calls ``backward``, touches an optimizer or picks a device: the loop in
     ``organfm.engine.loop`` does. Its trainable parts live under ``student``; an EMA teacher, when the
     method has one, under ``teacher``.
-
-    Attributes:
-        export_prefix: the ``state_dict`` prefix of the timm model that ``organfm export`` writes.
     """
 
-    export_prefix: str = "student.backbone.model."
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    batch_source: ClassVar[str] = "views"
+    source_keys: ClassVar[tuple[str, ...]] = ()
+    schedules: ClassVar[tuple[str, ...]] = ()
+    section_defaults: ClassVar[dict[str, Any]] = {}
+    export_prefix: ClassVar[str] = "student.backbone.model."
 
-    def forward(self, batch: dict, *, teacher_temp: float) -> StepOutput:  # pragma: no cover - abstract
+    def forward(self, batch: dict, state: StepState) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def update_teacher(self, momentum: float) -> None:
-        """EMA step of the teacher (no-op for methods without one)."""
+    def after_step(self, state: StepState) -> None:
+        """Called once after each optimizer step (an EMA teacher follows the student here)."""
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         """Parameters frozen during the first ``optim.freeze_last_layer_epochs`` (DINO's prototype layer)."""

@@ -4,34 +4,20 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from organfm.config import register_method_config
 from organfm.heads import DINOHead
 from organfm.losses import DINOLoss
-from organfm.methods.base import Method, StepOutput
+from organfm.methods.base import StepOutput, StepState
 from organfm.methods.registry import register_method
-from organfm.methods.teacher import build_ema_teacher, ema_update
+from organfm.methods.teacher import EMATeacherMethod, build_ema_teacher
 
-__all__ = ["DINO", "DINOConfig"]
-
-
-@register_method_config("dino")
-@dataclass
-class DINOConfig:
-    out_dim: int = 4096
-    hidden_dim: int = 512
-    bottleneck_dim: int = 256
-    norm_last_layer: bool = True
-    student_temp: float = 0.1
-    center_momentum: float = 0.9
+__all__ = ["DINO"]
 
 
 @register_method("dino")
-class DINO(Method):
+class DINO(EMATeacherMethod):
     """The teacher sees the global views, the student every view; pairs of the same view are skipped.
 
     Args:
@@ -46,7 +32,7 @@ class DINO(Method):
 
     export_prefix = "teacher.backbone.model."
 
-    def __init__(self, backbone: nn.Module, *, out_dim: int = 65536, hidden_dim: int = 2048,
+    def __init__(self, backbone: nn.Module, *, out_dim: int = 4096, hidden_dim: int = 512,
                  bottleneck_dim: int = 256, norm_last_layer: bool = True, student_temp: float = 0.1,
                  center_momentum: float = 0.9) -> None:
         super().__init__()
@@ -61,11 +47,12 @@ class DINO(Method):
         out = net["head"](net["backbone"](torch.cat(views)))
         return out.view(len(views), views[0].shape[0], -1)
 
-    def forward(self, batch: dict, *, teacher_temp: float) -> StepOutput:
+    def forward(self, batch: dict, state: StepState) -> StepOutput:
         """Args:
             batch: ``global`` [(B,C,H,W)] * Vg (Vg >= 2), ``local`` [(B,C,h,w)] * N.
-            teacher_temp: the scheduled teacher temperature.
+            state: the step; ``state["teacher_temp"]`` is the scheduled teacher temperature.
         """
+        teacher_temp = state["teacher_temp"]
         globals_, locals_ = batch["global"], batch["local"]
         if len(globals_) < 2 and not locals_:
             raise ValueError("DINO needs two global views, or one global view and local crops")
@@ -79,9 +66,6 @@ class DINO(Method):
                 "teacher_entropy": self.loss_fn.entropy(teacher_out, teacher_temp=teacher_temp).detach()}
         self.loss_fn.update(teacher_out)
         return StepOutput(loss=loss, logs=logs)
-
-    def update_teacher(self, momentum: float) -> None:
-        ema_update(self.teacher, self.student, momentum)
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.student["head"].last_layer.parameters() if p.requires_grad]

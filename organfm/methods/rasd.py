@@ -1,7 +1,8 @@
 """RaSD [0]: pretraining on randomly synthesised image/label pairs with prototype disentanglement.
 
-No real image is used: the engine feeds this method from a ``SyntheticBuffer`` (RaSD's online FIFO of
-synthetic pairs) instead of a multi-view loader. The network's dense features are pulled towards their
+No real image is used: the ``synthetic_pairs`` batch source feeds this method from a ``SyntheticBuffer``
+(RaSD's online FIFO of synthetic pairs; sized by ``data.synthetic_dim``, ``data.synthetic_size`` and
+``data.synthetic_refresh``) instead of a multi-view loader. The network's dense features are pulled towards their
 region's prototype and the prototypes pushed apart (``PrototypeDisentanglementLoss``).
 
 [0] Wei et al., "Free Lunch in Medical Image Foundation Model Pre-training via Randomized Synthesis and
@@ -9,50 +10,13 @@ region's prototype and the prototypes pushed apart (``PrototypeDisentanglementLo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
-
 from torch import nn
 
-from organfm.config import register_method_config
 from organfm.losses import PrototypeDisentanglementLoss
-from organfm.methods.base import Method, StepOutput
+from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.registry import register_method
 
-__all__ = ["RaSD", "RaSDConfig"]
-
-
-@register_method_config("rasd")
-@dataclass
-class RaSDConfig:
-    """``method.*`` keys of RaSD.
-
-    ``dim``, ``size``, ``refresh`` and ``steps_per_epoch`` configure the batch source (listed in
-    ``source_keys``); ``num_labels`` goes to both the source and the method; the rest are the
-    constructor's arguments. The defaults of other sections are the paper's optimiser: AdamW, lr
-    1e-5, weight decay 0.01, no schedule (min_lr = lr, no warmup), no clipping.
-    """
-
-    dim: int = 2
-    size: int = 64
-    num_labels: int | None = None  # K; None: S//32 in 2D, S//16 in 3D (at least 2), as the reference
-    refresh: int | None = None  # samples replaced per step; None: max(1, batch_size // 10)
-    steps_per_epoch: int = 200  # the reference's "epoch" of 200 iterations; sets trainer.epochs' horizon
-    temp: float = 0.07
-    eps: float = 1e-6
-    reduction: str = "mean"  # or "elementwise_mean", the reference's scale (see losses/prototype.py)
-    seg_weight: float = 1.0
-    proto_weight: float = 1.0
-
-    batch_source: ClassVar[str] = "synthetic_buffer"
-    source_keys: ClassVar[tuple[str, ...]] = ("dim", "size", "refresh", "steps_per_epoch")
-    section_defaults: ClassVar[dict[str, Any]] = {
-        "backbone.name": "unet_small",
-        "optim.lr": 1e-5, "optim.min_lr": 1e-5, "optim.warmup_epochs": 0.0,
-        "optim.weight_decay": 0.01, "optim.weight_decay_end": 0.01,
-        "optim.clip_grad": None, "optim.freeze_last_layer_epochs": 0.0,
-        "trainer.batch_size": 16,
-    }
+__all__ = ["RaSD"]
 
 
 @register_method("rasd")
@@ -62,7 +26,8 @@ class RaSD(Method):
     Args:
         backbone: A dense backbone: ``forward_features(x)["dense"]`` is (B, E, *S) (``unet_small``,
             ``swin_unetr``).
-        num_labels: K, the number of labels of the synthetic label maps.
+        num_labels: K, the number of labels of the synthetic label maps (the reference's S//32 in 2D,
+            S//16 in 3D: 2 at the default 64 px).
         temp: Temperature of both softmaxes.
         eps: Floor of a region's pixel count (absent labels only).
         reduction: Cross-entropy normalisation, ``"mean"`` or ``"elementwise_mean"`` (the reference's).
@@ -71,8 +36,18 @@ class RaSD(Method):
     """
 
     export_prefix = "student.backbone.model."
+    batch_source = "synthetic_pairs"
+    source_keys = ("num_labels",)  # the generator draws label maps with this many labels
+    # the paper's optimiser: AdamW, lr 1e-5, weight decay 0.01, no schedule (min_lr = lr, no warmup), no clipping
+    section_defaults = {
+        "backbone.name": "unet_small",
+        "optim.lr": 1e-5, "optim.min_lr": 1e-5, "optim.warmup_epochs": 0.0,
+        "optim.weight_decay": 0.01, "optim.weight_decay_end": 0.01,
+        "optim.clip_grad": None, "optim.freeze_last_layer_epochs": 0.0,
+        "trainer.batch_size": 16, "trainer.steps_per_epoch": 200,  # the reference's "epoch" of 200 iterations
+    }
 
-    def __init__(self, backbone: nn.Module, *, num_labels: int, temp: float = 0.07, eps: float = 1e-6,
+    def __init__(self, backbone: nn.Module, *, num_labels: int = 2, temp: float = 0.07, eps: float = 1e-6,
                  reduction: str = "mean", seg_weight: float = 1.0, proto_weight: float = 1.0) -> None:
         super().__init__()
         if num_labels < 2:
@@ -82,10 +57,10 @@ class RaSD(Method):
         self.student = nn.ModuleDict({"backbone": backbone})
         self.loss_fn = PrototypeDisentanglementLoss(temp=temp, eps=eps, reduction=reduction)
 
-    def forward(self, batch: dict, *, teacher_temp: float) -> StepOutput:
+    def forward(self, batch: dict, state: StepState) -> StepOutput:
         """Args:
             batch: ``image`` (B, 1, *S) in [0, 1], ``label_map`` int64 (B, 1, *S) in [0, K).
-            teacher_temp: unused (no teacher).
+            state: the step (RaSD reads no schedule of its own).
         """
         feats = self.student["backbone"].forward_features(batch["image"])
         if "dense" not in feats:

@@ -4,31 +4,16 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from organfm.config import register_method_config
 from organfm.heads import ProjectionHead
 from organfm.losses import SupConLoss
-from organfm.methods.base import Method, StepOutput
+from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.coda import organ_targets
 from organfm.methods.registry import register_method
 
-__all__ = ["SupCon", "SupConConfig"]
-
-
-@register_method_config("supcon")
-@dataclass
-class SupConConfig:
-    hidden_dim: int = 512
-    out_dim: int = 128
-    temp: float = 0.07
-    denominator: str = "all"
-
-    # SupCon uses two global views and no local crops
-    section_defaults = {"views.num_local_views": 0}
+__all__ = ["SupCon"]
 
 
 @register_method("supcon")
@@ -44,18 +29,19 @@ class SupCon(Method):
     """
 
     export_prefix = "student.backbone.model."
+    section_defaults = {"views.num_local_views": 0}  # two global views, no local crops
 
-    def __init__(self, backbone: nn.Module, *, hidden_dim: int = 2048, out_dim: int = 128,
+    def __init__(self, backbone: nn.Module, *, hidden_dim: int = 512, out_dim: int = 128,
                  temp: float = 0.07, denominator: str = "all") -> None:
         super().__init__()
         self.student = nn.ModuleDict(
             {"backbone": backbone, "head": ProjectionHead(backbone.num_features, hidden_dim=hidden_dim, out_dim=out_dim)})
         self.loss_fn = SupConLoss(temp=temp, base_temp=temp, denominator=denominator)
 
-    def forward(self, batch: dict, *, teacher_temp: float) -> StepOutput:
+    def forward(self, batch: dict, state: StepState) -> StepOutput:
         """Args:
             batch: ``global`` [(B,C,H,W)] * V with V >= 2, ``organ`` (B,).
-            teacher_temp: unused (no teacher).
+            state: the step (SupCon reads no schedule of its own).
         """
         views = batch["global"]
         if len(views) < 2:

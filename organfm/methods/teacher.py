@@ -6,7 +6,9 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["build_ema_teacher", "ema_update"]
+from organfm.methods.base import Method, StepState
+
+__all__ = ["EMATeacherMethod", "build_ema_teacher", "ema_update"]
 
 
 def build_ema_teacher(student: nn.Module) -> nn.Module:
@@ -33,3 +35,16 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)
     for t_buf, s_buf in zip(teacher.buffers(), student.buffers()):
         t_buf.copy_(s_buf)
+
+
+class EMATeacherMethod(Method):
+    """A method whose ``teacher`` follows its ``student`` by EMA and whose targets use a teacher temperature.
+
+    Declares the ``momentum`` and ``teacher_temp`` schedules (``teacher.*`` config keys) and applies the EMA
+    step after every optimizer step; subclasses build ``self.student`` then ``self.teacher``.
+    """
+
+    schedules = ("momentum", "teacher_temp")
+
+    def after_step(self, state: StepState) -> None:
+        ema_update(self.teacher, self.student, state["momentum"])

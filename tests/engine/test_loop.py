@@ -20,13 +20,13 @@ class Toy(Method):
         self.student = nn.ModuleDict({"backbone": nn.Linear(3, 1, bias=False), "last": nn.Linear(1, 1, bias=False)})
         self.momenta: list[float] = []
 
-    def forward(self, batch, *, teacher_temp):
+    def forward(self, batch, state):
         pred = self.student["last"](self.student["backbone"](batch["x"]))
         loss = ((pred.squeeze(1) - batch["y"]) ** 2).mean()
         return StepOutput(loss=loss, logs={"loss": loss.detach()})
 
-    def update_teacher(self, momentum):
-        self.momenta.append(momentum)
+    def after_step(self, state):
+        self.momenta.append(state["momentum"])
 
     def last_layer_parameters(self):
         return list(self.student["last"].parameters())
@@ -42,8 +42,8 @@ def data(batch_size):
 
 
 def schedules(n, lr=0.1):
-    return Schedules(lr=torch.full((n,), lr).numpy(), weight_decay=torch.zeros(n).numpy(),
-                     momentum=torch.linspace(0.9, 1.0, n).numpy(), teacher_temp=torch.full((n,), 0.04).numpy())
+    return Schedules({"lr": torch.full((n,), lr).numpy(), "weight_decay": torch.zeros(n).numpy(),
+                      "momentum": torch.linspace(0.9, 1.0, n).numpy(), "teacher_temp": torch.full((n,), 0.04).numpy()})
 
 
 def fit(batch_size, accumulate, steps=4, **kw):
@@ -83,3 +83,32 @@ def test_gradient_clipping_bounds_the_update():
     clipped, _ = fit(8, 1, steps=1, clip_grad=1e-3)
     step = torch.cat([(a - b).flatten() for a, b in zip(clipped.parameters(), m0.parameters())])
     assert step.norm() <= 0.1 * 1e-3 + 1e-7  # SGD: |update| = lr * |clipped grad|
+
+
+def test_per_parameter_clipping_bounds_each_gradient_on_its_own():
+    from organfm.engine.optim import clip_grad_per_parameter
+
+    a, b = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(2))
+    a.grad, b.grad = torch.tensor([3.0, 4.0, 0.0]), torch.tensor([0.3, 0.4])  # norms 5 and 0.5
+    clip_grad_per_parameter([a, b], 1.0)
+    assert a.grad.norm().item() == pytest.approx(1.0, rel=1e-5)  # clipped to its own max
+    assert torch.equal(b.grad, torch.tensor([0.3, 0.4]))  # under the max: untouched (a global norm would shrink it)
+
+
+def test_the_method_sees_every_scheduled_value_and_the_epoch():
+    seen = []
+
+    class Spy(Toy):
+        def forward(self, batch, state):
+            seen.append((state.step, state.epoch, dict(state.values)))
+            return super().forward(batch, state)
+
+    fabric = Fabric(accelerator="cpu", devices=1)
+    method = Spy()
+    opt = torch.optim.SGD(method.parameters(), lr=0.1)
+    wrapped, opt = fabric.setup(method, opt)
+    train(fabric, wrapped, opt, data(8), schedules(4), start_step=1, max_steps=3, steps_per_epoch=2,
+          save=lambda step: None)
+    assert [(s, e) for s, e, _ in seen] == [(1, 0.5), (2, 1.0)]
+    assert seen[0][2]["momentum"] == pytest.approx(torch.linspace(0.9, 1.0, 4)[1].item())
+    assert set(seen[0][2]) == {"lr", "weight_decay", "momentum", "teacher_temp"}

@@ -4,10 +4,17 @@ from __future__ import annotations
 import torch
 
 from organfm.backbones import create_backbone
+from organfm.methods import StepState
 
 
 def tiny_backbone():
     return create_backbone("test_convnext", in_chans=1)
+
+
+def state(teacher_temp: float = 0.04, momentum: float = 0.996, step: int = 0) -> StepState:
+    """A step state carrying the schedules a teacher-student method reads."""
+    return StepState(step=step, values={"lr": 1e-3, "weight_decay": 0.04, "momentum": momentum,
+                                        "teacher_temp": teacher_temp})
 
 
 def batch(b: int = 6, num_global: int = 2, num_local: int = 3, size: int = 32, local: int = 32, seed: int = 0):

@@ -6,7 +6,7 @@ import torch
 from organfm.losses import DINOLoss, SupConLoss
 from organfm.methods import Coda, create_method
 from organfm.methods.coda import organ_targets
-from tests.methods.helpers import batch, grads_reach_exactly_the_student, tiny_backbone
+from tests.methods.helpers import batch, grads_reach_exactly_the_student, tiny_backbone, state
 
 KW = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16)
 
@@ -16,7 +16,7 @@ def test_gradients_reach_exactly_the_student_of_each_branch(use_inter, use_intra
     torch.manual_seed(0)
     m = create_method("coda", backbone=tiny_backbone(), use_inter=use_inter, use_intra=use_intra, **KW)
     assert ("org_head" in m.student) == use_inter and ("ins_head" in m.student) == use_intra
-    out = m(batch(), teacher_temp=0.04)
+    out = m(batch(), state(0.04))
     assert set(out.logs) >= {"loss"} | ({"loss_inter"} if use_inter else set()) | ({"loss_intra"} if use_intra else set())
     grads_reach_exactly_the_student(m, out)
 
@@ -25,7 +25,7 @@ def test_loss_is_the_sum_of_the_branches_computed_by_hand():
     torch.manual_seed(0)
     m = Coda(tiny_backbone(), **KW)
     b = batch()
-    out = m(b, teacher_temp=0.05)
+    out = m(b, state(0.05))
     # recompute each branch from the parts: teacher view 2, student view 1 and the local crops
     with torch.no_grad():
         tf = m.teacher["backbone"](b["global"][1])
@@ -47,9 +47,9 @@ def test_organ_labels_matter_to_the_inter_branch():
     torch.manual_seed(0)
     m = Coda(tiny_backbone(), use_intra=False, **KW)
     b = batch()
-    a = m(b, teacher_temp=0.04).loss.item()
+    a = m(b, state(0.04)).loss.item()
     b["organ"] = torch.tensor([0, 1, 2, 3, 4, 5])  # all different: only the other view is a positive
-    assert m(b, teacher_temp=0.04).loss.item() != pytest.approx(a)
+    assert m(b, state(0.04)).loss.item() != pytest.approx(a)
 
 
 def test_unknown_organs_are_only_positive_with_themselves():
@@ -64,7 +64,7 @@ def test_teacher_follows_the_student_by_ema():
         for p in m.student.parameters():
             p.add_(1.0)
     before = [p.clone() for p in m.teacher.parameters()]
-    m.update_teacher(0.9)
+    m.after_step(state(momentum=0.9))
     for t0, t1, s in zip(before, m.teacher.parameters(), m.student.parameters()):
         assert torch.allclose(t1, 0.9 * t0 + 0.1 * s)
 
@@ -81,4 +81,4 @@ def test_errors():
         Coda(tiny_backbone(), use_inter=False, use_intra=False, **KW)
     m = Coda(tiny_backbone(), **KW)
     with pytest.raises(ValueError, match="local crops"):
-        m(batch(num_local=0), teacher_temp=0.04)
+        m(batch(num_local=0), state(0.04))

@@ -3,14 +3,14 @@ import torch
 
 from organfm.losses import DINOLoss
 from organfm.methods import DINO
-from tests.methods.helpers import batch, grads_reach_exactly_the_student, tiny_backbone
+from tests.methods.helpers import batch, grads_reach_exactly_the_student, tiny_backbone, state
 
 
 def test_dino_gradients_and_loss_against_parts():
     torch.manual_seed(0)
     m = DINO(tiny_backbone(), out_dim=64, hidden_dim=32, bottleneck_dim=16)
     b = batch(num_local=2)
-    out = m(b, teacher_temp=0.04)
+    out = m(b, state(0.04))
     with torch.no_grad():
         t = torch.stack([m.teacher["head"](m.teacher["backbone"](v)) for v in b["global"]])
         s = torch.stack([m.student["head"](m.student["backbone"](v)) for v in b["global"] + b["local"]])

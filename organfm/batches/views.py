@@ -1,0 +1,72 @@
+"""The ``views`` source: multi-view crops (global + local) of an image dataset, exactly resumable.
+
+The dataset is the embedded synthetic organs (``data.source=synthetic``) or the user's files
+(``organfm.data.build_dataset``). Batches and every augmentation are a pure function of
+(seed, epoch, image) through ``ResumableBatchSampler`` and ``MultiViewDataset``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from organfm.batches import BatchSource, SourceContext, register_batch_source
+from organfm.config import DataConfig, ViewsConfig
+from organfm.data.samplers import ResumableBatchSampler
+from organfm.views import GlobalLocalViews, MultiViewDataset
+
+__all__ = ["build_image_dataset", "views_kwargs"]
+
+
+def build_image_dataset(data: DataConfig, *, skip_log_dir: str | None = None):
+    """The image dataset named by ``data.source``: ``synthetic`` (the embedded default) or real files."""
+    if data.source == "synthetic":
+        from organfm.synthesis import SyntheticOrgans
+
+        return SyntheticOrgans(num_organs=data.synthetic_organs, images_per_organ=data.synthetic_images_per_organ,
+                               size=data.synthetic_size, num_labels=data.synthetic_labels, dim=2,
+                               seed=data.synthetic_seed)
+    from organfm.data import build_dataset
+
+    kwargs = {k: v for k, v in asdict(data).items() if not k.startswith("synthetic_") and k != "source"}
+    if kwargs.get("window") is not None:
+        kwargs["window"] = tuple(kwargs["window"])
+    return build_dataset(data.source, skip_log_dir=skip_log_dir, **kwargs)
+
+
+def views_kwargs(views: ViewsConfig) -> dict:
+    """``GlobalLocalViews`` kwargs from the ``views.*`` section (lists become tuples)."""
+    kwargs = asdict(views)
+    for key in ("global_scale", "local_scale", "gamma", "blur_probs", "blur_sigma"):
+        kwargs[key] = tuple(kwargs[key])
+    return kwargs
+
+
+@register_batch_source("views")
+def views_source(ctx: SourceContext) -> BatchSource:
+    """Batches ``{"global": [(B,1,G,G)] * Vg, "local": [(B,1,L,L)] * Vl, "organ": (B,)}``."""
+    dataset = build_image_dataset(ctx.data, skip_log_dir=str(Path(ctx.run_dir or ".") / "skips"))
+    per_step = ctx.batch_size * ctx.world_size * ctx.accumulate
+    steps_per_epoch = ctx.steps_per_epoch or len(dataset) // per_step
+    if len(dataset) < per_step:
+        raise ValueError(f"{len(dataset)} images cannot fill one step of batch {ctx.batch_size} x {ctx.world_size} "
+                         f"devices x {ctx.accumulate} accumulation: lower trainer.batch_size or add images")
+    sampler = ResumableBatchSampler(len(dataset), ctx.batch_size, seed=ctx.seed, start_batch=ctx.start_batch,
+                                    rank=ctx.rank, world_size=ctx.world_size)
+    loader = DataLoader(MultiViewDataset(dataset, GlobalLocalViews(**views_kwargs(ctx.views))), batch_sampler=sampler,
+                        num_workers=ctx.num_workers)
+    organs = list(getattr(dataset, "organs", []))
+    size, v = ctx.views.global_size, ctx.views
+    contract = {"input_size": [1, size, size], "mean": [v.mean], "std": [v.std], "organs": organs,
+                "intensity": {"mode": ctx.data.intensity, "window": ctx.data.window,
+                              "note": "intensities scaled to [0, 1] by this mode, then (x - mean) / std"}}
+
+    def write_run_files(run_dir: Path) -> None:
+        if hasattr(dataset, "save_split"):
+            dataset.save_split(run_dir / "splits.csv")
+
+    return BatchSource(batches=loader, steps_per_epoch=max(1, steps_per_epoch), contract=contract,
+                       summary=lambda steps: dataset.summary() if hasattr(dataset, "summary")
+                       else {"num_images": len(dataset)},
+                       num_items=lambda steps: len(dataset), write_run_files=write_run_files)

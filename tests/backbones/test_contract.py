@@ -1,0 +1,35 @@
+"""Every backbone meets the one contract (generated from the registry, plus timm names)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from organfm.backbones import create_backbone, list_backbones
+
+# organfm's own backbones at a CPU-friendly size, and two timm families (CNN, ViT-free)
+CASES = {name: {} for name in list_backbones()}
+CASES.update({"unet_small": {"channels": [8, 16]}, "swin_unetr": {"feature_size": 12},
+              "test_convnext": {}, "test_resnet": {}})
+
+
+def _input(backbone, size: int = 32) -> torch.Tensor:
+    return torch.randn((2, 1) + (size,) * int(backbone.spatial_dims))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_backbone_meets_the_contract(name):
+    backbone = create_backbone(name, in_chans=1, **CASES[name]).eval()
+    x = _input(backbone)
+    with torch.no_grad():
+        pooled = backbone(x)
+        feats = backbone.forward_features(x)
+        skips = backbone.forward_skips(x)
+    assert pooled.shape == (2, backbone.num_features)
+    assert torch.allclose(feats["cls"], pooled, atol=1e-5)
+    assert [s.shape[1] for s in skips] == list(backbone.skip_channels)
+    assert all(s.dim() == 2 + backbone.spatial_dims and s.shape[0] == 2 for s in skips)
+    sizes = [s.shape[-1] for s in skips]
+    assert sizes == sorted(sizes, reverse=True), "skips go shallow (large) to deep (small)"
+    assert isinstance(backbone.backbone_args, dict) and hasattr(backbone, "model")
+    if "dense" in feats:  # a dense map is full resolution
+        assert feats["dense"].shape[2:] == x.shape[2:]
