@@ -43,18 +43,20 @@ def make_batch(s: dict, device: torch.device) -> dict:
 
 def organfm_step_fn(name: str, s: dict, device: torch.device):
     from organfm.backbones import create_backbone
-    from organfm.methods import create_method
+    from organfm.methods import StepState, create_method
 
     method = create_method(name, backbone=create_backbone(s["backbone"], in_chans=1), out_dim=s["out_dim"],
                            hidden_dim=s["hidden_dim"]).to(device)
     opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=1e-4)
 
+    state = StepState(step=0, values={"lr": 1e-4, "weight_decay": 0.04, "momentum": 0.996, "teacher_temp": 0.04})
+
     def step(batch):
-        out = method(batch, teacher_temp=0.04)
+        out = method(batch, state)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        method.update_teacher(0.996)
+        method.after_step(state)
 
     return step
 

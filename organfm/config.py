@@ -31,11 +31,13 @@ __all__ = [
     "ViewsConfig",
     "apply_overrides",
     "config_to_dict",
+    "dump_config",
     "load_config",
     "new_config",
     "parse_overrides",
     "save_config",
     "valid_keys",
+    "validate",
 ]
 
 
@@ -305,7 +307,30 @@ def load_config(method: str | None = None, file: str | Path | None = None,
     except ConfigError as e:
         raise ConfigError(f"{file}: {e}") from None
     apply_overrides(cfg, parse_overrides(overrides or []))
+    validate(cfg)
     return cfg
+
+
+# keys whose value must be >= the bound (None allowed where the field is optional)
+_BOUNDS = {"trainer.batch_size": 1, "trainer.accumulate_grad_batches": 1, "trainer.max_steps": 1,
+           "trainer.epochs": 1e-9, "trainer.steps_per_epoch": 1, "trainer.checkpoint_every": 1,
+           "trainer.keep_checkpoints": 1, "trainer.log_every": 1, "trainer.num_workers": 0, "trainer.num_nodes": 1,
+           "trainer.torch_threads": 1, "views.num_global_views": 1, "views.num_local_views": 0,
+           "views.global_size": 1, "views.local_size": 1, "optim.lr": 0.0, "optim.min_lr": 0.0,
+           "optim.warmup_epochs": 0.0, "data.synthetic_organs": 1, "data.synthetic_images_per_organ": 1,
+           "data.synthetic_size": 8, "data.synthetic_labels": 1}
+
+
+def validate(cfg: Config) -> None:
+    """Refuse values that would fail hours later or silently do nothing (``trainer.max_steps=-5``)."""
+    for dotted, low in _BOUNDS.items():
+        section, name = dotted.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value is not None and value < low:
+            what = "a positive number" if low > 0 else f">= {low}"
+            raise ConfigError(f"{dotted} must be {what}, got {value}")
+    if cfg.optim.clip_mode not in ("global", "per_param"):
+        raise ConfigError(f"optim.clip_mode must be 'global' or 'per_param', got {cfg.optim.clip_mode!r}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
@@ -316,5 +341,10 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return out
 
 
+def dump_config(cfg: Config) -> str:
+    """The resolved config as the YAML that ``load_config(None, file)`` reads back."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    Path(path).write_text(dump_config(cfg))

@@ -86,10 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # weights come from local files, never the hub
+    from organfm.engine.checkpoint import CheckpointWriteError
+    from organfm.engine.loop import NonFiniteLossError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError, CheckpointWriteError, NonFiniteLossError) as e:
         print(f"organfm {args.command}: error: {e}", file=sys.stderr)
         return 2
 

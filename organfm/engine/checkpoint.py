@@ -12,12 +12,17 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng", "export_backbone", "latest_checkpoint", "load_checkpoint", "restore_rng",
-           "save_checkpoint"]
+__all__ = ["CheckpointWriteError", "atomic_write_text", "capture_rng", "export_backbone", "latest_checkpoint",
+           "load_checkpoint", "load_latest_readable", "restore_rng", "save_checkpoint"]
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_DIR = "export"
 _STEP = re.compile(r"step-(\d+)\.ckpt$")
+_REQUIRED = ("step", "method", "optimizer", "rng", "config", "export_prefix", "contract")
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (full disk, lost mount); the message says what is still intact."""
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -40,11 +45,26 @@ def _atomic_write(path: Path, write) -> None:
         os.close(dir_fd)
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a small run file (config, data summary) so that a crash leaves the old or the new file, never half."""
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, *, keep: int = 2) -> Path:
-    """Save ``state`` as ``run_dir/checkpoints/step-<step>.ckpt`` atomically; keep the newest ``keep``."""
+    """Save ``state`` as ``run_dir/checkpoints/step-<step>.ckpt`` atomically; keep the newest ``keep``.
+
+    Raises:
+        CheckpointWriteError: the write failed (e.g. a full disk); older checkpoints are untouched.
+    """
     folder = Path(run_dir) / CHECKPOINT_DIR
     path = folder / f"step-{step:08d}.ckpt"
-    _atomic_write(path, lambda f: torch.save(state, f))
+    try:
+        _atomic_write(path, lambda f: torch.save(state, f))
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError from its stream writer
+        previous = latest_checkpoint(run_dir)
+        kept = (f"the previous checkpoint {previous} is intact; free space, then continue with "
+                f"`organfm pretrain --resume {run_dir}`") if previous else "no earlier checkpoint exists"
+        raise CheckpointWriteError(f"could not write checkpoint {path}: {e}; {kept}") from e
     for old in sorted(folder.glob("step-*.ckpt"))[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
     return path
@@ -58,11 +78,42 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a plain-dict checkpoint with ``weights_only=True`` (no arbitrary code from pickles)."""
+    """Load a plain-dict checkpoint with ``weights_only=True`` (no arbitrary code from pickles).
+
+    Raises:
+        ValueError: the file is unreadable, not a dict, or lacks one of the keys a run needs.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"checkpoint {path} cannot be read: {e}") from e
+    missing = [k for k in _REQUIRED if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"checkpoint {path} is not an organfm checkpoint: it lacks {', '.join(missing)}")
+    return ckpt
+
+
+def load_latest_readable(run_dir: str | Path, warn=None) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint of ``run_dir`` that loads, falling back past damaged ones (saying so via ``warn``).
+
+    Raises:
+        FileNotFoundError: no checkpoint at all. ValueError: none is readable.
+    """
+    found = sorted(((int(m.group(1)), p) for p in (Path(run_dir) / CHECKPOINT_DIR).glob("step-*.ckpt")
+                    if (m := _STEP.search(p.name))), reverse=True)
+    if not found:
+        raise FileNotFoundError(f"cannot resume: no checkpoint in {Path(run_dir) / CHECKPOINT_DIR}")
+    errors = []
+    for _, path in found:
+        try:
+            ckpt = load_checkpoint(path)
+        except ValueError as e:
+            errors.append(str(e))
+            continue
+        if errors and warn is not None:
+            warn(f"skipped {len(errors)} unreadable checkpoint(s), resuming from {path}: {errors[0]}")
+        return path, ckpt
+    raise ValueError(f"no readable checkpoint in {Path(run_dir) / CHECKPOINT_DIR}: {errors[0]}")
 
 
 def capture_rng() -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -19,12 +20,13 @@ import torch
 
 from organfm.backbones import create_backbone
 from organfm.batches import BatchSource, SourceContext, create_batch_source
-from organfm.config import Config, config_to_dict, save_config
-from organfm.engine.checkpoint import (capture_rng, export_backbone, latest_checkpoint, load_checkpoint,
-                                       restore_rng, save_checkpoint)
+from organfm.config import Config, config_to_dict, dump_config
+from organfm.engine.checkpoint import (atomic_write_text, capture_rng, export_backbone, latest_checkpoint,
+                                       load_latest_readable, restore_rng, save_checkpoint)
 from organfm.engine.loop import TrainResult, train
 from organfm.engine.optim import build_optimizer
 from organfm.engine.progress import ProgressReporter
+from organfm.engine.runlock import RunLock
 from organfm.engine.schedules import ScheduleContext, build_schedules
 from organfm.methods import get_method
 
@@ -77,22 +79,34 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
 
-    ckpt = None
+    ckpt = ckpt_path = None
     if resume_dir is not None:
-        ckpt_path = latest_checkpoint(run_dir)
-        if ckpt_path is None:
-            raise FileNotFoundError(f"cannot resume: no checkpoint in {run_dir}/checkpoints")
-        ckpt = load_checkpoint(ckpt_path)
+        ckpt_path, ckpt = load_latest_readable(run_dir, warn=_warn)
     elif latest_checkpoint(run_dir) is not None:
         raise ValueError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
                          "or choose another trainer.out_dir")
     start_step = int(ckpt["step"]) if ckpt else 0
+    if tr.max_steps is not None and tr.max_steps <= start_step:
+        raise ValueError(f"{run_dir} is already at step {start_step} and trainer.max_steps={tr.max_steps}: nothing "
+                         "to do; raise trainer.max_steps to continue the run")
 
     loggers = [CSVLogger(run_dir / "logs", name="csv", version=f"from-step-{start_step}"),
                TensorBoardLogger(run_dir / "logs", name="tensorboard", version="")]
     fabric = Fabric(loggers=loggers, **_resolve_device_settings(cfg))
     fabric.launch()
     fabric.seed_everything(tr.seed, verbose=False)
+    lock = RunLock(run_dir).acquire() if fabric.is_global_zero else None
+    try:
+        if lock is not None and lock.stale_pid:
+            _warn(f"{run_dir} was last used by pid {lock.stale_pid}, which ended without finishing (a crash or kill)")
+        return _pretrain(cfg, fabric, loggers, run_dir, ckpt_path, ckpt, start_step)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, start_step: int) -> PretrainSummary:
+    tr = cfg.trainer
 
     world = fabric.world_size
     method_cls = get_method(cfg.method_name)
@@ -115,13 +129,19 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
         total_steps=total_steps, steps_per_epoch=steps_per_epoch, optim=o, teacher=cfg.teacher, method=cfg.method))
 
     if ckpt is not None:
-        method.load_state_dict(ckpt["method"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            method.load_state_dict(ckpt["method"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            saved = ckpt["config"].get("backbone", {}).get("name")
+            raise ValueError(f"checkpoint {ckpt_path} does not fit this run's config (it was written with backbone "
+                             f"{saved!r}, the config now says {cfg.backbone.name!r}; was {run_dir}/config.yaml "
+                             f"edited?): {str(e).splitlines()[0]}") from None
         restore_rng(ckpt["rng"])
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "data.json").write_text(json.dumps(source.summary(start_step), indent=2, default=str))
+        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+        atomic_write_text(run_dir / "data.json", json.dumps(source.summary(start_step), indent=2, default=str))
         source.write_run_files(run_dir)
 
     raw_method = method
@@ -156,6 +176,10 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
         export = export_backbone(run_dir, checkpoint=checkpoint)[0]
     return PretrainSummary(run_dir=run_dir, result=result, checkpoint=checkpoint, export=export,
                            num_images=source.num_items(result.step), organs=list(source.contract["organs"]))
+
+
+def _warn(message: str) -> None:
+    print(f"organfm pretrain: warning: {message}", file=sys.stderr, flush=True)
 
 
 def _device_batches(fabric, source: BatchSource):
