@@ -93,6 +93,7 @@ class ViewsConfig:
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
     mean: float = 0.5
     std: float = 0.5
+    on_device: bool = False  # make the views on the accelerator from cached uint8 images (batched tensor ops)
 
 
 @dataclass
