@@ -10,14 +10,14 @@ The ``method`` section is the method's own ``Config`` (derived from its construc
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from organfm import configtree
+from organfm.configtree import ConfigError
 from organfm.registry import METHODS
 
 __all__ = [
@@ -39,10 +39,6 @@ __all__ = [
     "valid_keys",
     "validate",
 ]
-
-
-class ConfigError(ValueError):
-    """A config file or override names an unknown key or holds a value of the wrong type."""
 
 
 @dataclass
@@ -187,94 +183,23 @@ def new_config(method: str) -> Config:
 
 def valid_keys(cfg: Config) -> list[str]:
     """Every dotted key an override may set."""
-    keys = list(_SHORTHANDS)
-    for section in _SECTIONS:
-        keys += [f"{section}.{f.name}" for f in dataclasses.fields(getattr(cfg, section))]
-    return keys
+    return [k for k in configtree.valid_keys(cfg, _SHORTHANDS) if k != "method_name"]
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert a YAML value to the dataclass field type ``tp`` (so ``1e-4`` is a float, not a string)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
-    if origin is list:
-        (inner,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.startswith("[") else [v for v in value.split(",") if v]
-        if not isinstance(value, (list, tuple)):
-            value = [value]
-        return [_coerce(v, inner, key) for v in value]
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-        if tp is int:
-            if number != int(number):
-                raise ConfigError(f"{key}: expected an integer, got {value!r}")
-            return int(number)
-        return number
-    if tp is str:
-        if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    return value
+def _check_key(dotted: str, cfg: Config) -> None:
+    # ``method_name`` is chosen by --method or the file's ``method.name``, never by an override
+    if _SHORTHANDS.get(dotted, dotted).split(".")[0] not in _SECTIONS:
+        raise ConfigError(f"unknown config key {dotted!r}; valid keys: {', '.join(valid_keys(cfg))}")
 
 
 def _set(cfg: Config, dotted: str, value: Any) -> None:
-    dotted = _SHORTHANDS.get(dotted, dotted)
-    section, _, name = dotted.partition(".")
-    if section not in _SECTIONS or not name or "." in name:
-        raise ConfigError(f"unknown config key {dotted!r}; valid keys: {', '.join(valid_keys(cfg))}")
-    obj = getattr(cfg, section)
-    fields = {f.name: f for f in dataclasses.fields(obj)}
-    if name not in fields:
-        raise ConfigError(f"unknown config key {dotted!r}; valid keys: {', '.join(valid_keys(cfg))}")
-    hints = typing.get_type_hints(type(obj))
-    setattr(obj, name, _coerce(value, hints[name], dotted))
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
+    _check_key(dotted, cfg)
+    configtree.set_dotted(cfg, dotted, value, _SHORTHANDS)
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``["a.b=1", "data=x"]`` -> ``{"a.b": 1, "data": "x"}`` (values parsed as YAML scalars)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
-    return out
+    return configtree.parse_overrides(items)
 
 
 def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
@@ -292,19 +217,12 @@ def load_config(method: str | None = None, file: str | Path | None = None,
         file: YAML of nested overrides (sections data, views, backbone, method, optim, teacher, trainer).
         overrides: ``key=value`` strings with dotted keys.
     """
-    tree: dict[str, Any] = {}
-    if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        tree = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(tree, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections")
+    tree = configtree.load_yaml_mapping(file) if file is not None else {}
     file_method = (tree.get("method") or {}).pop("name", None) if isinstance(tree.get("method"), dict) else None
     name = method or file_method or "coda"
     cfg = new_config(name)
     try:
-        apply_overrides(cfg, _flatten(tree))
+        apply_overrides(cfg, configtree.flatten(tree))
     except ConfigError as e:
         raise ConfigError(f"{file}: {e}") from None
     apply_overrides(cfg, parse_overrides(overrides or []))

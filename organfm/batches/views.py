@@ -37,7 +37,7 @@ def build_image_dataset(data: DataConfig, *, skip_log_dir: str | None = None):
 
 def views_kwargs(views: ViewsConfig) -> dict:
     """``GlobalLocalViews`` kwargs from the ``views.*`` section (lists become tuples)."""
-    kwargs = asdict(views)
+    kwargs = {k: v for k, v in asdict(views).items() if k != "on_device"}  # where, not what: not a recipe argument
     for key in ("global_scale", "local_scale", "gamma", "blur_probs", "blur_sigma"):
         kwargs[key] = tuple(kwargs[key])
     return kwargs

@@ -17,13 +17,15 @@ from organfm.evaluation.leakage import LeakageError, check_leakage
 from organfm.evaluation.linear_probe import linear_probe
 from organfm.evaluation.metrics import classification_metrics, segmentation_metrics, summarize
 from organfm.evaluation.models import load_encoder, parse_models
-from organfm.evaluation.segmentation import finetune_segmentation
+from organfm.evaluation.protocol import get_protocol, list_protocols, register_protocol
+from organfm.evaluation.segmentation import finetune_segmentation, load_segmentation_split
 from organfm.evaluation.suite import evaluate_models
 from organfm.evaluation.task import TaskConfig, load_task
 
 __all__ = [
     "FeatureCache", "LeakageError", "TaskConfig", "check_leakage", "classification_metrics", "cluster_scores",
     "embed_2d", "evaluate_models", "extract_features", "few_shot_settings", "finetune_classification",
-    "finetune_segmentation", "knn_classify", "linear_probe", "load_encoder", "load_task", "normalize_images",
+    "finetune_segmentation", "get_protocol", "knn_classify", "linear_probe", "list_protocols", "load_encoder",
+    "load_segmentation_split", "load_task", "normalize_images", "register_protocol",
     "parse_models", "run_few_shot", "segmentation_metrics", "stratified_subset", "summarize",
 ]

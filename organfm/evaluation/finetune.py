@@ -1,10 +1,11 @@
 """Full fine-tuning for classification: pretrained backbone + new linear layer, early stopping on validation.
 
 Recipe (the usual one for ConvNeXt/ViT fine-tuning [0, 1], scaled down):
-    - AdamW, weight decay on weights only (``ndim >= 2``), biases and norms without;
+    - AdamW with the engine's parameter groups and weight-decay rule (``organfm.engine.param_groups``:
+      weights with ``ndim >= 2`` decay, biases and norms do not), optional layer-wise lr decay;
     - learning rate: linear warmup over the first 10% of steps (at most one epoch), then cosine to
-      1% of ``lr``; per-step, from ``organfm.engine.schedules.cosine_schedule``;
-    - optional layer-wise lr decay (``build_param_groups``);
+      1% of ``lr``; per-step, from ``organfm.engine.schedules.cosine_schedule``, written into the groups
+      by ``set_scheduled_values`` (the engine's ``set_optimizer_values`` plus the layer-decay scale);
     - light augmentation on the fly: random resized crop (area 0.8-1, aspect 3/4-4/3) and a rotation of
       at most 10 degrees, one affine resample (no flips, no intensity or hue changes: laterality and
       Hounsfield units carry meaning in medical images);
@@ -32,92 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from organfm.engine.param_groups import build_param_groups, set_scheduled_values
 from organfm.engine.schedules import cosine_schedule
 from organfm.evaluation.metrics import classification_metrics
 
-__all__ = ["build_param_groups", "finetune_classification", "layer_ids", "random_affine", "train_with_early_stopping"]
+__all__ = ["finetune_classification", "random_affine", "train_with_early_stopping"]
 
 _EVAL_BATCH = 256
-
-
-# ----------------------------------------------------------------------------------------------- parameter groups
-
-def layer_ids(backbone: nn.Module) -> dict[str, int]:
-    """Depth of every backbone parameter, from its name, for layer-wise lr decay.
-
-    The rule: a timm model (``backbone.model`` of a ``TimmBackbone``, or the backbone itself) is split
-    by its own ``group_matcher(coarse=False)``, the regexes timm uses for layer decay: ConvNeXt →
-    stem 0, then one id per block, a downsample layer sharing the id of the first block of its stage,
-    the final norm last; ResNet → stem 0, then one id per residual block; ViT → patch embedding and
-    tokens 0, then one id per transformer block. Without a ``group_matcher``, each top-level child
-    module (in registration order, input to output for most networks) is one layer. A model with
-    neither gets one layer for everything (no decay), with a warning.
-
-    Returns:
-        backbone parameter name (as in ``backbone.named_parameters()``) -> depth, 0 = closest to the input.
-    """
-    model = getattr(backbone, "model", backbone)
-    prefix = "model." if model is not backbone else ""
-    names = [name for name, _ in model.named_parameters()]
-    if hasattr(model, "group_matcher"):
-        try:
-            from timm.models import group_parameters
-
-            groups = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
-            return {prefix + name: int(groups[name]) for name in names}
-        except Exception as e:  # an unusual matcher; fall back to module order below
-            warnings.warn(f"timm group_matcher failed ({type(e).__name__}: {e}); using module order", stacklevel=2)
-    children = [child for child, module in model.named_children() if any(True for _ in module.parameters())]
-    if not children:
-        warnings.warn(f"{type(model).__name__}: no layer structure found; layer decay is not applied", stacklevel=2)
-        return {prefix + name: 0 for name in names}
-    order = {child: i for i, child in enumerate(children)}
-    # a parameter registered directly on the model (e.g. a ViT's cls token) goes with the first layer
-    return {prefix + name: order.get(name.split(".")[0], 0) for name in names}
-
-
-def build_param_groups(backbone: nn.Module, head: nn.Module, *, lr: float, weight_decay: float,
-                       layer_decay: float | None = None, backbone_prefix: str = "backbone.",
-                       head_prefix: str = "head.") -> list[dict[str, Any]]:
-    """AdamW parameter groups: weight decay for weights only, optional layer-wise lr decay.
-
-    With ``layer_decay`` d and L backbone layers (``layer_ids``), a backbone parameter of depth i gets
-    ``lr * d ** (L - i)`` and the new head (depth L) gets ``lr``, so the earliest layers move least.
-
-    Args:
-        backbone: the pretrained encoder.
-        head: the newly initialised layers (classifier or decoder).
-        lr: base (peak) learning rate.
-        weight_decay: for parameters with ``ndim >= 2``; 0 for biases and norm weights.
-        layer_decay: d in (0, 1], or None for one lr everywhere.
-        backbone_prefix, head_prefix: prepended to parameter names in the groups' ``names``.
-
-    Returns:
-        Groups with ``params``, ``names``, ``lr_scale``, ``weight_decay`` and ``lr`` (``lr * lr_scale``);
-        the training loop multiplies the scheduled lr by ``lr_scale``.
-    """
-    if layer_decay is not None and not 0 < layer_decay <= 1:
-        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
-    depth = layer_ids(backbone) if layer_decay is not None else {}
-    top = max(depth.values(), default=-1) + 1
-    groups: dict[tuple[int, bool], dict[str, Any]] = {}
-
-    def add(name: str, p: nn.Parameter, layer: int) -> None:
-        decay = p.ndim >= 2
-        scale = 1.0 if layer_decay is None else float(layer_decay) ** (top - layer)
-        group = groups.setdefault((layer, decay), {"params": [], "names": [], "lr_scale": scale,
-                                                   "weight_decay": weight_decay if decay else 0.0,
-                                                   "lr": lr * scale})
-        group["params"].append(p)
-        group["names"].append(name)
-
-    for name, p in backbone.named_parameters():
-        if p.requires_grad:
-            add(backbone_prefix + name, p, depth.get(name, 0))
-    for name, p in head.named_parameters():
-        if p.requires_grad:
-            add(head_prefix + name, p, top)
-    return [groups[key] for key in sorted(groups)]
 
 
 # ------------------------------------------------------------------------------------------------- augmentation
@@ -171,21 +93,26 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
 def train_with_early_stopping(model: nn.Module, param_groups: list[dict[str, Any]], *, num_train: int,
                               compute_loss: Callable[[torch.Tensor], torch.Tensor],
                               validate: Callable[[], tuple[float, float, dict[str, Any]]], epochs: int,
-                              batch_size: int, lr: float, patience: int,
-                              generator: torch.Generator) -> dict[str, Any]:
+                              batch_size: int, lr: float, weight_decay: float, patience: int,
+                              generator: torch.Generator,
+                              on_step: Callable[[int, torch.optim.Optimizer], None] | None = None) -> dict[str, Any]:
     """The fine-tuning loop shared by classification and segmentation.
 
     Args:
         model: trained in place; holds the best epoch's weights on return.
-        param_groups: from ``build_param_groups`` (each with ``lr_scale`` and ``weight_decay``).
+        param_groups: from ``organfm.engine.param_groups.build_param_groups`` (``apply_weight_decay``,
+            ``lr_scale``).
         num_train: training set size; batches of indices are drawn from ``generator``.
         compute_loss: indices (B,) -> scalar loss of that batch (augmentation inside).
         validate: () -> ``(score, val_loss, logs)``; higher ``score`` is better, NaN counts as worst.
         epochs: at most this many passes over the training set.
         batch_size: images per step.
         lr: peak learning rate (cosine schedule with warmup over at most 10% of steps, see module doc).
+        weight_decay: AdamW weight decay of the groups with ``apply_weight_decay`` (constant).
         patience: stop after this many epochs without a better validation score.
         generator: seeded CPU generator for the data order.
+        on_step: called as ``on_step(step, optimizer)`` after the step's values are set, before the update
+            (for tests and logging).
 
     Returns:
         ``{"best_epoch" (1-based), "history": [per-epoch dict], "epochs_run", "stopped_early"}``.
@@ -198,7 +125,8 @@ def train_with_early_stopping(model: nn.Module, param_groups: list[dict[str, Any
     steps_per_epoch = len(_batches(num_train, batch_size, torch.Generator().manual_seed(0)))
     total = epochs * steps_per_epoch
     schedule = cosine_schedule(lr, lr * 0.01, total, warmup_steps=min(steps_per_epoch, total // 10))
-    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in param_groups], lr=lr)
+    optimizer = torch.optim.AdamW([{k: v for k, v in g.items() if k != "names"} for g in param_groups], lr=lr,
+                                  weight_decay=weight_decay)
     best_key: tuple[float, float] = (-math.inf, -math.inf)
     best_state, best_epoch, since_best, history = None, 0, 0, []
     step = 0
@@ -206,8 +134,9 @@ def train_with_early_stopping(model: nn.Module, param_groups: list[dict[str, Any
         model.train()
         losses = []
         for indices in _batches(num_train, batch_size, generator):
-            for group in optimizer.param_groups:
-                group["lr"] = float(schedule[step]) * group["lr_scale"]
+            set_scheduled_values(optimizer, lr=float(schedule[step]), weight_decay=weight_decay)
+            if on_step is not None:
+                on_step(step, optimizer)
             loss = compute_loss(indices)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {epoch}, step {step}")
@@ -302,7 +231,7 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
         batch_size: images per step.
         lr: peak learning rate of the cosine schedule (for the head; see ``layer_decay``).
         weight_decay: AdamW weight decay on weights (not biases/norms).
-        layer_decay: layer-wise lr decay factor (e.g. 0.75), or None (``build_param_groups``).
+        layer_decay: layer-wise lr decay factor (e.g. 0.75), or None (``organfm.engine.param_groups``).
         patience: early stopping after this many epochs without a better validation ``monitor``.
         seed: data order, augmentation and head initialisation.
         augment: random resized crop + small rotation on training batches (``random_affine``).
@@ -332,7 +261,7 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
         nn.init.trunc_normal_(head.weight, std=0.02, generator=generator)
         nn.init.zeros_(head.bias)
         model = _Classifier(backbone, head).to(device)
-        groups = build_param_groups(backbone, head, lr=lr, weight_decay=weight_decay, layer_decay=layer_decay)
+        groups = build_param_groups(backbone, head, layer_decay=layer_decay)
 
         def compute_loss(indices: torch.Tensor) -> torch.Tensor:
             x = images[indices].to(device)
@@ -346,7 +275,7 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
 
         fit = train_with_early_stopping(model, groups, num_train=len(images), compute_loss=compute_loss,
                                         validate=validate, epochs=epochs, batch_size=batch_size, lr=lr,
-                                        patience=patience, generator=generator)
+                                        weight_decay=weight_decay, patience=patience, generator=generator)
     val_metrics, _ = _score_classification(model, val, device)
     test_metrics, _ = _score_classification(model, test, device)
     if test_metrics["auc_skipped_classes"]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,11 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from organfm.evaluation.finetune import build_param_groups, random_affine, train_with_early_stopping
+from organfm.engine.param_groups import build_param_groups
+from organfm.evaluation.finetune import random_affine, train_with_early_stopping
 from organfm.evaluation.metrics import segmentation_metrics
 from organfm.heads.decoders import BackboneUNet
 
-__all__ = ["dice_ce_loss", "finetune_segmentation", "load_ct_segmentation_slices", "split_slice_blocks"]
+__all__ = ["SegmentationSplit", "dice_ce_loss", "finetune_segmentation", "load_ct_segmentation_slices",
+           "load_segmentation_split", "split_slice_blocks"]
 
 _EVAL_BATCH = 64
 
@@ -103,6 +106,61 @@ def load_ct_segmentation_slices(image_path: str | os.PathLike[str], label_path: 
                                align_corners=False).clamp_(0, 1)
         masks_t = F.interpolate(masks_t[:, None].float(), size=(size, size), mode="nearest-exact")[:, 0].long()
     return images.contiguous(), masks_t.contiguous(), ["background", *classes]
+
+
+@dataclass
+class SegmentationSplit:
+    """A task's CT slices and masks, split in slice blocks.
+
+    Attributes:
+        train, val, test: ``(images (N, 1, S, S) float32 in [0, 1] (not normalised), masks (N, S, S) int64)``.
+        class_names: ``["background", organ_1, ..., organ_C]`` (mask ids 0..C).
+        sizes: slices per split ``[train, val, test]``.
+    """
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    class_names: list[str]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(self.train[1]), len(self.val[1]), len(self.test[1])]
+
+
+def load_segmentation_split(task: Any) -> SegmentationSplit:
+    """The one CT-segmentation loading sequence: a task's volume and label map -> train/val/test slices.
+
+    Reads ``segmentation.image`` (default ``data.source``) and ``segmentation.label_map`` (default
+    ``data.label_map``) under ``data.root``, names labels with ``data.class_map``/``data.class_map_key``,
+    keeps ``segmentation.classes`` (``load_ct_segmentation_slices``) and splits the slices in blocks
+    (``split_slice_blocks`` with ``segmentation.block_size``, ``fractions``, ``gap``).
+
+    Args:
+        task: a resolved ``TaskConfig`` (``organfm.evaluation.load_task``); change the slice size with the
+            override ``segmentation.image_size=<S>``.
+
+    Raises:
+        ValueError: no image or label map named; FileNotFoundError: a file missing under ``data.root``.
+    """
+    from organfm.data.volumes import load_class_map
+
+    s = task.segmentation
+    image, label_map = task.data_path(s.image or task.data.source), task.data_path(s.label_map or task.data.label_map)
+    if not image or not label_map:
+        raise ValueError("segmentation needs segmentation.image (or data.source) and segmentation.label_map "
+                         "(or data.label_map)")
+    for what, path in (("image", image), ("label map", label_map)):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"segmentation {what} {path} not found (data.root={task.data.root!r})")
+    class_map = load_class_map(task.data_path(task.data.class_map), task.data.class_map_key) \
+        if task.data.class_map else None
+    images, masks, names = load_ct_segmentation_slices(image, label_map, class_map=class_map, classes=s.classes,
+                                                       size=s.image_size, window=tuple(s.window),
+                                                       min_foreground=s.min_foreground)
+    parts = split_slice_blocks(len(images), block_size=s.block_size, fractions=s.fractions, gap=s.gap)
+    train, val, test = ((images[p], masks[p]) for p in parts)
+    return SegmentationSplit(train=train, val=val, test=test, class_names=names)
 
 
 def _pad_square(images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -204,8 +262,8 @@ def finetune_segmentation(make_backbone: Callable[[], nn.Module], train: tuple[t
     restored, deterministic for a seed); the model is ``BackboneUNet(make_backbone(), num_classes)``.
 
     Args:
-        make_backbone: returns a FRESH backbone with the pretrained weights (timm ``forward_intermediates``
-            or ``forward_features(x)["skips"]``; see ``organfm.heads.decoders``).
+        make_backbone: returns a FRESH backbone with the pretrained weights, meeting the backbone contract
+            (``forward_skips``, ``skip_channels``, ``spatial_dims``; see ``organfm.heads.decoders``).
         train, val, test: ``(images (N, C, H, W) float32, scaled and normalised; masks (N, H, W) int64 in
             0..K-1)``. ConvNeXt encoders need H, W >= 32.
         num_classes: K, background (0) included.
@@ -235,8 +293,7 @@ def finetune_segmentation(make_backbone: Callable[[], nn.Module], train: tuple[t
         torch.manual_seed(seed)
         backbone = make_backbone()
         model = BackboneUNet(backbone, num_classes).to(device)
-        groups = build_param_groups(backbone, model.decoder, lr=lr, weight_decay=weight_decay,
-                                    head_prefix="decoder.")
+        groups = build_param_groups(backbone, model.decoder, head_prefix="decoder.")
 
         def compute_loss(indices: torch.Tensor) -> torch.Tensor:
             x, y = images[indices].to(device), masks[indices].to(device)
@@ -250,7 +307,7 @@ def finetune_segmentation(make_backbone: Callable[[], nn.Module], train: tuple[t
 
         fit = train_with_early_stopping(model, groups, num_train=len(images), compute_loss=compute_loss,
                                         validate=validate, epochs=epochs, batch_size=batch_size, lr=lr,
-                                        patience=patience, generator=generator)
+                                        weight_decay=weight_decay, patience=patience, generator=generator)
     val_metrics, _ = _score_segmentation(model, val, num_classes, device)
     test_metrics, _ = _score_segmentation(model, test, num_classes, device)
     missing = sorted(set(range(1, num_classes)) - set(test_metrics["dice"]))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,9 +21,15 @@ import torch
 from organfm.data import build_dataset
 from organfm.data.records import Record
 from organfm.evaluation.few_shot import stratified_subset
-from organfm.evaluation.task import TaskConfig
 
-__all__ = ["SplitData", "TaskData", "load_task_data", "public_metadata"]
+if TYPE_CHECKING:  # task.py builds TaskConfig from the registered protocols, which import this module
+    from organfm.evaluation.task import TaskConfig
+
+__all__ = ["SplitData", "TaskData", "dataset_kwargs", "load_task_data", "public_metadata"]
+
+# keys of the task's data section that are not ``build_dataset`` arguments
+_NOT_DATASET_ARGS = {"root", "source", "split", "label", "class_names", "max_train", "max_val", "max_test"}
+_PATH_ARGS = ("label_map", "class_map", "split_file")
 
 # manifest columns that may identify a person never reach a report
 _PRIVATE_HINTS = ("patient", "name", "birth", "mrn", "accession", "study", "series", "sop", "uid", "path", "date")
@@ -80,11 +86,7 @@ def load_task_data(task: TaskConfig, limits: Mapping[str, int | None]) -> TaskDa
     if source is None or not Path(source).exists():
         raise FileNotFoundError(f"data source {d.source!r} not found under data.root={d.root!r} "
                                 "(pass data.root=<folder holding the shared data>)")
-    dataset = build_dataset(
-        source, split=None, label_map=task.data_path(d.label_map), class_map=task.data_path(d.class_map),
-        class_map_key=d.class_map_key, organs=d.organs, min_pixels=d.min_pixels, dedup=d.dedup,
-        split_fractions=tuple(d.split_fractions), split_seed=d.split_seed, split_file=task.data_path(d.split_file),
-        intensity=d.intensity, window=tuple(d.window) if d.window is not None else None, image_size=d.image_size)
+    dataset = build_dataset(source, split=None, **dataset_kwargs(task))
     labels, class_names = _labels(dataset, task)
     splits: dict[str, SplitData] = {}
     for name, limit in limits.items():
@@ -106,6 +108,20 @@ def load_task_data(task: TaskConfig, limits: Mapping[str, int | None]) -> TaskDa
                "duplicates_removed": dataset.summary().get("duplicates_removed", 0),
                "source_splits": dataset.summary().get("splits", {})}
     return TaskData(splits=splits, class_names=class_names, summary=summary)
+
+
+def dataset_kwargs(task: TaskConfig) -> dict[str, Any]:
+    """``build_dataset`` keyword arguments of ``task.data`` (pretraining's ``DataConfig`` keys plus the task's
+    size and split keys), paths resolved against ``data.root``; ``synthetic_*`` keys are pretraining-only."""
+    d = task.data
+    kwargs = {f.name: getattr(d, f.name) for f in fields(d)
+              if f.name not in _NOT_DATASET_ARGS and not f.name.startswith("synthetic_")}
+    for key in _PATH_ARGS:
+        kwargs[key] = task.data_path(kwargs[key])
+    for key in ("window", "split_fractions"):
+        if kwargs.get(key) is not None:
+            kwargs[key] = tuple(kwargs[key])
+    return kwargs
 
 
 def public_metadata(record: Record, label: int, class_names: Sequence[str], split: str) -> dict[str, Any]:

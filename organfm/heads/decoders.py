@@ -1,10 +1,10 @@
 """U-Net for segmentation: a pretrained encoder's multi-scale features + a randomly initialised decoder [0].
 
-The encoder is any backbone that exposes multi-scale feature maps, read in this order:
-    1. timm's ``forward_intermediates(x, intermediates_only=True)`` on ``backbone.model`` (``TimmBackbone``)
-       or on the backbone itself (a raw timm model): every ``feature_info`` stage, shallow to deep
-       (ConvNeXt: strides 4, 8, 16, 32; ResNet: 2, 4, 8, 16, 32);
-    2. else ``backbone.forward_features(x)["skips"]`` (the organfm backbone contract for dense decoders).
+The encoder is any organfm backbone; the decoder uses only the backbone contract:
+    - ``backbone.forward_skips(x) -> list[Tensor]``: multi-scale feature maps, shallow to deep
+      (ConvNeXt: strides 4, 8, 16, 32; ResNet: 2, 4, 8, 16, 32);
+    - ``backbone.skip_channels: list[int]``: the channels of each map;
+    - ``backbone.spatial_dims``: 2 or 3.
 
 The decoder walks from the deepest map to the shallowest: upsample (bilinear) to the next skip's size,
 concatenate, two conv-norm-ReLU blocks. A last stage upsamples to the input size and concatenates the
@@ -102,54 +102,36 @@ class BackboneUNet(nn.Module):
     """U-Net whose encoder is ``backbone`` (trained along, i.e. full fine-tuning) and whose decoder is new.
 
     Args:
-        backbone: a ``TimmBackbone``, a raw timm model, or any backbone whose ``forward_features``
-            returns ``"skips"`` (see the module docstring).
+        backbone: meets the backbone contract (``forward_skips``, ``skip_channels``, ``spatial_dims``,
+            ``in_chans``; see the module docstring).
         num_classes: K, background included.
         decoder_channels, final_channels: see ``UNetDecoder``.
-        probe_size: side of the dummy input used to read the skips' channels when the encoder does not
-            describe them (no timm ``feature_info``).
 
     Input (B, C, [D], H, W) -> logits (B, K, [D], H, W), the input's spatial size.
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, *, decoder_channels: Sequence[int] | None = None,
-                 final_channels: int = 16, probe_size: int = 64) -> None:
+                 final_channels: int = 16) -> None:
         super().__init__()
+        for attr in ("forward_skips", "skip_channels", "spatial_dims"):
+            if not hasattr(backbone, attr):
+                raise TypeError(f"{type(backbone).__name__} does not meet the backbone contract: no {attr!r} "
+                                "(organfm.backbones gives forward_skips, skip_channels and spatial_dims)")
         self.backbone = backbone
-        self.spatial_dims = int(getattr(backbone, "spatial_dims", 2))
-        timm_model = getattr(backbone, "model", backbone)
-        self._uses_intermediates = hasattr(timm_model, "forward_intermediates")
-        in_chans = int(getattr(backbone, "in_chans", getattr(timm_model, "in_chans", 1)))
-        info = getattr(timm_model, "feature_info", None) if self._uses_intermediates else None
-        if info:
-            channels = [int(f["num_chs"]) for f in info]
-        else:
-            channels = self._probe_channels(in_chans, probe_size)
-        self.encoder_channels = channels
-        self.decoder = UNetDecoder(channels, num_classes=num_classes, in_chans=in_chans,
+        self.spatial_dims = int(backbone.spatial_dims)
+        self.encoder_channels = [int(c) for c in backbone.skip_channels]
+        in_chans = int(getattr(backbone, "in_chans", 1))
+        self.decoder = UNetDecoder(self.encoder_channels, num_classes=num_classes, in_chans=in_chans,
                                    decoder_channels=decoder_channels, final_channels=final_channels,
                                    spatial_dims=self.spatial_dims)
 
-    @torch.no_grad()
-    def _probe_channels(self, in_chans: int, probe_size: int) -> list[int]:
-        was_training = self.backbone.training
-        self.backbone.eval()  # no batch-norm statistics are updated by the probe
-        probe = torch.zeros((1, in_chans) + (probe_size,) * self.spatial_dims,
-                            device=next(self.backbone.parameters()).device)
-        channels = [int(s.shape[1]) for s in self.encode(probe)]
-        self.backbone.train(was_training)
-        return channels
-
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Multi-scale feature maps, shallow to deep."""
-        if self._uses_intermediates:
-            timm_model = getattr(self.backbone, "model", self.backbone)
-            return list(timm_model.forward_intermediates(x, intermediates_only=True))
-        features = self.backbone.forward_features(x)
-        if not isinstance(features, dict) or "skips" not in features:
-            raise ValueError(f"{type(self.backbone).__name__} gives no multi-scale features: it needs timm's "
-                             "forward_intermediates or forward_features(x)['skips']")
-        return list(features["skips"])
+        """Multi-scale feature maps, shallow to deep (``backbone.forward_skips``)."""
+        skips = list(self.backbone.forward_skips(x))
+        if len(skips) != len(self.encoder_channels):
+            raise ValueError(f"{type(self.backbone).__name__}.forward_skips gave {len(skips)} maps, "
+                             f"skip_channels lists {len(self.encoder_channels)}")
+        return skips
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encode(x), x)

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from organfm.backbones import TimmBackbone
-from organfm.evaluation.finetune import (build_param_groups, finetune_classification, layer_ids, random_affine,
+from organfm.engine.param_groups import build_param_groups
+from organfm.evaluation.finetune import (finetune_classification, random_affine,
                                          train_with_early_stopping)
 
 
@@ -100,9 +101,9 @@ def test_best_epoch_weights_are_restored() -> None:
         return next(scores), 1.0, {}
 
     fit = train_with_early_stopping(
-        model, build_param_groups(nn.Identity(), model, lr=0.1, weight_decay=0.0), num_train=8,
+        model, build_param_groups(nn.Identity(), model), num_train=8,
         compute_loss=lambda i: nn.functional.cross_entropy(model(x[i]), y[i]), validate=validate,
-        epochs=10, batch_size=4, lr=0.1, patience=3, generator=torch.Generator().manual_seed(0))
+        epochs=10, batch_size=4, lr=0.1, weight_decay=0.0, patience=3, generator=torch.Generator().manual_seed(0))
     assert fit["best_epoch"] == 2 and fit["epochs_run"] == 5 and fit["stopped_early"]
     assert torch.equal(model.weight, snapshots[1])
     assert not torch.equal(model.weight, snapshots[-1])
@@ -128,41 +129,36 @@ def test_best_epoch_matches_history(blob_runs: dict) -> None:
     assert result["val_metrics"]["auc"] == pytest.approx(best["auc"], abs=1e-12)
 
 
-@pytest.mark.parametrize("name", ["test_convnext", "test_resnet"])
-def test_layer_decay_gives_earlier_layers_smaller_lr(name: str) -> None:
-    backbone = TimmBackbone(name)
-    head = nn.Linear(backbone.num_features, 3)
-    groups = build_param_groups(backbone, head, lr=1.0, weight_decay=0.05, layer_decay=0.5)
-    lr_of = {name: g["lr"] for g in groups for name in g["names"]}
-    stem = "backbone.model.stem.0.weight" if name == "test_convnext" else "backbone.model.conv1.0.weight"
-    last = "backbone.model.stages.3.blocks.1.conv_dw.weight" if name == "test_convnext" \
-        else "backbone.model.layer4.0.conv1.weight"
-    assert lr_of["head.weight"] == 1.0
-    assert lr_of[stem] < lr_of[last] < lr_of["head.weight"]
-    depth = layer_ids(backbone)
-    top = max(depth.values()) + 1
-    assert lr_of[stem] == pytest.approx(0.5 ** top)
-    for pname, d in depth.items():  # lr strictly follows depth
-        assert lr_of["backbone." + pname] == pytest.approx(0.5 ** (top - d))
-    # every trainable parameter once; decay only on weights
-    assert sum(len(g["params"]) for g in groups) == len(list(backbone.parameters())) + 2
-    for g in groups:
-        assert all(p.ndim >= 2 for p in g["params"]) == (g["weight_decay"] > 0)
-    # without layer decay every group has the base lr
-    assert {g["lr"] for g in build_param_groups(backbone, head, lr=1.0, weight_decay=0.0)} == {1.0}
+def test_scheduled_lr_and_weight_decay_reach_the_right_groups() -> None:
+    """Every step: lr = the engine's cosine schedule x lr_scale, weight decay only on weights (ndim >= 2)."""
+    from organfm.engine.schedules import cosine_schedule
 
+    torch.manual_seed(0)
+    backbone, head = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten()), nn.Linear(4 * 4 * 4, 2)
+    model = nn.Sequential(backbone, head)
+    x, y = torch.randn(12, 1, 6, 6), torch.randint(0, 2, (12,))
+    seen: list[tuple[int, list[tuple[float, float, bool]]]] = []
 
-def test_layer_ids_fallbacks() -> None:
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))  # no timm group_matcher
-    assert layer_ids(net) == {"0.weight": 0, "0.bias": 0, "2.weight": 1, "2.bias": 1}
+    def on_step(step: int, optimizer: torch.optim.Optimizer) -> None:
+        seen.append((step, [(g["lr"], g["weight_decay"], all(p.ndim >= 2 for p in g["params"]))
+                            for g in optimizer.param_groups]))
 
-    class Flat(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = nn.Parameter(torch.ones(2, 2))
-
-    with pytest.warns(UserWarning, match="no layer structure"):
-        assert layer_ids(Flat()) == {"w": 0}
+    groups = build_param_groups(backbone, head, layer_decay=0.5)
+    train_with_early_stopping(model, groups, num_train=12, compute_loss=lambda i: nn.functional.cross_entropy(
+        model(x[i]), y[i]), validate=lambda: (0.0, 1.0, {}), epochs=3, batch_size=4, lr=0.2, weight_decay=0.05,
+        patience=5, generator=torch.Generator().manual_seed(0), on_step=on_step)
+    steps_per_epoch, total = 3, 9
+    expected = cosine_schedule(0.2, 0.002, total, warmup_steps=min(steps_per_epoch, total // 10))
+    assert [s for s, _ in seen] == list(range(total))
+    scales = [g["lr_scale"] for g in groups]
+    assert sorted(set(scales)) == [0.25, 0.5, 1.0]  # conv (depth 0), batch norm (depth 1), head (depth 2)
+    for step, values in seen:
+        for (lr, wd, is_weight), scale in zip(values, scales):
+            assert lr == pytest.approx(expected[step] * scale)
+            assert wd == (0.05 if is_weight else 0.0)
+    names = {n: g["apply_weight_decay"] for g in groups for n in g["names"]}
+    assert names == {"backbone.0.weight": True, "backbone.0.bias": False, "backbone.1.weight": False,
+                     "backbone.1.bias": False, "head.weight": True, "head.bias": False}
 
 
 def test_random_affine_identity_and_shared_draw() -> None:

@@ -102,7 +102,9 @@ def test_segmentation_convnext_runs_and_rejects_bad_masks() -> None:
     train, val = _squares(8, 3), _squares(4, 4)
     result = finetune_segmentation(lambda: TimmBackbone("test_convnext"), train, val, val, num_classes=3,
                                    epochs=1, batch_size=4)
-    assert np.isfinite(result["metrics"]["mean_dice"])
+    m = result["metrics"]
+    # documented: a class scores when it is in the test masks or the predictions; the mean is over those
+    assert {1, 2} <= set(m["dice"]) <= {1, 2} and m["mean_dice"] == pytest.approx(np.mean(list(m["dice"].values())))
     with pytest.raises(ValueError, match="0..1"):
         finetune_segmentation(lambda: TimmBackbone("test_convnext"), train, val, val, num_classes=2, epochs=1)
 
@@ -193,5 +195,27 @@ def test_ct_short_finetune_is_sensible_and_reproducible(ct_files: dict) -> None:
     runs = [finetune_segmentation(lambda: TimmBackbone("test_resnet"), *splits, **kwargs) for _ in range(2)]
     assert runs[0]["metrics"] == runs[1]["metrics"]
     metrics = runs[0]["metrics"]
-    assert set(metrics["dice"]) <= {1, 2, 3, 4} and all(0 <= v <= 1 for v in metrics["dice"].values())
-    assert np.isfinite(runs[0]["history"][-1]["train_loss"])
+    # every organ present in the test masks gets a Dice (absent from both masks and predictions: no entry)
+    present = set(np.unique(splits[2][1].numpy()).tolist()) - {0}
+    assert present and present <= set(metrics["dice"]) <= {1, 2, 3, 4}
+    assert len(runs[0]["history"]) == 2 and runs[0]["history"][1]["train_loss"] < runs[0]["history"][0]["train_loss"]
+
+
+def test_load_segmentation_split_is_the_task_sequence(ct_files: dict, tmp_path: Path) -> None:
+    """``load_segmentation_split(task)`` = slices of the task's volume, split in the task's slice blocks."""
+    from organfm.evaluation.segmentation import load_segmentation_split
+    from organfm.evaluation.task import load_task
+
+    image, labels = Path(ct_files["image"]), Path(ct_files["labels"])
+    task = load_task(None, [f"data.root={image.parent}", f"data.source={image.name}", f"data.label_map={labels.name}",
+                            "protocols=[segmentation]", "segmentation.classes=null", "segmentation.image_size=32",
+                            "segmentation.block_size=4"])
+    split = load_segmentation_split(task)
+    images, masks, names = load_ct_segmentation_slices(image, labels, class_map=None, classes=None, size=32)
+    parts = split_slice_blocks(len(images), block_size=4)
+    assert split.class_names == names and split.sizes == [len(p) for p in parts]
+    for (x, y), p in zip((split.train, split.val, split.test), parts):
+        assert torch.equal(x, images[p]) and torch.equal(y, masks[p])
+    with pytest.raises(FileNotFoundError, match="segmentation label map .*missing.nii.gz not found"):
+        load_segmentation_split(load_task(None, [f"data.root={image.parent}", f"data.source={image.name}",
+                                                 "data.label_map=missing.nii.gz", "protocols=[segmentation]"]))

@@ -5,8 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from organfm.config import ConfigError
-from organfm.evaluation.task import PROTOCOLS, load_task, valid_task_keys
+from organfm.config import DataConfig
+from organfm.configtree import ConfigError
+from organfm.evaluation.protocol import list_protocols
+from organfm.evaluation.task import TaskConfig, load_task, valid_task_keys
 
 TASKS = Path(__file__).resolve().parents[2] / "configs" / "tasks"
 
@@ -14,7 +16,7 @@ TASKS = Path(__file__).resolve().parents[2] / "configs" / "tasks"
 @pytest.mark.parametrize("file", sorted(TASKS.glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_task_files_load(file):
     task = load_task(file)
-    assert task.name == file.stem and set(task.protocols) <= set(PROTOCOLS)
+    assert task.name == file.stem and set(task.protocols) <= set(list_protocols())
     assert task.data.source and not Path(task.data.source).is_absolute()
 
 
@@ -33,12 +35,19 @@ def test_unknown_keys_and_bad_values_are_errors():
         load_task(None, ["data.source=x", "knn.kk=3"])
     with pytest.raises(ConfigError, match="unknown task key 'bogus'"):
         load_task(None, ["data.source=x", "bogus=1"])
-    with pytest.raises(ConfigError, match="protocols: unknown"):
+    with pytest.raises(ConfigError, match=r"protocols: unknown \['zeroshot'\]; valid: .*knn.*segmentation"):
         load_task(None, ["data.source=x", "protocols=[knn,zeroshot]"])
+    with pytest.raises(ConfigError, match="clusters.split must be one of train, val, test, all"):
+        load_task(None, ["data.source=x", "clusters.split=everything"])
+    with pytest.raises(ConfigError, match="data.label must be one of organ, label"):
+        load_task(None, ["data.source=x", "data.label=folder"])
+    with pytest.raises(ConfigError, match="data.split='train': a task reads every split"):
+        load_task(None, ["data.source=x", "data.split=train"])
     with pytest.raises(ConfigError, match="expected an integer"):
         load_task(None, ["data.source=x", "seed=1.5"])
     with pytest.raises(ConfigError, match="data.source is empty"):
         load_task(None, [])
+    assert load_task(None, ["protocols=[segmentation]"]).protocols == ["segmentation"]  # reads its own volume
     assert "data.root" in valid_task_keys() and "protocols" in valid_task_keys()
 
 
@@ -47,3 +56,22 @@ def test_task_file_with_unknown_key_names_the_file(tmp_path):
     bad.write_text("data:\n  source: x\n  colour: red\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: unknown task key 'data\.colour'"):
         load_task(bad)
+
+
+def test_data_section_extends_pretraining_data_config():
+    """The task's data keys are pretraining's DataConfig keys plus the task's own; ``data=`` is the same shorthand."""
+    task = load_task(None, ["data=x.npz", "data.on_error=skip", "data.window=[40,400]"])
+    assert isinstance(task.data, DataConfig)
+    assert (task.data.source, task.data.on_error, task.data.window) == ("x.npz", "skip", [40.0, 400.0])
+    keys = set(valid_task_keys())
+    assert {f"data.{k}" for k in DataConfig.__dataclass_fields__} <= keys
+
+
+def test_every_registered_protocol_with_a_config_has_a_section():
+    from organfm.evaluation.protocol import get_protocol
+
+    task = TaskConfig()
+    for name in list_protocols():
+        config = get_protocol(name).config
+        if config is not None:
+            assert isinstance(getattr(task, name), config)
