@@ -24,7 +24,7 @@ __all__ = [
     "draw_bias_field",
     "bias_field",
     "gaussian_noise",
-    "gaussian_blur",
+    "random_axis_blur",
     "minmax",
     "gamma",
     "labels_to_image",
@@ -153,13 +153,14 @@ def gaussian_noise(
     return image + torch.randn(image.shape, generator=generator) * std
 
 
-def gaussian_blur(
+def random_axis_blur(
     image: torch.Tensor,
     generator: torch.Generator,
     *,
     sigma_range: tuple[float, float] = (0.0, 1.0),
 ) -> torch.Tensor:
-    """Separable Gaussian blur with σ ~ U(sigma_range) drawn per spatial axis.
+    """Separable Gaussian blur with σ ~ U(sigma_range) drawn per spatial axis (RaSD's anisotropic blur; the
+    augmentations' isotropic, border-replicating blur of a given σ is ``organfm.views.intensity.gaussian_blur``).
 
     Kernels are renormalised at the image border, so a constant image stays constant (the
     reference zero-pads, which darkens a frame of width 3σ).
@@ -251,7 +252,7 @@ def labels_to_image(
         image = _paint(labels, means)
     image = bias_field(image, generator, std_range=bias_std_range, fwhm_range=bias_fwhm_range)
     image = gaussian_noise(image, generator, std_range=noise_std_range)
-    image = gaussian_blur(image, generator, sigma_range=blur_sigma_range)
+    image = random_axis_blur(image, generator, sigma_range=blur_sigma_range)
     image = minmax(image)
     return gamma(image, generator, gamma_range=gamma_range)
 
