@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from organfm.engine.param_groups import build_param_groups
-from organfm.evaluation.finetune import random_affine, train_with_early_stopping
+from organfm.evaluation.finetune import train_with_early_stopping
+from organfm.views.affine import random_affine
 from organfm.evaluation.metrics import segmentation_metrics
 from organfm.heads.decoders import BackboneUNet
 

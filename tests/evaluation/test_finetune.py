@@ -7,8 +7,8 @@ from torch import nn
 
 from organfm.backbones import TimmBackbone
 from organfm.engine.param_groups import build_param_groups
-from organfm.evaluation.finetune import (finetune_classification, random_affine,
-                                         train_with_early_stopping)
+from organfm.evaluation.finetune import finetune_classification, train_with_early_stopping
+from organfm.views.affine import random_affine
 
 
 def _blobs(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
