@@ -24,6 +24,6 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/throughput.py
 
-# The Coda ablation on real data (../shared/data): 70 min measured on 2 cores; writes docs/results.md.
+# The Coda ablation on real data (../shared/data): one pretraining run per arm and seed, ~12 min each on 2 cores.
 bench-coda: setup
-	$(BIN)/python benchmarks/coda_ablation.py --scale cpu
+	$(BIN)/python benchmarks/coda_ablation.py --scale cpu-1k
