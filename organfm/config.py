@@ -58,6 +58,8 @@ class DataConfig:
     intensity: str = "minmax"
     window: list[float] | None = None
     on_error: str = "raise"
+    max_member_bytes: int = 512 << 20  # an archive member may expand to this much (gzip bombs are refused)
+    max_image_pixels: int = 1 << 27  # checked before any pixel of an image is decoded
     # the embedded default: synthetic images, generated on the fly (organs for image methods, image/label
     # pairs for a method fed by the synthetic-pair source; ``synthetic_dim`` and ``synthetic_refresh`` are theirs)
     synthetic_organs: int = 8
@@ -99,6 +101,7 @@ class BackboneConfig:
     name: str = "convnext_atto"
     pretrained_file: str | None = None
     drop_path_rate: float = 0.0
+    strict_load: bool = True  # false: load what fits from pretrained_file and report the rest (timm names only)
 
 
 @dataclass
@@ -237,7 +240,8 @@ _BOUNDS = {"trainer.batch_size": 1, "trainer.accumulate_grad_batches": 1, "train
            "trainer.torch_threads": 1, "views.num_global_views": 1, "views.num_local_views": 0,
            "views.global_size": 1, "views.local_size": 1, "optim.lr": 0.0, "optim.min_lr": 0.0,
            "optim.warmup_epochs": 0.0, "data.synthetic_organs": 1, "data.synthetic_images_per_organ": 1,
-           "data.synthetic_size": 8, "data.synthetic_labels": 1}
+           "data.synthetic_size": 8, "data.synthetic_labels": 1,
+           "data.max_member_bytes": 1, "data.max_image_pixels": 1}
 
 
 def validate(cfg: Config) -> None:

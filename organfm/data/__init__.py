@@ -10,7 +10,7 @@ from __future__ import annotations
 from organfm.data import dicom as _dicom  # noqa: F401
 from organfm.data import nifti as _nifti  # noqa: F401
 from organfm.data.dataset import OrganDataset, build_dataset
-from organfm.data.errors import DataError, read_skip_log
+from organfm.data.errors import DataError, count_skips, read_skip_log
 from organfm.data.intensity import INTENSITY_MODES, normalize_intensity
 from organfm.data.readers import READERS, Header, Reader, create_reader, find_reader, list_readers, register_reader
 from organfm.data.records import Record
@@ -19,7 +19,7 @@ from organfm.data.samplers import ResumableBatchSampler
 from organfm.data.volumes import load_class_map
 
 __all__ = [
-    "build_dataset", "OrganDataset", "Record", "DataError", "read_skip_log",
+    "build_dataset", "OrganDataset", "Record", "DataError", "read_skip_log", "count_skips",
     "Reader", "Header", "READERS", "register_reader", "create_reader", "list_readers", "find_reader",
     "normalize_intensity", "INTENSITY_MODES", "load_class_map",
     "Sample", "IMAGE", "ORGAN", "INDEX", "UNKNOWN_ORGAN", "ResumableBatchSampler",

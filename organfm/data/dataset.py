@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import operator
 import os
+import random
 import time
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from organfm.data.archive import TarArchive
+from organfm.data.archive import DEFAULT_MAX_MEMBER_BYTES, TarArchive
 from organfm.data.dedup import drop_duplicates
-from organfm.data.errors import DataError, append_skip_log, read_skip_log
+from organfm.data.errors import DataError, append_skip_log, count_skips
 from organfm.data.intensity import INTENSITY_MODES, normalize_intensity
-from organfm.data.readers import Reader, create_reader, list_readers
+from organfm.data.readers import DEFAULT_MAX_IMAGE_PIXELS, Reader, create_reader, list_readers
 from organfm.data.records import Record
 from organfm.data.sample import IMAGE, INDEX, ORGAN, UNKNOWN_ORGAN, Sample
 from organfm.data.sources import index_source
-from organfm.data.splits import SPLITS, assign_splits, load_split, save_split
+from organfm.data.splits import SPLITS, assign_splits, load_or_create_key, load_split, new_key, save_split
 
 __all__ = ["OrganDataset", "build_dataset"]
 
@@ -44,10 +46,13 @@ class OrganDataset(Dataset):
         channels: 1 (RGB becomes luminance) or 3 (gray is repeated).
         image_size: resize to (S, S) or (S, S, S) with antialiasing; ``None`` keeps the native size.
         dim: 2 for (C, H, W) items, 3 for (C, D, H, W).
-        on_error: ``"raise"`` a DataError, or ``"skip"`` to return the next item that reads.
-        skip_log_dir: folder for per-process skip logs (see :func:`read_skip_log`).
+        on_error: ``"raise"`` a DataError, or ``"skip"`` to return a random other item that reads
+            in place of an unreadable one (see :meth:`__getitem__`), counting the skip.
+        skip_log_dir: folder for per-process skip logs (see :func:`organfm.data.errors.count_skips`).
         assignment: ``(key, group, split)`` of every record of the source, for :meth:`save_split`.
         build_summary: facts from building (source, duplicates, splits) merged into :meth:`summary`.
+        split_key: pseudonym key of the patient groups in ``assignment``, written beside saved splits.
+        substitute_seed: seed of the substitutes' draw.
     """
 
     def __init__(self, records: Sequence[Record], *, organs: Sequence[str], readers: dict[str, Reader],
@@ -55,7 +60,8 @@ class OrganDataset(Dataset):
                  window: Sequence[float] | None = None, percentiles: Sequence[float] = (0.5, 99.5),
                  channels: int = 1, image_size: int | None = None, dim: int = 2, on_error: str = "raise",
                  skip_log_dir: str | None = None, assignment: list[tuple[str, str, str]] | None = None,
-                 build_summary: dict[str, Any] | None = None) -> None:
+                 build_summary: dict[str, Any] | None = None, split_key: bytes | None = None,
+                 substitute_seed: int = 0) -> None:
         self.records = list(records)
         self.organs = list(organs)
         self._readers, self._archives = readers, archives or {}
@@ -64,6 +70,8 @@ class OrganDataset(Dataset):
         self.on_error, self.skip_log_dir = on_error, skip_log_dir
         self._assignment = assignment if assignment is not None else [(r.key, r.group, r.split) for r in records]
         self._build_summary = build_summary or {}
+        self._split_key = split_key if split_key is not None else new_key()
+        self.substitute_seed = substitute_seed
         organ_index = {name: i for i, name in enumerate(self.organs)}
         self._organ_ids = [organ_index.get(r.organ, UNKNOWN_ORGAN) if r.organ else UNKNOWN_ORGAN for r in self.records]
         self.num_skipped = 0  # in this process; workers' skips are in the skip log
@@ -82,8 +90,16 @@ class OrganDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> Sample:
+    def __getitem__(self, i: int | tuple[int, int]) -> Sample:
+        """Item ``i``, or ``(i, sample_seed)`` as the resumable sampler yields it.
+
+        With ``on_error="skip"`` an unreadable item is replaced by another item drawn at random from
+        ``(substitute_seed, sample_seed, i)``: not always the same neighbour or item 0 (which would
+        oversample it), and the same draw after a resume, in any worker. Each unreadable item is
+        counted once per request, plus once for each substitute first found unreadable.
+        """
         n = len(self.records)
+        i, sample_seed = (i if isinstance(i, tuple) else (i, None))
         i = operator.index(i)
         if i < 0:
             i += n
@@ -91,17 +107,35 @@ class OrganDataset(Dataset):
             raise IndexError(f"index {i} out of range for {n} items")
         if self.on_error == "raise":
             return self._load(i)
-        for step in range(n):
-            k = (i + step) % n  # the substitute is the next index that reads: deterministic
+        if i not in self._bad:
+            try:
+                return self._load(i)
+            except DataError as e:
+                self._bad[i] = str(e)
+        self._note_skip(i, self._bad[i])
+        for k in self._substitutes(i, sample_seed):
             if k in self._bad:
-                self._note_skip(k, self._bad[k])
-                continue
+                continue  # known bad: whether this process found it or not, the draw moves on the same way
             try:
                 return self._load(k)
             except DataError as e:
                 self._bad[k] = str(e)
                 self._note_skip(k, str(e))
-        raise DataError(f"none of the {n} items could be read (see the skip log)")
+        raise DataError(f"{self.records[i].where}: unreadable, and none of the other {n - 1} items could be read "
+                        "either (see the skip log)")
+
+    def _substitutes(self, i: int, sample_seed: int | None) -> Any:
+        """Candidates for item ``i``: random draws, then every other index from a random start."""
+        n = len(self.records)
+        rng = random.Random(f"{self.substitute_seed}:{sample_seed}:{i}")  # str seeds are stable across runs
+        for _ in range(min(64, n)):
+            k = rng.randrange(n)
+            if k != i:
+                yield k
+        start = rng.randrange(n)  # a mostly-bad dataset: a full deterministic sweep ends the search
+        for step in range(n):
+            if (start + step) % n != i:
+                yield (start + step) % n
 
     def _note_skip(self, k: int, reason: str) -> None:
         self.num_skipped += 1
@@ -150,12 +184,17 @@ class OrganDataset(Dataset):
         summary["organs"] = dict(sorted(Counter(r.organ or "unknown" for r in self.records).items()))
         summary["skipped"] = self.num_skipped
         if self.skip_log_dir is not None:
-            summary["skipped_logged"] = len(read_skip_log(self.skip_log_dir))
+            # every process (DataLoader workers included): read it at the end of a run for the final count
+            summary["skipped_logged"] = count_skips(self.skip_log_dir)
         return summary
 
     def save_split(self, path: str | os.PathLike[str]) -> None:
-        """Write the split of every record of the source (all splits) to a CSV that ``split_file`` reloads."""
+        """Write the split of every record of the source (all splits) to a CSV that ``split_file`` reloads.
+
+        The pseudonym key is written beside it (``<path>.key``, mode 0600) unless one is there.
+        """
         save_split(self._assignment, path)
+        load_or_create_key(path, self._split_key)
 
 
 def _match_channels(array: np.ndarray, channels: int, where: str) -> np.ndarray:
@@ -187,6 +226,7 @@ def build_dataset(
     intensity: str = "minmax", window: Sequence[float] | None = None, percentiles: Sequence[float] = (0.5, 99.5),
     channels: int = 1, image_size: int | None = None, dim: int = 2, on_error: str = "raise",
     skip_log_dir: str | None = None, use_voi: bool | None = None,
+    max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> OrganDataset:
     """Index a source, drop exact duplicates, assign patient-level splits, and return one split.
 
@@ -208,7 +248,8 @@ def build_dataset(
         split_fractions: train/val/test shares for records without a split.
         split_seed: seed of the hashed split assignment.
         split_file: CSV of a saved assignment: loaded if it exists (its splits win over hashing),
-            written after assignment if it does not, so later runs reuse the same split.
+            written after assignment if it does not, so later runs reuse the same split. Its
+            pseudonym key lives beside it (``<split_file>.key``); keep the two together.
         intensity: ``minmax``, ``percentile``, ``window``, ``dtype`` or ``none``.
         window: ``(center, width)`` for ``intensity="window"`` (e.g. ``(40, 400)`` HU).
         percentiles: ``(low, high)`` for ``intensity="percentile"``.
@@ -220,6 +261,9 @@ def build_dataset(
         skip_log_dir: folder where every process appends its skips (``read_skip_log`` reads them).
         use_voi: apply DICOM VOI windows; default: on, except with ``intensity="window"`` where your
             window applies to the modality values (HU) instead.
+        max_member_bytes: largest tar member read (compressed tars are streamed, never held whole);
+            a larger image member is a DataError naming archive and member, or a skip.
+        max_image_pixels: largest PNG/JPEG/BMP/TIFF (width x height) decoded; a bomb is a DataError.
 
     Returns:
         The dataset of the requested split. ``ds.organs`` is computed over all splits, so organ
@@ -232,20 +276,27 @@ def build_dataset(
     started = time.perf_counter()
     _check_options(intensity=intensity, window=window, channels=channels, dim=dim, on_error=on_error,
                    image_size=image_size, split_fractions=split_fractions)
+    for name, value in (("max_member_bytes", max_member_bytes), ("max_image_pixels", max_image_pixels)):
+        if value < 1:
+            raise ValueError(f"{name} must be positive, got {value}")
     voi = intensity != "window" if use_voi is None else use_voi
-    readers = {name: create_reader(name, **({"use_voi": voi} if name == "dicom" else {})) for name in list_readers()}
+    reader_kwargs = {"dicom": {"use_voi": voi}, "image": {"max_image_pixels": max_image_pixels}}
+    readers = {name: create_reader(name, **reader_kwargs.get(name, {})) for name in list_readers()}
     index = index_source(source, readers=readers, organ_from=organ_from, label_map=label_map, class_map=class_map,
                          class_map_key=class_map_key, organs=organs, min_pixels=min_pixels, crop_margin=crop_margin,
-                         dim=dim, on_error=on_error)
+                         dim=dim, on_error=on_error, max_member_bytes=max_member_bytes)
     records = index.records
     if organs is not None:
         records = [r for r in records if r.organ in set(organs)]
     organ_names = sorted(set(organs)) if organs is not None else sorted({r.organ for r in records if r.organ})
+    if split == "train":  # what organ-aware pretraining consumes; evaluation indexes with split=None
+        _warn_about_organs(records, organ_names, source, index.kind)
     removed: Counter[str | None] = Counter()
     if dedup:
         records, removed = drop_duplicates(records)
     saved = load_split(split_file) if split_file is not None and Path(split_file).is_file() else None
-    assign_splits(records, fractions=split_fractions, seed=split_seed, saved=saved)
+    key = load_or_create_key(split_file) if split_file is not None else new_key()
+    assign_splits(records, fractions=split_fractions, seed=split_seed, saved=saved, key=key)
     assignment = [(r.key, r.group, r.split or "") for r in records]
     if split_file is not None and saved is None:
         save_split(assignment, split_file)
@@ -266,7 +317,32 @@ def build_dataset(
     return OrganDataset(selected, organs=organ_names, readers=readers, archives=index.archives, intensity=intensity,
                         window=window, percentiles=percentiles, channels=channels, image_size=image_size, dim=dim,
                         on_error=on_error, skip_log_dir=skip_log_dir, assignment=assignment,
-                        build_summary=build_summary)
+                        build_summary=build_summary, split_key=key, substitute_seed=split_seed)
+
+
+def _warn_about_organs(records: Sequence[Record], organ_names: Sequence[str], source: Any, kind: str) -> None:
+    """Warnings for organ labels that make organ-aware training quietly degenerate."""
+    if not records:
+        return
+    if not organ_names:
+        hint = "the manifest has no 'organ' column (or it is empty)" if kind == "manifest" else \
+            "no organ folders or organ tags were found"
+        warnings.warn(f"{source}: 0 organs: {hint}; every item's organ is unknown, so organ-aware methods "
+                      "(Coda, Pan-FM) learn nothing organ-specific. Set organ_from, or label the organs", stacklevel=3)
+    elif len(organ_names) == 1:
+        warnings.warn(f"{source}: only one organ ({organ_names[0]!r}): Coda's inter-organ branch has no "
+                      "negatives and organ-aware losses are degenerate; add other organs or use an "
+                      "organ-agnostic method (dino)", stacklevel=3)
+    first_of: dict[str, Record] = {}
+    conflicts = []
+    for record in records:
+        other = first_of.setdefault(record.content_hash, record)
+        if other is not record and record.organ != other.organ and record.organ and other.organ:
+            conflicts.append(f"{other.key} is {other.organ!r}, {record.key} is {record.organ!r}")
+    if conflicts:
+        warnings.warn(f"{source}: {len(conflicts)} duplicate images carry conflicting organ labels (e.g. "
+                      f"{'; '.join(conflicts[:3])}); de-duplication keeps the first label: fix the labels",
+                      stacklevel=3)
 
 
 def _check_options(*, intensity: str, window: Sequence[float] | None, channels: int, dim: int, on_error: str,

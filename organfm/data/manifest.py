@@ -3,10 +3,14 @@
 Columns: ``path`` (required; relative to the manifest's folder, or absolute), and optionally
 ``organ``, ``label``, ``patient_id``, ``split`` and ``label_map`` (a segmentation of the image, to
 cut organ crops from it). Any other column is kept as metadata of the row.
+
+A ``split`` must be ``train``, ``val`` or ``test`` (any case), or empty to be assigned by hashing: a
+typo such as ``trian`` is an error naming the line, not a row silently left out of every split.
 """
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from organfm.data.errors import DataError
+from organfm.data.splits import SPLITS as KNOWN_SPLITS
 
 __all__ = ["ManifestRow", "load_manifest", "is_manifest", "MANIFEST_COLUMNS"]
 
@@ -103,13 +108,19 @@ def _row(line: int, entry: dict[str, Any], manifest: Path) -> ManifestRow:
     if value("path") is None:
         raise DataError(f"{manifest} line {line}: empty 'path'")
     label_map = value("label_map")
+    split = None if value("split") is None else str(value("split")).strip().lower()
+    if split is not None and split not in KNOWN_SPLITS:
+        close = difflib.get_close_matches(split, KNOWN_SPLITS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"{manifest} line {line}: unknown split {value('split')!r}{hint}; a split is one of "
+                        f"{', '.join(KNOWN_SPLITS)}, or empty to assign it by hashing")
     return ManifestRow(
         line=line,
         path=_resolve(str(value("path")), manifest),
         organ=None if value("organ") is None else str(value("organ")),
         label=value("label"),
         patient_id=None if value("patient_id") is None else str(value("patient_id")),
-        split=None if value("split") is None else str(value("split")).lower(),
+        split=split or None,
         label_map=None if label_map is None else _resolve(str(label_map), manifest),
         extra={k: v for k, v in entry.items() if k not in MANIFEST_COLUMNS},
     )

@@ -8,7 +8,7 @@ agree.
 """
 from __future__ import annotations
 
-import gzip
+import zlib
 from collections import OrderedDict
 from typing import Any
 
@@ -104,21 +104,42 @@ def _orientation(affine: np.ndarray) -> np.ndarray:
     return ornt
 
 
+MAX_VOLUME_BYTES = 4 << 30  # a 512 x 512 x 4000 int16 CT fits; a header claiming terabytes does not
+
+
 def _load(path: str, data: bytes | None, where: str) -> Any:
     import nibabel as nib
 
     try:
         if data is None:
-            return nib.load(path)
-        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else bytes(data)
-        try:
-            return nib.Nifti1Image.from_bytes(raw)
-        except Exception:
-            return nib.Nifti2Image.from_bytes(raw)
+            image = nib.load(path)
+        else:
+            raw = _gunzip(data, where) if data[:2] == b"\x1f\x8b" else bytes(data)
+            try:
+                image = nib.Nifti1Image.from_bytes(raw)
+            except Exception:
+                image = nib.Nifti2Image.from_bytes(raw)
+        # nibabel allocates the header's size before reading a .nii.gz: refuse absurd sizes first
+        size = int(np.prod([int(d) for d in image.shape], dtype=np.float64) * image.get_data_dtype().itemsize)
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(f"{where}: file not found") from e
     except Exception as e:  # nibabel raises ImageFileError, HeaderDataError, EOFError, ... on bad files
         raise DataError(f"{where}: not a readable NIfTI file ({type(e).__name__}: {e})") from e
+    if size > MAX_VOLUME_BYTES:
+        raise DataError(f"{where}: header declares {size} bytes of voxels ({image.shape}), over the cap of "
+                        f"{MAX_VOLUME_BYTES} (organfm.data.nifti.MAX_VOLUME_BYTES): damaged or hostile, refused")
+    return image
+
+
+def _gunzip(data: bytes, where: str) -> bytes:
+    """A gzipped archive member, decompressed to at most ``MAX_VOLUME_BYTES`` (+ header) bytes."""
+    inflate = zlib.decompressobj(wbits=31)
+    out = inflate.decompress(data, MAX_VOLUME_BYTES + (1 << 20))
+    if inflate.unconsumed_tail:
+        raise DataError(f"{where}: decompresses to more than {MAX_VOLUME_BYTES} bytes: refused")
+    return out
 
 
 def _spatial_shape(shape: tuple[int, ...], where: str) -> tuple[int, int, int]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import io
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -27,7 +26,7 @@ from organfm.registry import Registry
 
 __all__ = [
     "Reader", "Header", "READERS", "register_reader", "create_reader", "list_readers", "find_reader",
-    "ImageReader", "NpzReader", "location", "npz_layout",
+    "ImageReader", "NpzReader", "location", "npz_layout", "DEFAULT_MAX_IMAGE_PIXELS",
 ]
 
 READERS: Registry[Reader] = Registry("reader")
@@ -136,6 +135,8 @@ def _suffix_table() -> dict[str, str]:
             for suffix in READERS.get(name).suffixes}  # type: ignore[attr-defined]
 
 
+DEFAULT_MAX_IMAGE_PIXELS = 1 << 27  # 134M pixels (11.6k x 11.6k); Pillow refuses above 179M itself
+
 # PNG, JPEG, BMP, TIFF (both byte orders): a renamed or empty file fails at index time, no decode
 _IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
 
@@ -147,9 +148,18 @@ class ImageReader:
     16-bit images stay uint16 until normalisation (no silent 16 -> 8-bit loss); palette, alpha and
     CMYK images become RGB. Output (1, H, W) for gray, (3, H, W) for colour. 48-bit RGB PNGs are
     reduced to 8 bits per channel by Pillow itself.
+
+    Args:
+        max_image_pixels: largest width x height decoded. A few-kB PNG can declare 10^10 pixels (a
+            decompression bomb); its header is checked before any pixel is decoded.
     """
 
     suffixes = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+    def __init__(self, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
+        if max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels must be positive, got {max_image_pixels}")
+        self.max_image_pixels = int(max_image_pixels)
 
     def read_header(self, path: str, *, data: bytes | None = None, member: str | None = None) -> Header:
         """Check the file signature only (no decode)."""
@@ -169,11 +179,17 @@ class ImageReader:
             raise DataError(f"{where}: a 2D image has no item {index}")
         try:
             with Image.open(io.BytesIO(data) if data is not None else path) as img:
+                width, height = img.size
+                if width * height > self.max_image_pixels:
+                    raise DataError(f"{where}: image of {width} x {height} pixels exceeds the cap of "
+                                    f"{self.max_image_pixels} (max_image_pixels; a decompression bomb?): refused")
                 img.load()  # full decode here: truncated files fail now, not later
                 img = _to_supported_mode(img)
                 pixels = np.asarray(img)
                 fmt = img.format
-        except (OSError, SyntaxError, ValueError) as e:  # Pillow's errors for broken files
+        except DataError:
+            raise
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:  # Pillow's errors for broken files
             raise DataError(f"{where}: cannot decode image ({type(e).__name__}: {e})") from e
         if pixels.size == 0:
             raise DataError(f"{where}: empty image")
@@ -242,7 +258,9 @@ class NpzReader:
                 array = npz[key]
         except KeyError as e:
             raise DataError(f"{location(path, key)}: no such array in the npz") from e
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # zip and npy format errors
+        except MemoryError:
+            raise  # not a property of the file
+        except Exception as e:  # zip and npy format errors; a damaged npy header even raises tokenize errors
             raise DataError(f"{location(path, key)}: cannot read npz ({type(e).__name__}: {e})") from e
         self._cache[(path, key)] = array
         while len(self._cache) > self.cache_size:

@@ -29,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from organfm.data.archive import TarArchive, is_tar
+from organfm.data.archive import DEFAULT_MAX_MEMBER_BYTES, TarArchive, is_tar
 from organfm.data.errors import DataError
 from organfm.data.manifest import is_manifest, load_manifest
 from organfm.data.readers import Header, Reader, find_reader, npz_layout
 from organfm.data.records import Record, content_hash
+from organfm.data.runfiles import printable
 from organfm.data.splits import SPLITS
 from organfm.data.volumes import index_organ_crops, load_class_map
 
@@ -62,12 +63,13 @@ class SourceIndex:
 def index_source(source: str | os.PathLike[str], *, readers: dict[str, Reader], organ_from: str = "auto",
                  label_map: str | None = None, class_map: str | None = None, class_map_key: str | None = None,
                  organs: Sequence[str] | None = None, min_pixels: int = 64, crop_margin: int = 4, dim: int = 2,
-                 on_error: str = "raise") -> SourceIndex:
+                 on_error: str = "raise", max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> SourceIndex:
     """List the records of ``source``; see ``build_dataset`` for the meaning of the arguments.
 
     Args:
         source: folder, manifest (.csv/.jsonl), .npz, tar archive, NIfTI/DICOM file, or DICOM folder.
         readers: reader name -> instance, shared with the dataset so caches carry over.
+        max_member_bytes: largest archive member read; larger image members are refused (or skipped).
 
     Returns:
         The source index. Raises DataError for unreadable inputs unless ``on_error="skip"``.
@@ -93,7 +95,7 @@ def index_source(source: str | os.PathLike[str], *, readers: dict[str, Reader], 
         records = indexer.manifest(path, class_ids, organs=organs, min_pixels=min_pixels, margin=crop_margin)
         return SourceIndex("manifest", records, skipped=indexer.skipped)
     if is_tar(path):
-        archive = TarArchive(path)
+        archive = TarArchive(path, keep=_wanted_member, max_member_bytes=max_member_bytes)
         return SourceIndex("tar", indexer.archive(archive), {archive.path: archive}, indexer.skipped)
     if organ_from not in ("auto", "file", "dicom"):
         raise ValueError(f"organ_from={organ_from!r} does not apply to a single file; use auto, file or dicom")
@@ -116,7 +118,7 @@ class _Indexer:
         except DataError as e:
             if self.on_error == "raise":
                 raise
-            self.skipped.append((where, str(e)))
+            self.skipped.append((printable(where), str(e)))
             return []
 
     def folder(self, root: Path) -> list[Record]:
@@ -127,23 +129,30 @@ class _Indexer:
             rel = file.relative_to(root)
             if find_reader(file.name) is None and not _is_dicom_file(file):
                 continue  # not an image (README, json sidecars, ...)
-            organ = rel.parts[0] if len(rel.parts) > 1 and self.organ_from != "dicom" else None
-            records += self._guard(str(file), self.file, str(file), key=rel.as_posix(), organ=organ)
+            # names that are not UTF-8 are read from their real path; keys and organs show them escaped
+            organ = printable(rel.parts[0]) if len(rel.parts) > 1 and self.organ_from != "dicom" else None
+            records += self._guard(str(file), self.file, str(file), key=printable(rel.as_posix()), organ=organ)
         return records
 
     def archive(self, archive: TarArchive) -> list[Record]:
         if self.organ_from not in ("auto", "folder", "dicom"):
             raise ValueError(f"organ_from={self.organ_from!r} does not apply to an archive; use auto, folder or dicom")
-        records = []
+        records: list[Record] = []
+        for member, reason in archive.rejected:  # unsafe names, members over the size cap
+            records += self._guard(f"{archive.path}::{member}", _refuse, f"{archive.path}::{member}: {reason}")
         for member in sorted(archive.members):
             parts = member.split("/")
             reader_name = find_reader(member)
-            if _hidden(parts) or reader_name in (None, "npz"):
-                continue  # .DS_Store, AppleDouble "._x" files, npz (a source, not an image)
-            parent = parts[-2] if len(parts) > 1 and self.organ_from != "dicom" else None
-            records += self._guard(f"{archive.path}::{member}", self.file, archive.path, key=member, organ=parent,
-                                   data=archive.read(member), member=member, reader_name=reader_name)
+            if not _wanted_member(member):
+                continue
+            parent = printable(parts[-2]) if len(parts) > 1 and self.organ_from != "dicom" else None
+            records += self._guard(f"{archive.path}::{member}", self._member, archive, member, parent, reader_name)
         return records
+
+    def _member(self, archive: TarArchive, member: str, organ: str | None, reader_name: str | None) -> list[Record]:
+        # read inside the guard: a member that cannot be read is skipped like a file that cannot be decoded
+        return self.file(archive.path, key=printable(member), organ=organ, data=archive.read(member), member=member,
+                         reader_name=reader_name)
 
     def manifest(self, manifest: Path, class_ids: dict[int, str] | None, *, organs: Sequence[str] | None,
                  min_pixels: int, margin: int) -> list[Record]:
@@ -201,7 +210,12 @@ class _Indexer:
         if reader_name == "npz":
             return self._npz(path, key=key, organ=organ)
         reader: Any = self.readers[reader_name]
-        header: Header = reader.read_header(path, data=data, member=member)
+        try:
+            header: Header = reader.read_header(path, data=data, member=member)
+        except (DataError, MemoryError):
+            raise
+        except Exception as e:  # e.g. pydicom parses elements lazily and fails on first access to a damaged one
+            raise DataError(f"{where}: cannot read header ({type(e).__name__}: {e})") from e
         if header.body_part and (self.organ_from == "dicom" or (self.organ_from == "auto" and organ is None)):
             organ = header.body_part
         file_hash = content_hash(data) if data is not None else _file_hash(path)
@@ -254,6 +268,16 @@ class _Indexer:
                 else:
                     records.append(base)
         return records
+
+
+def _wanted_member(name: str) -> bool:
+    """Archive members that become records; module level so a TarArchive holding it pickles."""
+    # .DS_Store, AppleDouble "._x" files, npz (a source, not an image) are left in the archive
+    return not _hidden(name.split("/")) and find_reader(name) not in (None, "npz")
+
+
+def _refuse(message: str) -> list[Record]:
+    raise DataError(message)
 
 
 def _replace(record: Record, **changes: Any) -> Record:

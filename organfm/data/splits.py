@@ -5,19 +5,30 @@ slices and crops of one scan), or the same content (exact duplicates, when they 
 that share any of these are merged, and each merged group gets its split from a hash of its key
 and the seed, so the assignment of one scan never depends on which other scans are present.
 Splits already given by the data (a manifest column, npz keys) are kept as they are.
+
+Split files name a patient's group by a keyed hash (blake2b with a random 32-byte key) of the
+patient id, never by a plain hash, which an 8-digit id would give up to a search in minutes. The
+key lives beside the split file (``splits.csv.key``, mode 0600) so a reused split file keeps placing
+a patient's new images with the old ones; exports never carry it. Which split a group lands in is
+still drawn from the seed and the in-memory identity, so it does not depend on the key.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from organfm.data.errors import DataError
 from organfm.data.records import Record, content_hash
+from organfm.data.runfiles import write_atomic
 
-__all__ = ["SPLITS", "SavedSplit", "assign_splits", "save_split", "load_split"]
+__all__ = ["SPLITS", "SavedSplit", "assign_splits", "save_split", "load_split", "key_path", "load_or_create_key",
+           "new_key"]
 
 SPLITS = ("train", "val", "test")
 # group key prefixes, in root priority order; patient ids are only ever stored hashed
@@ -33,7 +44,7 @@ class SavedSplit:
 
 
 def assign_splits(records: list[Record], *, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0,
-                  saved: SavedSplit | None = None) -> None:
+                  saved: SavedSplit | None = None, key: bytes | None = None) -> None:
     """Fill in ``split`` for records that have none, and set ``group`` to the merged group key (in place).
 
     Args:
@@ -41,18 +52,22 @@ def assign_splits(records: list[Record], *, fractions: Sequence[float] = (0.8, 0
         fractions: train, val, test shares (normalised to sum to 1).
         seed: changes the assignment; the same seed always gives the same splits.
         saved: a loaded assignment; its entries win over hashing (given splits still win over it).
+        key: secret of the patient pseudonyms in ``group`` (see :func:`load_or_create_key`); a fresh
+            random one if ``None``.
     """
     total = float(sum(fractions))
     if len(fractions) != len(SPLITS) or total <= 0 or min(fractions) < 0:
         raise ValueError(f"split_fractions must be three non-negative numbers, got {tuple(fractions)}")
     bounds = [sum(fractions[: i + 1]) / total for i in range(len(SPLITS))]
     roots = _merged_groups(records)
+    key = new_key() if key is None else key
+    pseudonyms = {root: _pseudonym(root, key) for root in set(roots)}
     split_of_group: dict[str, str] = {}
     for record, root in zip(records, roots):
-        record.group = root
+        record.group = pseudonyms[root]
         if record.split is not None:
-            split_of_group.setdefault(root, record.split)  # a given split pulls its whole group along
-    for record in records:
+            split_of_group.setdefault(record.group, record.split)  # a given split pulls its whole group along
+    for record, root in zip(records, roots):
         if record.split is not None:
             continue
         if saved is not None and record.key in saved.by_key:
@@ -62,22 +77,58 @@ def assign_splits(records: list[Record], *, fractions: Sequence[float] = (0.8, 0
         elif saved is not None and record.group in saved.by_group:
             record.split = saved.by_group[record.group]
         else:
-            record.split = _hashed_split(record.group, seed, bounds)
+            record.split = _hashed_split(root, seed, bounds)  # key-independent: same seed, same split
         split_of_group.setdefault(record.group, record.split)
 
 
 def save_split(assignment: Iterable[tuple[str, str, str]], path: str | os.PathLike[str]) -> None:
-    """Write ``key,group,split`` rows to a CSV (group keys are hashes: no patient ids on disk).
+    """Write ``key,group,split`` rows to a CSV atomically (patient groups are keyed hashes: no ids on disk).
 
     Args:
         assignment: ``(record.key, record.group, record.split)`` for every record, every split.
         path: the CSV to write (parent folders are created).
     """
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["key", "group", "split"])
-        writer.writerows(assignment)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["key", "group", "split"])
+    writer.writerows(assignment)
+    write_atomic(path, text.getvalue())  # a crash mid-write must not leave a split file a later run trusts
+
+
+def key_path(split_file: str | os.PathLike[str]) -> Path:
+    """Where the pseudonym key of ``split_file`` lives: beside it, ``<name>.key``."""
+    return Path(f"{split_file}.key")
+
+
+def new_key() -> bytes:
+    """A fresh random pseudonym key (32 bytes)."""
+    return secrets.token_bytes(32)
+
+
+def load_or_create_key(split_file: str | os.PathLike[str], key: bytes | None = None) -> bytes:
+    """The pseudonym key beside ``split_file``: read it, or write ``key`` (or a new one) there.
+
+    Args:
+        split_file: the split CSV the key belongs to.
+        key: the key to store when none exists yet (e.g. the one the split was made with).
+
+    Raises:
+        DataError: the key file exists but is not 64 hex digits.
+    """
+    path = key_path(split_file)
+    if path.is_file():
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+        try:
+            stored = bytes.fromhex(text)
+        except ValueError:
+            stored = b""
+        if len(stored) != 32:
+            raise DataError(f"{path}: not a split key (expected 64 hex digits); delete it together with "
+                            f"{Path(split_file).name} to make a new split")
+        return stored
+    key = new_key() if key is None else key
+    write_atomic(path, key.hex() + "\n", mode=0o600)  # a secret: readable by its owner only
+    return key
 
 
 def load_split(path: str | os.PathLike[str]) -> SavedSplit:
@@ -123,6 +174,13 @@ def _merged_groups(records: Sequence[Record]) -> list[str]:
         if record.patient_id and record.group:
             union(base, _SOURCE + record.group)  # slices of one scan stay with their patient
     return [find(base) for base in bases]
+
+
+def _pseudonym(root: str, key: bytes) -> str:
+    # only patient groups derive from an identifier; file and content hashes stay as they are
+    if not root.startswith(_PATIENT):
+        return root
+    return _PATIENT + hashlib.blake2b(root.encode(), key=key, digest_size=16).hexdigest()
 
 
 def _hashed_split(group: str, seed: int, bounds: list[float]) -> str:

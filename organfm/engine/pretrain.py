@@ -41,13 +41,15 @@ class PretrainSummary:
     export: Path | None
     num_images: int
     organs: list[str]
+    skipped: int = 0
 
     def line(self, method: str, backbone: str) -> str:
         r = self.result
         first, last = r.first_logs.get("loss", float("nan")), r.last_logs.get("loss", float("nan"))
         ips = (r.step - r.start_step) / max(r.seconds, 1e-9)
         state = "interrupted at" if r.interrupted else "done,"
-        return (f"organfm pretrain {method} ({backbone}) {state} step {r.step}: {self.num_images} images, "
+        skipped = f" ({self.skipped} unreadable, skipped: see skips/)" if self.skipped else ""
+        return (f"organfm pretrain {method} ({backbone}) {state} step {r.step}: {self.num_images} images{skipped}, "
                 f"{len(self.organs)} organs, loss {first:.4f} -> {last:.4f}, {r.seconds:.1f} s ({ips:.2f} steps/s); "
                 f"checkpoint {self.checkpoint}; export {self.export}")
 
@@ -118,9 +120,13 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
         options={key: method_kwargs[key] for key in method_cls.source_keys}))
     steps_per_epoch = source.steps_per_epoch
     backbone = create_backbone(cfg.backbone.name, in_chans=1, pretrained_file=cfg.backbone.pretrained_file,
-                               drop_path_rate=cfg.backbone.drop_path_rate, **source.backbone_kwargs)
+                               drop_path_rate=cfg.backbone.drop_path_rate, **source.backbone_kwargs,
+                               **({} if cfg.backbone.strict_load else {"strict": False}))
     method = method_cls(backbone, **{**method_kwargs, **source.method_kwargs})
-    optimizer = build_optimizer(method, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
+    on_cuda = fabric.device.type == "cuda"
+    if on_cuda:  # convolutions run NHWC on tensor cores; fused AdamW is one kernel and skips steps on device
+        method = method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(method, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), fused=on_cuda)
 
     total_steps = max(1, math.ceil(tr.epochs * steps_per_epoch))
     max_steps = tr.max_steps if tr.max_steps is not None else total_steps
@@ -172,10 +178,14 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
         logger.finalize("success")
     export = None
     checkpoint = result.last_checkpoint or latest_checkpoint(run_dir)
-    if fabric.is_global_zero and checkpoint is not None:
-        export = export_backbone(run_dir, checkpoint=checkpoint)[0]
+    data_summary = source.summary(result.step)  # again at the end: it now counts the items skipped in training
+    if fabric.is_global_zero:
+        atomic_write_text(run_dir / "data.json", json.dumps(data_summary, indent=2, default=str))
+        if checkpoint is not None:
+            export = export_backbone(run_dir, checkpoint=checkpoint)[0]
     return PretrainSummary(run_dir=run_dir, result=result, checkpoint=checkpoint, export=export,
-                           num_images=source.num_items(result.step), organs=list(source.contract["organs"]))
+                           num_images=source.num_items(result.step), organs=list(source.contract["organs"]),
+                           skipped=int(data_summary.get("skipped_logged", 0) or 0))
 
 
 def _warn(message: str) -> None:
@@ -190,8 +200,10 @@ def _device_batches(fabric, source: BatchSource):
         loader = source.batches
         if fabric.device.type == "cuda":
             loader.pin_memory = True
-        return fabric.setup_dataloaders(loader, use_distributed_sampler=False)
-    return (fabric.to_device(batch) for batch in source.batches)
+        moved = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    else:
+        moved = (fabric.to_device(batch) for batch in source.batches)
+    return moved if source.on_device is None else map(source.on_device, moved)
 
 
 def _data_contract(cfg: Config, method, source: BatchSource) -> dict[str, Any]:

@@ -68,13 +68,13 @@ def test_long_and_unicode_names_match_tarfile(tmp_path, fmt):
     assert archive.read("a/" + "x" * 150 + ".png") == b"1" * 700
 
 
-def test_pickle_leaves_the_decompressed_buffer_behind(tmp_path, organ_files):
+def test_pickle_leaves_the_decompressed_spool_behind(tmp_path, organ_files):
     path = write_tar(tmp_path / "p.tar.gz", organ_files)
     ds = build_dataset(str(path), split=None)
     archive = ds._archives[str(path)]
-    assert archive._buffer is not None  # indexing decompressed it in this process
+    assert archive._spool is not None  # indexing decompressed it in this process
     clone = pickle.loads(pickle.dumps(ds))
-    assert clone._archives[str(path)]._buffer is None
+    assert clone._archives[str(path)]._spool is None
     assert len(pickle.dumps(archive)) < 2000
     assert pickle.dumps(archive).count(organ_files["Top/set0/Liver/000.png"]) == 0
     np.testing.assert_array_equal(clone[3]["image"].numpy(), ds[3]["image"].numpy())  # rebuilt lazily
@@ -104,3 +104,90 @@ def test_corrupt_member_names_archive_and_member(tmp_path, organ_files):
     bad = [i for i, r in enumerate(ds.records) if r.member == "Top/set0/Liver/000.png"][0]
     with pytest.raises(DataError, match=r"c\.tar::Top/set0/Liver/000\.png: cannot decode"):
         ds[bad]
+
+
+class _Zeros(io.RawIOBase):
+    """A stream of ``n`` zero bytes, so a large member is written without holding it in memory."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        k = min(len(b), self.n)
+        b[:k] = bytes(k)
+        self.n -= k
+        return k
+
+
+def write_bomb(path, files, member, size):
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo(member)
+        info.size = size
+        tar.addfile(info, io.BufferedReader(_Zeros(size)))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_a_member_over_the_cap_is_refused_or_skipped_naming_archive_and_member(tmp_path, organ_files, suffix):
+    organ_files["Top/Liver/huge.png"] = b"\x89PNG\r\n\x1a\n" + bytes(5000)
+    path = write_tar(tmp_path / f"b{suffix}", organ_files)
+    with pytest.raises(DataError, match=rf"b{suffix}::Top/Liver/huge\.png: member of 5008 bytes exceeds the cap"
+                                         r" of 4096 bytes \(max_member_bytes\)"):
+        build_dataset(str(path), split=None, max_member_bytes=4096)
+    ds = build_dataset(str(path), split=None, max_member_bytes=4096, on_error="skip")
+    assert len(ds) == 5 and ds.summary()["skipped_at_index"] == 1 and "Top/Liver/huge.png" not in ds._archives[str(path)].members
+    assert len(build_dataset(str(path), split=None)) == 6  # under the default cap it is indexed (signature only)
+
+
+def test_a_gzip_bomb_is_streamed_in_bounded_memory(tmp_path, organ_files):
+    # 128 MiB of zeros in a ~130 kB archive: the old reader held the whole decompressed stream (+128 MiB)
+    import subprocess
+    import sys
+
+    bomb = write_bomb(tmp_path / "bomb.tar.gz", organ_files, "Top/Liver/huge.png", 128 << 20)
+    small = write_tar(tmp_path / "small.tar.gz", organ_files)
+    script = (
+        "import resource, sys\n"
+        "from organfm.data import build_dataset\n"
+        "build_dataset(sys.argv[2], split=None)\n"  # imports and first-use allocations, before measuring
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "ds = build_dataset(sys.argv[1], split=None, on_error='skip', max_member_bytes=1 << 20)\n"
+        "assert len(ds) == 5 and ds.summary()['skipped_at_index'] == 1, ds.summary()\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(bomb), str(small)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) < 32  # MB of peak growth while indexing the bomb
+
+
+@pytest.mark.parametrize("bad", ["../escape/x.png", "/abs/Liver/y.png", "Top/../../z.png"])
+def test_members_with_unsafe_paths_are_refused_and_never_become_organs(tmp_path, organ_files, gradient, bad):
+    organ_files[bad] = png_bytes(gradient(offset=99))
+    path = write_tar(tmp_path / "u.tar.gz", organ_files)
+    with pytest.raises(DataError, match=r"u\.tar\.gz::.*: unsafe member name \(absolute path or '\.\.'\): refused"):
+        build_dataset(str(path), split=None)
+    ds = build_dataset(str(path), split=None, on_error="skip")
+    assert ds.organs == ["Liver", "Spleen"] and len(ds) == 5 and ds.summary()["skipped_at_index"] == 1
+
+
+def test_non_utf8_member_names_are_read_with_escaped_keys(tmp_path, gradient):
+    name = b"Top/Liver/caf\xe9.png".decode("utf-8", "surrogateescape")
+    files = {name: png_bytes(gradient(offset=3)), "Top/Spleen/0.png": png_bytes(gradient(offset=4))}
+    path = tmp_path / "n.tar"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape") as tar:
+        for member, data in files.items():
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    ds = build_dataset(str(path), split=None)
+    assert [r.key for r in ds.records] == ["Top/Liver/caf\\xe9.png", "Top/Spleen/0.png"]
+    assert ds[0]["image"].shape == (1, 16, 16)
+    ds.save_split(tmp_path / "splits.csv")
+    assert "caf\\xe9.png" in (tmp_path / "splits.csv").read_text(encoding="utf-8")

@@ -105,14 +105,13 @@ def test_raise_policy_names_the_file(organ_folder):
     assert isinstance(info.value, ValueError)
 
 
-def test_skip_policy_substitutes_next_item_and_counts(organ_folder, tmp_path):
+def test_skip_policy_substitutes_a_seeded_random_item_and_counts(organ_folder, tmp_path):
     log_dir = tmp_path / "skips"
     ds, bad_key = truncated_dataset(organ_folder, on_error="skip", skip_log_dir=str(log_dir))
     bad = [r.key for r in ds.records].index(bad_key)
     item = ds[bad]
-    assert item[INDEX] == bad + 1  # deterministic substitute: the next index that reads
-    assert torch.equal(item[IMAGE], ds[bad + 1][IMAGE])
-    ds[bad]
+    assert item[INDEX] != bad and torch.equal(item[IMAGE], ds[item[INDEX]][IMAGE])
+    assert ds[bad][INDEX] == item[INDEX]  # the same request draws the same substitute
     assert ds.num_skipped == 2 and ds.summary()["skipped"] == 2
     skips = read_skip_log(log_dir)
     assert len(skips) == 2 and skips[0][0].endswith("liver/1.png") and "cannot decode" in skips[0][1]
@@ -188,3 +187,47 @@ def test_real_npz_2d_and_3d(data_root):
     assert Counter(volumes.labels) == {0: 229, 1: 69}
     slices = build_dataset(str(adrenal), split="val", dim=2, dedup=False)
     assert len(slices) == 98 * 28 and slices[0][IMAGE].shape == (1, 28, 28)
+
+
+def test_one_organ_only_warns_that_organ_aware_methods_have_no_negatives(tmp_path, make_png, gradient):
+    for k in range(3):
+        make_png(tmp_path / "root" / "liver" / f"{k}.png", gradient(offset=k))
+    with pytest.warns(UserWarning, match=r"only one organ \('liver'\): Coda's inter-organ branch has no negatives"):
+        build_dataset(str(tmp_path / "root"), split_fractions=(1, 0, 0))
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_named_with_escapes(organ_folder, tmp_path, make_png, gradient):
+    odd = os.path.join(os.fsencode(organ_folder), b"liver", b"caf\xe9\xff.png").decode("utf-8", "surrogateescape")
+    make_png(type(organ_folder)(odd), gradient(offset=77))
+    ds = build_dataset(str(organ_folder), split=None, on_error="skip", skip_log_dir=str(tmp_path / "skips"))
+    k = [r.key for r in ds.records].index("liver/caf\\xe9\\xff.png")
+    assert ds[k][INDEX] == k and ds.organs == ["heart", "liver", "lung"]
+    ds.save_split(tmp_path / "run" / "splits.csv")
+    assert "liver/caf\\xe9\\xff.png" in (tmp_path / "run" / "splits.csv").read_text(encoding="utf-8")
+    # a broken one is a printable error naming it (or a counted skip), never a UnicodeEncodeError
+    with open(odd, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + bytes(20))
+    with pytest.raises(DataError, match=r"liver/caf\\xe9\\xff\.png: cannot decode image") as info:
+        build_dataset(str(organ_folder), split=None)[k]
+    str(info.value).encode("utf-8")
+    ds = build_dataset(str(organ_folder), split=None, on_error="skip", skip_log_dir=str(tmp_path / "skips2"))
+    assert ds[k][INDEX] != k
+    assert read_skip_log(tmp_path / "skips2")[0][0].endswith("liver/caf\\xe9\\xff.png")
+
+
+def test_bad_items_are_replaced_by_random_good_ones_seeded_per_epoch(tmp_path, make_png, gradient):
+    root = tmp_path / "root"
+    for k in range(40):
+        make_png(root / ("a" if k % 2 else "b") / f"{k:02d}.png", gradient(offset=k))
+    for k in range(10):  # a quarter of the files are cut off after their signature
+        (root / "bad" / f"{k}.png").parent.mkdir(parents=True, exist_ok=True)
+        (root / "bad" / f"{k}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes([k]) * 30)
+    ds = build_dataset(str(root), split=None, on_error="skip")
+    bad = [i for i, r in enumerate(ds.records) if r.organ == "bad"]
+    substitutes = [ds[i][INDEX] for i in bad]
+    assert not set(substitutes) & set(bad) and len(set(substitutes)) >= 7  # spread out, not all item 0
+    # with the sampler's (index, sample_seed): other epochs draw others, the same key the same one in any process
+    by_epoch = [ds[(bad[0], seed)][INDEX] for seed in range(20)]
+    assert len(set(by_epoch)) >= 10
+    fresh = pickle.loads(pickle.dumps(ds))  # a worker that has not seen any bad file yet
+    assert [fresh[(bad[0], seed)][INDEX] for seed in range(20)] == by_epoch

@@ -85,3 +85,35 @@ def test_organ_from_folder_and_file_for_manifest(tmp_path, images):
     path = write_csv(tmp_path / "m.csv", rows(images))
     assert build_dataset(str(path), split=None, organ_from="folder").organs == ["img", tmp_path.parent.name]
     assert build_dataset(str(path), split=None, organ_from="file").organs == ["0", "1", "2", f"{tmp_path.name}-outside"]
+
+
+def test_an_unknown_split_name_is_an_error_naming_the_line(tmp_path, make_png, gradient):
+    for k in range(3):
+        make_png(tmp_path / f"{k}.png", gradient(offset=k))
+    (tmp_path / "m.csv").write_text("path,organ,split\n0.png,liver,train\n1.png,liver,trian\n2.png,lung,TEST\n")
+    with pytest.raises(DataError, match=r"m\.csv line 3: unknown split 'trian' \(did you mean 'train'\?\); a split "
+                                        r"is one of train, val, test"):
+        build_dataset(str(tmp_path / "m.csv"))
+    (tmp_path / "m.jsonl").write_text('{"path": "0.png", "split": "holdout"}\n')
+    with pytest.raises(DataError, match=r"m\.jsonl line 1: unknown split 'holdout'; a split is one of"):
+        build_dataset(str(tmp_path / "m.jsonl"))
+    (tmp_path / "ok.csv").write_text("path,organ,split\n0.png,liver,Train\n1.png,liver,\n2.png,lung,TEST\n")
+    assert [r.split for r in build_dataset(str(tmp_path / "ok.csv"), split=None).records][::2] == ["train", "test"]
+
+
+def test_a_manifest_without_organs_warns_that_there_are_zero_organs(tmp_path, make_png, gradient):
+    for k in range(4):
+        make_png(tmp_path / f"{k}.png", gradient(offset=k))
+    (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"{k}.png,{k % 2}\n" for k in range(4)))
+    with pytest.warns(UserWarning, match=r"m\.csv: 0 organs: the manifest has no 'organ' column"):
+        ds = build_dataset(str(tmp_path / "m.csv"), split_fractions=(1, 0, 0))
+    assert ds.organs == []
+
+
+def test_duplicate_rows_with_conflicting_organs_warn(tmp_path, make_png, gradient):
+    make_png(tmp_path / "a.png", gradient(offset=1))
+    make_png(tmp_path / "b.png", gradient(offset=2))
+    (tmp_path / "m.csv").write_text("path,organ\na.png,liver\nb.png,lung\na.png,spleen\n")
+    with pytest.warns(UserWarning, match=r"1 duplicate images carry conflicting organ labels \(e\.g\. a\.png is "
+                                         r"'liver', a\.png is 'spleen'\)"):
+        build_dataset(str(tmp_path / "m.csv"), split_fractions=(1, 0, 0))

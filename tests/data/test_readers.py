@@ -110,3 +110,19 @@ def test_npz_reader_rows_and_layouts(tmp_path):
     np.testing.assert_array_equal(reader.read(str(path), member="vol_images", row=1, index=2)[0], vol[1, 2][None])
     with pytest.raises(DataError, match=r"d\.npz::gray_images: row 5 out of range"):
         reader.read(str(path), member="gray_images", row=5)
+
+
+def test_decompression_bombs_are_refused_before_decoding(tmp_path, make_png, gradient):
+    # 30000 x 30000 one-bit pixels compress to ~100 kB; decoding them would need 900 MB
+    Image.new("1", (30000, 30000)).save(tmp_path / "bomb.png")
+    assert (tmp_path / "bomb.png").stat().st_size < 1 << 20
+    with pytest.raises(DataError, match=r"bomb\.png: .*(exceeds|[Dd]ecompression ?[Bb]omb)"):
+        ImageReader().read(str(tmp_path / "bomb.png"))
+    make_png(tmp_path / "small.png", gradient(16, 16))
+    assert ImageReader(max_image_pixels=256).read(str(tmp_path / "small.png"))[0].shape == (1, 16, 16)
+    with pytest.raises(DataError, match=r"small\.png: image of 16 x 16 pixels exceeds the cap of 255 "
+                                        r"\(max_image_pixels"):
+        ImageReader(max_image_pixels=255).read(str(tmp_path / "small.png"))
+    ds = build_dataset(str(tmp_path / "small.png"), split=None, max_image_pixels=255)
+    with pytest.raises(DataError, match="exceeds the cap of 255"):
+        ds[0]

@@ -1,3 +1,4 @@
+import os
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -112,3 +113,71 @@ def test_bad_options(tmp_path, make_png, gradient):
         build_dataset(str(tmp_path), split_fractions=(0.5, 0.5))
     with pytest.raises(ValueError, match="split 'validation' not in"):
         build_dataset(str(tmp_path), split="validation")
+
+
+def test_patient_pseudonyms_are_keyed_so_a_known_id_cannot_be_matched_without_the_key(tmp_path, make_png, gradient):
+    import hashlib
+
+    from organfm.data.records import content_hash
+    from organfm.data.splits import key_path
+
+    lines = ["path,organ,patient_id"]
+    ids = [f"{12345670 + p:08d}" for p in range(20)]  # 8-digit ids: an unkeyed hash falls to a 10^8 search
+    for p, pid in enumerate(ids):
+        make_png(tmp_path / f"{p}.png", gradient(offset=p))
+        lines.append(f"{p}.png,liver,{pid}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    split_file = tmp_path / "splits.csv"
+    ds = build_dataset(str(tmp_path / "m.csv"), split=None, split_file=str(split_file))
+    groups = {row.split(",")[1] for row in split_file.read_text().splitlines()[1:]}
+    # the old pseudonym (and any plain hash of the id) is what an attacker would compute for each candidate id
+    guesses = {"0p:" + content_hash(pid.encode()) for pid in ids} | {content_hash(pid.encode()) for pid in ids}
+    guesses |= {"0p:" + hashlib.blake2b(pid.encode(), digest_size=16).hexdigest() for pid in ids}
+    assert len(groups) == 20 and not groups & guesses
+    key = bytes.fromhex(key_path(split_file).read_text())
+    assert len(key) == 32 and oct(key_path(split_file).stat().st_mode & 0o777) == "0o600"
+    with_key = {"0p:" + hashlib.blake2b(("0p:" + content_hash(pid.encode())).encode(), key=key,
+                                        digest_size=16).hexdigest() for pid in ids}
+    assert groups == with_key  # the key is what links them: keep it with the split file, out of exports
+    # the draw does not depend on the key: a fresh key gives the same splits for the same seed
+    other = build_dataset(str(tmp_path / "m.csv"), split=None)
+    assert [r.split for r in other.records] == [r.split for r in ds.records]
+    assert {r.group for r in other.records}.isdisjoint(groups)
+
+
+def test_a_reused_split_file_places_a_new_image_of_a_known_patient_with_that_patient(tmp_path, make_png, gradient):
+    lines = ["path,organ,patient_id"]
+    for p in range(30):
+        make_png(tmp_path / f"{p}.png", gradient(offset=p))
+        lines.append(f"{p}.png,liver,{10000000 + p}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    split_file = tmp_path / "splits.csv"
+    first = {r.patient_id: r.split for r in
+             build_dataset(str(tmp_path / "m.csv"), split=None, split_seed=0, split_file=str(split_file)).records}
+    lines = ["path,organ,patient_id"]
+    for p in range(30):  # only new images of the same patients (the old ones gone), under another seed
+        make_png(tmp_path / f"new{p}.png", gradient(offset=100 + p))
+        lines.append(f"new{p}.png,liver,{10000000 + p}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    again = build_dataset(str(tmp_path / "m.csv"), split=None, split_seed=7, split_file=str(split_file))
+    assert all(r.split == first[r.patient_id] for r in again.records)
+    # without the key beside it, the saved groups cannot be matched: the new images follow the seed instead
+    (tmp_path / "splits.csv.key").unlink()
+    moved = build_dataset(str(tmp_path / "m.csv"), split=None, split_seed=7, split_file=str(split_file))
+    assert any(r.split != first[r.patient_id] for r in moved.records)
+
+
+def test_split_files_are_written_atomically(tmp_path, monkeypatch):
+    from organfm.data.splits import save_split
+
+    path = tmp_path / "splits.csv"
+    save_split([("a.png", "g", "train")], path)
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        save_split([("a.png", "g", "test"), ("b.png", "h", "val")], path)
+    assert path.read_text().splitlines() == ["key,group,split", "a.png,g,train"]  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["splits.csv"]  # no temporary left behind

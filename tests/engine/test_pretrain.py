@@ -112,3 +112,21 @@ def test_last_layer_is_frozen_during_the_first_epoch(tmp_path):
     ckpt0 = load_checkpoint(init.checkpoint)["method"]
     assert torch.equal(ckpt["student.ins_head.last_layer.weight_v"], ckpt0["student.ins_head.last_layer.weight_v"])
     assert not torch.equal(ckpt["student.ins_head.mlp.0.weight"], ckpt0["student.ins_head.mlp.0.weight"])
+
+
+def test_skipped_items_are_reported_at_the_end(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    for organ in ("hand", "chest"):
+        (tmp_path / "imgs" / organ).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray((np.random.default_rng([i, len(organ)]).random((32, 32)) * 255).astype("uint8")).save(
+                tmp_path / "imgs" / organ / f"{i}.png")
+    (tmp_path / "imgs" / "hand" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    s = pretrain(load_config("coda", None, TINY + HEAD + [f"data={tmp_path / 'imgs'}", "data.on_error=skip", "data.split=null",
+                                                          "trainer.max_steps=4", f"trainer.out_dir={tmp_path / 'r'}"]))
+    data = json.loads((tmp_path / "r" / "data.json").read_text())
+    # the broken file passes the index (its header is checked lazily) and is skipped each time training draws it
+    assert s.skipped >= 1 and data["skipped_logged"] == s.skipped
+    assert f"({s.skipped} unreadable, skipped" in s.line("coda", "test_convnext")
