@@ -152,6 +152,9 @@ class TrainerConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     log_every: int = 10
+    # steps between host reads of the loss's finiteness; None: every step on CPU, log_every on CUDA with fused
+    # AdamW (a NaN then freezes the student on the device until the read names its step)
+    check_finite_every: int | None = None
     progress: bool = True
     compile: bool = False
 
@@ -236,7 +239,8 @@ def load_config(method: str | None = None, file: str | Path | None = None,
 # keys whose value must be >= the bound (None allowed where the field is optional)
 _BOUNDS = {"trainer.batch_size": 1, "trainer.accumulate_grad_batches": 1, "trainer.max_steps": 1,
            "trainer.epochs": 1e-9, "trainer.steps_per_epoch": 1, "trainer.checkpoint_every": 1,
-           "trainer.keep_checkpoints": 1, "trainer.log_every": 1, "trainer.num_workers": 0, "trainer.num_nodes": 1,
+           "trainer.keep_checkpoints": 1, "trainer.log_every": 1, "trainer.check_finite_every": 1,
+           "trainer.num_workers": 0, "trainer.num_nodes": 1,
            "trainer.torch_threads": 1, "views.num_global_views": 1, "views.num_local_views": 0,
            "views.global_size": 1, "views.local_size": 1, "optim.lr": 0.0, "optim.min_lr": 0.0,
            "optim.warmup_epochs": 0.0, "data.synthetic_organs": 1, "data.synthetic_images_per_organ": 1,

@@ -17,7 +17,7 @@ from organfm.engine.optim import clip_grad_per_parameter, set_optimizer_values
 from organfm.engine.schedules import Schedules
 from organfm.methods.base import Method, StepState
 
-__all__ = ["NonFiniteLossError", "TrainResult", "train"]
+__all__ = ["NonFiniteLossError", "TrainResult", "default_check_finite_every", "train"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -33,6 +33,61 @@ class TrainResult:
     first_logs: dict[str, float] = field(default_factory=dict)
     last_logs: dict[str, float] = field(default_factory=dict)
     last_checkpoint: Path | None = None
+
+
+class _FiniteGuard:
+    """Stops the run at a non-finite loss before any weight changes, syncing with the host only when told.
+
+    Every ``every`` steps (1: each step) the loss is read on the host and a non-finite one raises before
+    ``backward``. With ``every > 1`` nothing is read inside the step: a sticky on-device flag records the
+    first non-finite loss and is handed to the fused AdamW kernel as ``found_inf`` (what ``GradScaler``
+    uses), which then leaves parameters and moments untouched from that step on; the host reads the flag
+    every ``every`` steps and before any checkpoint, and raises there, naming the step it went wrong.
+    (An EMA teacher still follows the frozen student until then; it never sees a bad update.)
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, every: int, device: torch.device) -> None:
+        self.inner = getattr(optimizer, "optimizer", optimizer)  # Fabric's wrapper forwards step() to it
+        if every > 1 and not all(g.get("fused") for g in self.inner.param_groups):
+            raise ValueError("checking the loss every > 1 steps needs a fused optimizer (build_optimizer(fused="
+                             "True)), which skips updates on device; without one use 1")
+        self.every = every
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def after_forward(self, loss: torch.Tensor, step: int, last_checkpoint) -> None:
+        if self.every == 1:
+            if not torch.isfinite(loss):
+                self._raise(loss.item(), step, last_checkpoint)
+            return
+        finite = torch.isfinite(loss.detach())
+        self.first_bad = torch.where(self.bad.logical_not() & finite.logical_not(), step, self.first_bad)
+        self.bad = self.bad | finite.logical_not()
+        found = self.bad.float()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # every rank skips together (a queued collective, not a host read): NaN gradients reach all ranks
+            torch.distributed.all_reduce(found, op=torch.distributed.ReduceOp.MAX)
+            self.bad = found > 0
+        self.inner.found_inf = found  # the fused step skips its update while this is 1
+
+    def check(self, last_checkpoint) -> None:
+        """Host read of the flag (deferred mode): call at log and checkpoint steps."""
+        if self.every > 1 and bool(self.bad):
+            self._raise(float("nan"), int(self.first_bad), last_checkpoint)
+
+    @staticmethod
+    def _raise(value: float, step: int, last_checkpoint) -> None:
+        raise NonFiniteLossError(
+            f"loss is {value} at step {step}; the weights were not updated. "
+            f"Last good checkpoint: {last_checkpoint or 'none yet'}. "
+            "Lower optim.lr, check the data, or (with a teacher) raise teacher.warmup_temp_epochs.")
+
+
+def default_check_finite_every(optimizer: torch.optim.Optimizer, device: torch.device, log_every: int) -> int:
+    """1 where a host read is free (CPU) or the optimizer cannot skip on device; else ``log_every``."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    fused = all(g.get("fused") for g in inner.param_groups)
+    return log_every if device.type != "cpu" and fused else 1
 
 
 class _StopRequest:
@@ -66,7 +121,8 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
           accumulate_grad_batches: int = 1, clip_grad: float | None = None, clip_mode: str = "global",
           freeze_last_layer_steps: int = 0,
           save: Callable[[int], Path], checkpoint_every: int = 200, log_every: int = 10,
-          on_log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+          on_log: Callable[[int, dict[str, float]], None] | None = None,
+          check_finite_every: int | None = None) -> TrainResult:
     """Run optimisation steps ``start_step .. max_steps - 1``.
 
     Args:
@@ -89,10 +145,16 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
         checkpoint_every: steps between checkpoints.
         log_every: steps between logged scalars.
         on_log: called with (step, scalars) on every log step.
+        check_finite_every: steps between host reads of the loss's finiteness (None: 1 on CPU, where the
+            read is free, ``log_every`` on an accelerator with a fused optimizer); a non-finite loss stops
+            the run before the weights change either way (see ``_FiniteGuard``).
     """
     raw = getattr(method, "module", method)  # the unwrapped method: teacher updates bypass DDP
     result = TrainResult(start_step=start_step, step=start_step, seconds=0.0)
     batch_iter = iter(batches)
+    device = next(raw.parameters()).device
+    guard = _FiniteGuard(optimizer, check_finite_every or default_check_finite_every(optimizer, device, log_every),
+                         device)
     t0 = time.perf_counter()
     step = start_step
     with _StopRequest() as stop:
@@ -105,11 +167,7 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
                 batch = next(batch_iter)
                 with fabric.no_backward_sync(method, enabled=micro < accumulate_grad_batches - 1):
                     out = method(batch, state)
-                    if not torch.isfinite(out.loss):
-                        raise NonFiniteLossError(
-                            f"loss is {out.loss.item()} at step {step}; the weights were not updated. "
-                            f"Last good checkpoint: {result.last_checkpoint or 'none yet'}. "
-                            "Lower optim.lr, check the data, or (with a teacher) raise teacher.warmup_temp_epochs.")
+                    guard.after_forward(out.loss, step, result.last_checkpoint)
                     fabric.backward(out.loss / accumulate_grad_batches)
                 for k, v in out.logs.items():
                     logs_sum[k] = logs_sum.get(k, 0.0) + v / accumulate_grad_batches
@@ -125,6 +183,9 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
             raw.after_step(state)
             step += 1
 
+            is_ckpt = step % checkpoint_every == 0 or step == max_steps or stop.requested
+            if step % guard.every == 0 or is_ckpt:
+                guard.check(result.last_checkpoint)
             if step % log_every == 0 or step == max_steps or step == start_step + 1:
                 scalars = {k: float(fabric.all_reduce(v.detach().float(), reduce_op="mean")) for k, v in logs_sum.items()}
                 scalars.update(values)
@@ -133,7 +194,7 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
                 result.last_logs = scalars
                 if on_log is not None:
                     on_log(step, scalars)
-            if step % checkpoint_every == 0 or step == max_steps or stop.requested:
+            if is_ckpt:
                 result.last_checkpoint = save(step)
             if stop.requested:
                 result.interrupted = True

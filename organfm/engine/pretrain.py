@@ -173,6 +173,7 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
                        clip_grad=o.clip_grad, clip_mode=o.clip_mode,
                        freeze_last_layer_steps=math.ceil(o.freeze_last_layer_epochs * steps_per_epoch),
                        save=save, checkpoint_every=tr.checkpoint_every, log_every=tr.log_every,
+                       check_finite_every=tr.check_finite_every,
                        on_log=progress.update)
     for logger in loggers:
         logger.finalize("success")
