@@ -24,8 +24,8 @@ from organfm.data.errors import DataError
 from organfm.data.volume_set import preprocess_volume
 from organfm.evaluation.protocol import ModelRun, make_row, register_protocol
 
-__all__ = ["Finetune3DConfig", "Segmentation3DConfig", "finetune3d", "load_npz_volumes", "model_cube",
-           "segmentation3d", "train_segmentation3d"]
+__all__ = ["Finetune3DConfig", "Segmentation3DConfig", "finetune3d", "load_labelled_volume", "load_npz_volumes",
+           "model_cube", "segmentation3d", "train_segmentation3d"]
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Segmentation3DConfig:
     seeds: int = 1
 
 
-def _load_labelled_volume(task: Any, s: Segmentation3DConfig) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def load_labelled_volume(task: Any, s: Segmentation3DConfig) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """``(image (D, H, W) in [0, 1], labels (D, H, W) int64 in 0..C, class names with background)``."""
     from organfm.data.nifti import NiftiReader
     from organfm.data.volumes import load_class_map
@@ -170,7 +170,8 @@ def _slabs(depth: int, fractions: list[float], gap: int) -> list[slice]:
     return out
 
 
-def _random_patch(image: torch.Tensor, target: torch.Tensor, size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _random_patch(image: torch.Tensor, target: torch.Tensor, size: int,
+                  g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A ``size``³ patch (zero-padded where the slab is smaller), centred on foreground half of the time."""
     pad = [max(0, size - n) for n in image.shape]
     if any(pad):
@@ -187,7 +188,9 @@ def _random_patch(image: torch.Tensor, target: torch.Tensor, size: int, g: torch
 
 
 @torch.no_grad()
-def _sliding_predict(model: torch.nn.Module, image: torch.Tensor, patch: int, overlap: float, device: str) -> torch.Tensor:
+def _sliding_predict(model: torch.nn.Module, image: torch.Tensor, patch: int, overlap: float,
+                     device: str) -> torch.Tensor:
+    """(D, H, W) -> predicted labels (D, H, W): MONAI sliding windows of ``patch``³, Gaussian-weighted."""
     from monai.inferers import sliding_window_inference
 
     model.eval()
@@ -249,7 +252,7 @@ def train_segmentation3d(make_backbone, normalize, image: torch.Tensor, target: 
 def segmentation3d(run: ModelRun, data: Any = None) -> list[dict[str, Any]]:
     """One row: mean and per-organ Dice on the test slab over ``segmentation3d.seeds`` fits."""
     task, s = run.task, run.task.segmentation3d
-    image, target, names = _load_labelled_volume(task, s)
+    image, target, names = load_labelled_volume(task, s)
     values: dict[str, list[float]] = {}
     out: dict[str, Any] = {}
     for k in range(s.seeds):

@@ -1,0 +1,120 @@
+"""A DICOM series (one file per slice) read as one volume: sorted by position, spacing from the tags.
+
+Slices are ordered by ``ImagePositionPatient`` projected on the slice normal (not by file name or
+``InstanceNumber``, which scanners and anonymisers renumber). A series that is not one regular stack is
+refused with a :class:`DataError` naming the folder and the files involved: several series, mixed
+orientations or image sizes, duplicate positions, or a gap where slices are missing. For a standard axial
+series the result is in the NIfTI reader's display orientation (D inferior -> superior, H anterior ->
+posterior, W patient right -> left).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from organfm.data.acquisition import acquisition_from_dicom
+from organfm.data.errors import DataError
+
+__all__ = ["find_series_files", "read_dicom_series"]
+
+_GAP_TOLERANCE = 1.5  # a step this many times the median step means slices are missing
+
+
+def find_series_files(folder: str | Path) -> list[Path]:
+    """The DICOM files of ``folder`` (``.dcm``/``.dicom``, or no suffix with the DICM preamble), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder of DICOM slices")
+    files = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file():
+            continue
+        if path.suffix.lower() in (".dcm", ".dicom"):
+            files.append(path)
+            continue
+        with path.open("rb") as f:
+            head = f.read(132)
+        if head[128:132] == b"DICM":
+            files.append(path)
+    if not files:
+        raise DataError(f"{folder}: holds no DICOM file")
+    return files
+
+
+def read_dicom_series(folder: str | Path,
+                      files: Sequence[str | Path] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a series as a (D, H, W) float32 volume in modality units (HU for CT).
+
+    Args:
+        folder: the series folder (named in errors).
+        files: the slice files; default: every DICOM file of ``folder``.
+
+    Returns:
+        ``(volume, meta)``: meta holds ``path``, ``spacing`` (D, H, W) in mm, ``num_slices`` and
+        ``acquisition`` (whitelisted fields only, see ``organfm.data.acquisition``).
+
+    Raises:
+        DataError: unreadable slices, several series, mixed orientations or sizes, duplicate or missing slices.
+    """
+    import pydicom
+
+    where = str(folder)
+    paths = [Path(f) for f in files] if files is not None else find_series_files(folder)
+    slices = []
+    for path in paths:
+        try:
+            slices.append((path, pydicom.dcmread(str(path))))
+        except Exception as e:  # InvalidDicomError, EOFError, ...: name the slice
+            raise DataError(f"{where}: slice {path.name} is not a readable DICOM file ({type(e).__name__})") from e
+    series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in slices}
+    if len(series) > 1:
+        raise DataError(f"{where}: holds {len(series)} series; give each series its own folder")
+    if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for _, ds in slices):
+        raise DataError(f"{where}: a multi-frame file is a volume by itself; read it with the DICOM reader")
+    missing = [p.name for p, ds in slices if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds]
+    if missing:
+        raise DataError(f"{where}: {len(missing)} slice(s) lack ImagePositionPatient/ImageOrientationPatient "
+                        f"(e.g. {missing[0]}); cannot order them in space")
+    iop = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in slices])
+    if not np.allclose(iop, iop[0], atol=1e-3):
+        odd = next(p.name for (p, _), o in zip(slices, iop) if not np.allclose(o, iop[0], atol=1e-3))
+        raise DataError(f"{where}: mixed orientations (slice {odd} differs from {slices[0][0].name})")
+    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in slices}
+    if len(sizes) > 1:
+        raise DataError(f"{where}: slices of different sizes {sorted(sizes)}")
+    normal = np.cross(iop[0, :3], iop[0, 3:])
+    position = np.array([float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)) for _, ds in slices])
+    order = np.argsort(position, kind="stable")
+    slices, position = [slices[i] for i in order], position[order]
+    steps = np.diff(position)
+    if len(slices) > 1:
+        dup = np.flatnonzero(steps < 1e-3)
+        if dup.size:
+            a, b = slices[dup[0]][0].name, slices[dup[0] + 1][0].name
+            raise DataError(f"{where}: duplicate slice position {position[dup[0]]:.3f} mm ({a} and {b})")
+        median = float(np.median(steps))
+        gaps = np.flatnonzero(steps > _GAP_TOLERANCE * median)
+        if gaps.size:
+            a, b = slices[gaps[0]][0].name, slices[gaps[0] + 1][0].name
+            raise DataError(f"{where}: missing slice(s): a {steps[gaps[0]]:.3g} mm step between {a} and {b} "
+                            f"where the series steps {median:.3g} mm")
+        depth = median
+    else:
+        depth = float(slices[0][1].get("SliceThickness", 0) or 0) or float("nan")
+    planes = []
+    for path, ds in slices:
+        try:
+            pixels = ds.pixel_array.astype(np.float32)
+        except Exception as e:  # missing decoder, truncated pixel data
+            raise DataError(f"{where}: cannot decode slice {path.name} ({type(e).__name__}: {e})") from e
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        planes.append(pixels * slope + intercept)
+    volume = np.stack(planes)
+    pixel = slices[0][1].get("PixelSpacing") or [1.0, 1.0]
+    spacing = (depth, float(pixel[0]), float(pixel[1]))
+    return volume, {"path": where, "spacing": spacing, "num_slices": len(slices),
+                    "acquisition": acquisition_from_dicom(slices[0][1], spacing)}

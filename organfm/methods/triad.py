@@ -1,0 +1,167 @@
+"""Triad [0]: SimMIM-style masked-volume pretraining of a 3D encoder, with a text-geometry constraint.
+
+``L = L_rec + text_weight · L_logratio``:
+
+- ``L_rec``: ``ceil(cells · mask_ratio)`` cells of the cube are hidden (``SimMIMMask3D``, from the batch
+  source), the encoder replaces their voxels by its learnable mask value, a light decoder reconstructs the
+  volume from the bottleneck, and L1 is taken on hidden voxels only (``MaskedL1Loss``);
+- ``L_logratio``: every encoder stage is average-pooled, the poolings concatenated and mapped by a 3-layer
+  MLP (BatchNorm without affine or running stats) to the text size; ``LogRatioLoss`` makes the ratios of
+  distances between these embeddings follow those between the embeddings of each volume's acquisition
+  description (built from metadata only, embedded by a frozen text encoder in the batch source).
+  ``text_weight=0`` is the no-text ablation (no MLP is built).
+
+[0] Wang et al., "Triad: Vision Foundation Model for 3D Magnetic Resonance Imaging", arXiv 2502.14064;
+    code: github.com/wangshansong1/Triad (``simmim_advanced.py``, ``main_pretrain.py``).
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from organfm.losses.log_ratio import LogRatioLoss
+from organfm.losses.masked_l1 import MaskedL1Loss
+from organfm.methods.base import Method, StepOutput, StepState
+from organfm.methods.registry import register_method
+from organfm.views.mask3d import SimMIMMask3D
+
+__all__ = ["Triad", "TriadDecoder", "TextProjector"]
+
+
+class TriadDecoder(nn.Module):
+    """Triad's light decoder: 1x1 adapter to ``dim``, then per x2 level [conv3³ → InstanceNorm → LeakyReLU →
+    x2 trilinear], widths dim/2, dim/4, dim/8, dim/16, dim/16 (at least 1), then a 1x1 conv to the input channels.
+
+    Args:
+        in_channels: bottleneck width.
+        dim: decoder width (the reference's U-Net path uses 24: 320 → 24 → 12 → 6 → 3 → 1 → 1).
+        num_up: x2 upsamplings (log2 of the encoder's total stride).
+        out_channels: channels of the reconstruction.
+    """
+
+    def __init__(self, in_channels: int, dim: int, num_up: int, out_channels: int = 1) -> None:
+        super().__init__()
+        self.adapter = nn.Conv3d(in_channels, dim, 1) if in_channels != dim else nn.Identity()
+        widths = [dim] + [max(1, dim // 2 ** min(i + 1, 4)) for i in range(num_up)]
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Conv3d(a, b, 3, padding=1), nn.InstanceNorm3d(b), nn.LeakyReLU(0.01, inplace=True))
+            for a, b in zip(widths, widths[1:]))
+        self.head = nn.Conv3d(widths[-1], out_channels, 1)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+        """(B, C_bottleneck, d, h, w) -> reconstruction (B, out_channels, *size)."""
+        x = self.adapter(x)
+        for block in self.blocks:
+            x = F.interpolate(block(x), scale_factor=2, mode="trilinear", align_corners=False)
+        x = self.head(x)
+        # an input that is not a multiple of the total stride: bring the map to the input grid
+        return x if tuple(x.shape[2:]) == tuple(size) else F.interpolate(x, size=size, mode="trilinear",
+                                                                         align_corners=False)
+
+
+class TextProjector(nn.Sequential):
+    """Linear → BN(no affine, no running stats) → ReLU, twice, then Linear: pooled image features -> text size."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
+        def bn() -> nn.BatchNorm1d:
+            return nn.BatchNorm1d(hidden, affine=False, track_running_stats=False)
+
+        super().__init__(nn.Linear(in_dim, hidden), bn(), nn.ReLU(inplace=True),
+                         nn.Linear(hidden, hidden), bn(), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+
+@register_method("triad")
+class Triad(Method):
+    """Masked-volume reconstruction plus the log-ratio text constraint (module docstring).
+
+    Args:
+        backbone: a 3D encoder whose ``forward_skips(x, mask=...)`` applies the voxel mask (``plainconv3d``).
+        cube: edge of the training cube in voxels (the paper: 96).
+        mask_patch_size: edge of a masked cell (the paper: 16).
+        model_patch_size: edge of the model patch the mask is upsampled to (the paper: 2).
+        mask_ratio: fraction of cells hidden (ceil count).
+        flip_prob: probability of a random flip along each axis.
+        spacing: resample volumes to this voxel size in mm (D, H, W) and centre-crop/pad to the cube;
+            None resizes the whole volume to the cube (the paper).
+        synthetic_volumes: RaSD synthetic 3D volumes added to the user's volumes.
+        decoder_dim: width of the light decoder.
+        text_weight: weight of the log-ratio term; 0 switches the text constraint off.
+        text_encoder: the frozen text encoder of the descriptions (``hash``).
+        text_dim: size of the text embedding.
+        text_hidden: hidden width of the projection MLP (the paper: 2048).
+        log_ratio_eps: the log-ratio distance floor (divided by the batch size).
+        encoder_channels: stage widths given to the backbone (None: its default; the paper:
+            [32, 64, 128, 256, 320, 320]); passed by the batch source, as the config has no backbone-args section.
+        encoder_strides: first-conv stride per stage given to the backbone (None: its default).
+    """
+
+    batch_source = "volumes"
+    source_keys = ("cube", "mask_patch_size", "model_patch_size", "mask_ratio", "flip_prob", "spacing",
+                   "synthetic_volumes", "text_encoder", "text_dim", "encoder_channels", "encoder_strides")
+    export_prefix = "student.backbone.model."
+    # the reference's optimiser: AdamW (0.9, 0.95), weight decay 0.05, lr 1e-4, warmup then half-cycle cosine
+    section_defaults = {
+        "backbone.name": "plainconv3d",
+        "optim.lr": 1e-4, "optim.min_lr": 0.0, "optim.warmup_epochs": 1.0,
+        "optim.weight_decay": 0.05, "optim.weight_decay_end": 0.05, "optim.betas": [0.9, 0.95],
+        "optim.clip_grad": None, "optim.freeze_last_layer_epochs": 0.0,
+        "trainer.batch_size": 8, "trainer.epochs": 10.0,
+    }
+    smoke_overrides = ("method.cube=16", "method.mask_patch_size=4")
+
+    def __init__(self, backbone: nn.Module, *, cube: int = 32, mask_patch_size: int = 8, model_patch_size: int = 2,
+                 mask_ratio: float = 0.6, flip_prob: float = 0.2, spacing: list[float] | None = None,
+                 synthetic_volumes: int = 0, decoder_dim: int = 24, text_weight: float = 0.1,
+                 text_encoder: str = "hash", text_dim: int = 256, text_hidden: int = 512,
+                 log_ratio_eps: float = 1e-4, encoder_channels: list[int] | None = None,
+                 encoder_strides: list[int] | None = None) -> None:
+        super().__init__()
+        if int(getattr(backbone, "spatial_dims", 2)) != 3:
+            raise ValueError("Triad pretrains a 3D encoder: backbone.spatial_dims must be 3 "
+                             "(backbone.name=plainconv3d)")
+        if "mask" not in inspect.signature(backbone.forward_skips).parameters:
+            raise ValueError(f"Triad needs a backbone that masks its input voxels (forward_skips(x, mask=...)); "
+                             f"{type(backbone).__name__} does not (use backbone.name=plainconv3d)")
+        if text_weight < 0:
+            raise ValueError(f"text_weight must be >= 0, got {text_weight}")
+        self.masks = SimMIMMask3D(cube, mask_patch_size, model_patch_size, mask_ratio)
+        self.text_weight = text_weight
+        total = int(getattr(backbone, "total_stride", 2 ** (len(backbone.skip_channels) - 1)))
+        num_up = total.bit_length() - 1
+        if 2 ** num_up != total:
+            raise ValueError(f"the encoder's total stride {total} must be a power of 2")
+        student = nn.ModuleDict({"backbone": backbone,
+                                 "decoder": TriadDecoder(backbone.skip_channels[-1], decoder_dim, num_up,
+                                                         int(getattr(backbone, "in_chans", 1)))})
+        if text_weight > 0:
+            student["text_head"] = TextProjector(sum(backbone.skip_channels), text_hidden, text_dim)
+            self.text_loss = LogRatioLoss(eps=log_ratio_eps)
+        self.student = student
+        self.rec_loss = MaskedL1Loss()
+
+    def forward(self, batch: dict, state: StepState) -> StepOutput:
+        """Args:
+            batch: ``image`` (B, 1, S, S, S) in [0, 1], ``mask`` (B, G, G, G) on the model-patch grid (1 =
+                hidden), ``text`` (B, T) description embeddings, ``index`` (B,) volume ids (seed the pairing).
+            state: the step (Triad reads no schedule of its own).
+        """
+        x = batch["image"]
+        mask = self.masks.voxels(batch["mask"]).unsqueeze(1).to(x.dtype)  # (B, 1, S, S, S)
+        skips = self.student["backbone"].forward_skips(x, mask=mask)
+        rec = self.student["decoder"](skips[-1], tuple(x.shape[2:]))
+        loss_rec = self.rec_loss(rec, x, mask)
+        loss, logs = loss_rec, {"loss_rec": loss_rec.detach()}
+        if self.text_weight > 0:
+            pooled = torch.cat([s.mean(dim=tuple(range(2, s.dim()))) for s in skips], dim=1)
+            # the two permutations are a pure function of (step, batch) rather than of the global RNG, which a
+            # DataLoader draws from when it starts iterating, so a resumed run pairs exactly as an uninterrupted one
+            key = state.step * 1_000_003 + int(batch["index"].sum()) if "index" in batch else state.step
+            generator = torch.Generator().manual_seed(int(key))
+            loss_text = self.text_loss(self.student["text_head"](pooled), batch["text"], generator=generator)
+            loss = loss + self.text_weight * loss_text
+            logs["loss_text"] = loss_text.detach()
+        logs["loss"] = loss.detach()
+        return StepOutput(loss=loss, logs=logs)
