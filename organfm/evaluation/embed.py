@@ -214,7 +214,7 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
     index["image_hash"] = set_hash(all_digests)
     index["complete"] = True
     index = json.loads(json.dumps(index))  # as read back, so an unchanged index compares equal
-    if old != index:  # a second identical call rewrites nothing
+    if written or old != index:  # a second identical call rewrites nothing
         out.mkdir(parents=True, exist_ok=True)
         _write_index(index_path, index)
     return EmbedResult(out_dir=out, num_images=n, feature_dim=int(index["feature_dim"]),

@@ -1,0 +1,57 @@
+"""``organfm embed --model SPEC data=... --out DIR [data.key=value ...]``: one model's features of a dataset."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from typing import Any
+
+__all__ = ["add_parser"]
+
+_HELP = """Write one model's pooled features of every image of a dataset as .npy shards plus index.json (the
+model's identity and data contract, the data identity, the image count and a hash of the images). SPEC: a run
+folder, an export folder, a .safetensors file with its contract JSON, random:<arch> or timm:<arch>:<weights>.
+The data is any data.source (folder, manifest, .npz, .tar/.tar.gz, synthetic) with data.* overrides, e.g.
+data=../shared/data/mednist/MedNIST.tar.gz data.split=null. A second call reuses every finished shard and
+rewrites nothing; an interrupted call resumes; shards whose images changed are recomputed
+(--on-change error refuses instead)."""
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from organfm.batches.views import build_image_dataset
+    from organfm.config import Config, ConfigError, apply_overrides, parse_overrides
+    from organfm.evaluation.embed import embed_dataset
+
+    overrides = parse_overrides(args.overrides)
+    bad = [k for k in overrides if k != "data" and not k.startswith("data.")]
+    if bad:
+        raise ConfigError(f"organfm embed takes data.* keys only, not {', '.join(bad)}")
+    cfg = apply_overrides(Config(), overrides)
+    dataset = build_image_dataset(cfg.data, skip_log_dir=f"{args.out}/skips")
+    result = embed_dataset(args.model, dataset, args.out, data_identity=asdict(cfg.data), shard_size=args.shard_size,
+                           batch_size=args.batch_size, image_size=args.image_size, device=args.device,
+                           seed=args.seed, on_change=args.on_change,
+                           log=None if args.quiet else lambda line: print(line, flush=True))
+    changed = f" ({result.changed} recomputed: their images changed)" if result.changed else ""
+    print(f"{result.out_dir}: {result.num_images} images x {result.feature_dim} features, image hash "
+          f"{result.image_hash[:12]}; {result.written} shards written{changed}, {result.reused} reused", flush=True)
+    return 0
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Register ``embed`` on the top-level subparsers."""
+    p = sub.add_parser("embed", help="write one model's features of a dataset (sharded, resumable)",
+                       description=_HELP)
+    p.add_argument("--model", required=True, metavar="SPEC", help="run folder, export, random:<arch>, timm:<arch>:<file>")
+    p.add_argument("--out", required=True, metavar="DIR", help="features folder (e.g. feats/coda)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="input size when the model has no contract (random:/timm: specs; default: native size)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--shard-size", type=int, default=4096, help="images per .npy shard")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed of random:<arch>")
+    p.add_argument("--on-change", choices=("recompute", "error"), default="recompute",
+                   help="stored shards whose images changed: recompute them (default) or stop with an error")
+    p.add_argument("--quiet", action="store_true", help="no line per shard")
+    p.add_argument("overrides", nargs="*", metavar="data.key=value")
+    p.set_defaults(func=_embed)
+    return p

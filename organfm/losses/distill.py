@@ -1,0 +1,91 @@
+"""CLIP and multi-teacher distillation losses (MMKD-CLIP [0], after CLIP-KD [1]).
+
+With two modalities a and b (image and text; for images alone, two views of each image) and L2-normalised
+student embeddings s_a, s_b and teacher targets t_a, t_b (B, D):
+
+- task (CLIP): ½[CE(σ·s_a·s_bᵀ, diag) + CE(σ·s_b·s_aᵀ, diag)], σ = exp(logit_scale) clamped at 100;
+- FD: MSE(s_a, t_a) + MSE(s_b, t_b);
+- ICL: ½[CE(c·s_a·t_bᵀ, diag) + CE(c·s_b·t_aᵀ, diag)], c a learnable scale used as is (not exponentiated);
+- total = task + w_fd·FD + w_icl·ICL (the official recipe: w_fd = 50, w_icl = 1).
+
+When the teacher is the student (t = s), FD is 0 and ICL is the CLIP loss at scale c.
+
+[0] Wang et al., "Unifying Biomedical Vision-Language Expertise ... Multi-CLIP Knowledge Distillation",
+    arXiv 2506.22567 (``open_clip/loss.py``: ``ClipLoss``, ``KDClipLoss``).
+[1] Yang et al., "CLIP-KD: An Empirical Study of CLIP Model Distillation", arXiv 2307.12732.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DistillLoss", "clip_loss", "feature_distillation", "interactive_contrastive"]
+
+
+def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of ``a`` matches row i of ``b``.
+
+    Args:
+        a, b: (B, D) L2-normalised embeddings.
+        scale: the logit scale (a multiplier, already exponentiated).
+    """
+    logits = scale * a @ b.T  # (B, B)
+    target = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def feature_distillation(s_a: torch.Tensor, s_b: torch.Tensor, t_a: torch.Tensor, t_b: torch.Tensor) -> torch.Tensor:
+    """MSE(s_a, t_a) + MSE(s_b, t_b) (elementwise mean), all (B, D)."""
+    return F.mse_loss(s_a, t_a) + F.mse_loss(s_b, t_b)
+
+
+def interactive_contrastive(s_a: torch.Tensor, s_b: torch.Tensor, t_a: torch.Tensor, t_b: torch.Tensor,
+                            scale: torch.Tensor | float) -> torch.Tensor:
+    """ICL: ½[CE(c·s_a·t_bᵀ, diag) + CE(c·s_b·t_aᵀ, diag)]; each student modality against the teacher's other."""
+    target = torch.arange(s_a.shape[0], device=s_a.device)
+    return 0.5 * (F.cross_entropy(scale * s_a @ t_b.T, target) + F.cross_entropy(scale * s_b @ t_a.T, target))
+
+
+class DistillLoss(nn.Module):
+    """task + w_fd·FD + w_icl·ICL over normalised embeddings; the scales come in as tensors (model parameters).
+
+    Args:
+        fd_weight: w_fd (MMKD-CLIP's ``kdweight`` = 50).
+        icl_weight: w_icl.
+        task_weight: weight of the CLIP task term.
+        max_logit_scale: σ is clamped at this value (CLIP: 100, i.e. logit_scale <= ln 100).
+    """
+
+    def __init__(self, *, fd_weight: float = 50.0, icl_weight: float = 1.0, task_weight: float = 1.0,
+                 max_logit_scale: float = 100.0) -> None:
+        super().__init__()
+        self.fd_weight, self.icl_weight, self.task_weight = fd_weight, icl_weight, task_weight
+        self.max_log_scale = math.log(max_logit_scale)
+
+    def terms(self, s_a: torch.Tensor, s_b: torch.Tensor, t_a: torch.Tensor, t_b: torch.Tensor,
+              logit_scale: torch.Tensor, icl_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every term and the total.
+
+        Args:
+            s_a, s_b: (B, D) normalised student embeddings of the two modalities (or views).
+            t_a, t_b: (B, D) normalised teacher targets of the same items.
+            logit_scale: log σ of the task term (learnable; clamped to [0, ln max]).
+            icl_scale: c of the ICL term (learnable; used as is).
+
+        Returns:
+            ``{"loss", "task", "fd", "icl"}`` scalars (``loss`` carries the gradient).
+        """
+        sigma = logit_scale.clamp(0.0, self.max_log_scale).exp()
+        task = clip_loss(s_a, s_b, sigma)
+        fd = feature_distillation(s_a, s_b, t_a, t_b)
+        icl = interactive_contrastive(s_a, s_b, t_a, t_b, icl_scale)
+        loss = self.task_weight * task + self.fd_weight * fd + self.icl_weight * icl
+        return {"loss": loss, "task": task, "fd": fd, "icl": icl}
+
+    def forward(self, s_a: torch.Tensor, s_b: torch.Tensor, t_a: torch.Tensor, t_b: torch.Tensor,
+                logit_scale: torch.Tensor, icl_scale: torch.Tensor) -> torch.Tensor:
+        """The total loss (scalar); see :meth:`terms`."""
+        return self.terms(s_a, s_b, t_a, t_b, logit_scale, icl_scale)["loss"]

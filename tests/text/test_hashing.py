@@ -1,0 +1,23 @@
+"""Hash text encoder: deterministic, unit norm, shared words bring texts closer; meets TextEncoder."""
+from __future__ import annotations
+
+import torch
+
+from organfm.text import TextEncoder
+from organfm.text.hashing import HashTextEncoder
+
+
+def test_deterministic_unit_norm_and_contract():
+    enc = HashTextEncoder(dim=64)
+    assert isinstance(enc, TextEncoder)
+    a = enc.encode(["MR, 3 T, TR 500 ms", "CT, axial"])
+    assert a.shape == (2, 64) and torch.allclose(a.norm(dim=1), torch.ones(2))
+    assert torch.equal(a, HashTextEncoder(dim=64).encode(["MR, 3 T, TR 500 ms", "CT, axial"]))
+    assert not torch.equal(a, HashTextEncoder(dim=64, seed=1).encode(["MR, 3 T, TR 500 ms", "CT, axial"]))
+
+
+def test_shared_words_are_closer():
+    enc = HashTextEncoder(dim=512)
+    base, near, far = enc.encode(["MR sequence SE 3 T vendor siemens", "MR sequence SE 1.5 T vendor siemens",
+                                  "CT axial spacing 1 x 1 x 1 mm"])
+    assert base @ near > base @ far

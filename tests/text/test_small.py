@@ -1,0 +1,66 @@
+"""Corpus tokenizer, small text encoder (TextEncoder contract, learns a toy CLIP match), captions, text checks."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from organfm.data.errors import DataError
+from organfm.losses.distill import clip_loss
+from organfm.text import TextEncoder
+from organfm.text.captions import caption, prompts
+from organfm.text.small import SmallTextEncoder
+from organfm.text.tokenizer import WordTokenizer, check_texts
+
+
+def test_tokenizer_orders_by_frequency_pads_and_maps_unknown_words(tmp_path):
+    tok = WordTokenizer.from_corpus(["a CT of the liver", "a CT of the spleen", "an MRI"])
+    assert tok.vocab[:6] == ["[PAD]", "[UNK]", "a", "ct", "of", "the"]  # by count, then alphabetical
+    ids = tok(["the liver", "a brain scan"])
+    assert ids.shape == (2, 3)
+    assert ids[0].tolist() == [tok.ids["the"], tok.ids["liver"], 0]
+    assert ids[1].tolist() == [tok.ids["a"], 1, 1]
+    tok.save(tmp_path / "tok.json")
+    assert WordTokenizer.load(tmp_path / "tok.json").vocab == tok.vocab
+
+
+def test_empty_texts_are_errors_naming_the_source_and_item():
+    assert check_texts(["a", "b"], "m.csv") == ["a", "b"]
+    with pytest.raises(DataError, match=r"m\.csv: text of item 1 is empty"):
+        check_texts(["a CT", "  "], "m.csv")
+
+
+def test_captions_and_prompts():
+    assert caption("kidney_left", modality="CT", label="cyst") == "a CT image of the kidney left with cyst"
+    assert caption(None) == "a medical image of the body"
+    assert prompts(["liver", "spleen"], modality="CT") == ["a CT image of the liver", "a CT image of the spleen"]
+
+
+def test_small_encoder_meets_the_contract_and_learns_a_toy_clip_match():
+    organs = ["liver", "spleen", "kidney", "lung", "heart", "brain"]
+    texts = [caption(o, modality="CT") for o in organs]
+    tok = WordTokenizer.from_corpus(texts)
+    torch.manual_seed(0)
+    enc = SmallTextEncoder(tok, dim=16, width=32, depth=1, heads=2)
+    assert isinstance(enc, TextEncoder) and enc.encode(texts).shape == (6, 16)
+    # fixed "image" embeddings, one per organ; train the text side to match its own image
+    images = F.normalize(torch.randn(6, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
+    ids = tok(texts)
+    opt = torch.optim.Adam(enc.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = clip_loss(images, F.normalize(enc(ids), dim=-1), 10.0)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+    sims = images @ F.normalize(enc.encode(texts), dim=-1).T
+    assert torch.equal(sims.argmax(1), torch.arange(6))  # every caption retrieves its own image
+
+
+def test_a_hugging_face_folder_without_config_is_a_clear_error(tmp_path):
+    from organfm.text.hf import HFTextEncoder
+
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        HFTextEncoder(tmp_path)
