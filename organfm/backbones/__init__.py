@@ -22,11 +22,23 @@ _BACKBONES: Registry[nn.Module] = Registry("backbone")
 register_backbone = _BACKBONES.register
 register_backbone("unet_small")(UNetBackbone)
 register_backbone("swin_unetr")(SwinUNETRBackbone)
+from organfm.backbones.organ_set import OrganSetBackbone  # noqa: E402
+register_backbone("organ_set_vit")(OrganSetBackbone)
+from organfm.backbones.plainconv3d import PlainConv3DBackbone  # noqa: E402
+register_backbone("plainconv3d")(PlainConv3DBackbone)
+from organfm.backbones.swin3d import Swin3DBackbone  # noqa: E402
+register_backbone("swin3d")(Swin3DBackbone)
 
 
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:
-    """Build the backbone ``name``: an organfm-registered network, else any timm architecture."""
+    """Build the backbone ``name``: an organfm-registered network, else any timm architecture.
+
+    ``strict=False`` (partial loading of ``pretrained_file``, reported) is for timm architectures; organfm's own
+    backbones always load their exports strictly.
+    """
     if name in _BACKBONES:
+        if kwargs.pop("strict", True) is False:
+            raise ValueError(f"partial weight loading (strict=False) is for timm architectures, not {name!r}")
         return _BACKBONES.create(name, **kwargs)
     return TimmBackbone(name, **{k: v for k, v in kwargs.items() if v is not None})
 

@@ -69,6 +69,8 @@ class BatchSource:
         summary: ``summary(steps_done) -> dict`` for ``data.json`` (counts, skips, generator settings).
         num_items: ``num_items(steps_done) -> int``: distinct items seen or available, for the summary line.
         write_run_files: ``write_run_files(run_dir)`` writes e.g. ``splits.csv`` (rank 0 only).
+        on_device: ``on_device(batch) -> batch``, applied by the engine after a batch reaches the device
+            (e.g. views made there from uint8 images); None: batches are used as they come.
     """
 
     batches: Iterable[dict]
@@ -79,10 +81,11 @@ class BatchSource:
     summary: Callable[[int], dict[str, Any]] = lambda steps: {}
     num_items: Callable[[int], int] = lambda steps: 0
     write_run_files: Callable[[Path], None] = lambda run_dir: None
+    on_device: Callable[[dict], dict] | None = None
 
 
 _SOURCES: Registry[Callable[[SourceContext], BatchSource]] = Registry(
-    "batch source", builtins=("organfm.batches.views", "organfm.batches.synthetic"))
+    "batch source", builtins=("organfm.batches.views", "organfm.batches.synthetic", "organfm.batches.features", "organfm.batches.volumes", "organfm.batches.organ_sets"))
 register_batch_source = _SOURCES.register
 
 

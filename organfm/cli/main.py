@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list methods and backbones")
     p.set_defaults(func=_list)
     from organfm.cli import evaluate, synth
+    from organfm.cli import embed as embed_cli; embed_cli.add_parser(sub)  # noqa: E702
+    from organfm.cli import cache as cache_cli; cache_cli.add_parser(sub)  # noqa: E702
 
     synth.add_parser(sub)
     evaluate.add_parser(sub)

@@ -9,8 +9,11 @@ from organfm.methods.teacher import EMATeacherMethod
 
 from organfm.methods.coda import Coda  # noqa: E402  (registration order = import order)
 from organfm.methods.dino import DINO  # noqa: E402
+from organfm.methods.panfm import PanFM  # noqa: E402
 from organfm.methods.rasd import RaSD  # noqa: E402
 from organfm.methods.supcon import SupCon  # noqa: E402
+from organfm.methods.triad import Triad  # noqa: E402
+from organfm.methods.mmkd import MMKD  # noqa: E402,F401
 
 __all__ = ["DINO", "Coda", "EMATeacherMethod", "Method", "RaSD", "StepOutput", "StepState", "SupCon",
            "create_method", "get_method", "list_methods", "register_method"]

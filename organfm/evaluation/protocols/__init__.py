@@ -7,3 +7,4 @@ from __future__ import annotations
 
 from organfm.evaluation.protocols import clusters, fewshot, finetune, knn, linear, segmentation  # noqa: F401
 from organfm.evaluation import volumes as _volumes  # noqa: E402,F401  (finetune3d, segmentation3d)
+from organfm.evaluation import subjects as _subjects  # noqa: E402,F401  (subjects: Pan-FM organ sets)

@@ -1,0 +1,90 @@
+"""The ``organ_sets`` source: subjects as sets of organ images (Pan-FM), exactly resumable.
+
+``data.source=synthetic`` (the embedded default) draws ``SyntheticSubjects``: ``data.synthetic_organs`` organ
+slots, ``data.synthetic_images_per_organ`` subjects (one image per organ each), ``data.synthetic_labels``
+diseases, ``data.synthetic_size`` pixels, ``data.synthetic_dim`` 2 or 3; ``mednist-subjects:<MedNIST.tar.gz>`` fills
+the organ slots with real MedNIST images of one region each (the semi-real variant). Anything else is a subject manifest
+CSV (``organfm.data.subjects``), read with ``data.split``, ``data.organs``, ``data.intensity`` and
+``data.on_error``. Batches are ``ResumableBatchSampler`` batches: a pure function of (seed, epoch, index).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from organfm.batches import BatchSource, SourceContext, register_batch_source
+from organfm.config import DataConfig
+from organfm.data.samplers import ResumableBatchSampler
+
+__all__ = ["NormalizedSubjects", "build_subjects"]
+
+
+def build_subjects(data: DataConfig, *, skip_log_dir: str | None = None) -> Dataset:
+    """The subjects named by ``data.source``: synthetic (the default) or a subject manifest CSV."""
+    if data.source == "synthetic":
+        from organfm.synthesis.subjects import SyntheticSubjects
+
+        return SyntheticSubjects(num_subjects=data.synthetic_images_per_organ, num_organs=data.synthetic_organs,
+                                 size=data.synthetic_size, num_diseases=data.synthetic_labels,
+                                 dim=data.synthetic_dim, seed=data.synthetic_seed)
+    if data.source.startswith("mednist-subjects:"):  # the semi-real variant: MedNIST images as organ slots
+        from organfm.synthesis.subjects import MedNISTSubjects
+
+        return MedNISTSubjects(data.source.split(":", 1)[1], num_subjects=data.synthetic_images_per_organ,
+                               num_organs=data.synthetic_organs, size=data.synthetic_size,
+                               num_diseases=data.synthetic_labels, seed=data.synthetic_seed)
+    from organfm.data.subjects import SubjectImages, read_subject_manifest
+
+    manifest = read_subject_manifest(data.source, organs=data.organs, split=data.split, on_error=data.on_error,
+                                     skip_log_dir=skip_log_dir)
+    return SubjectImages(manifest, data.synthetic_size, dim=data.synthetic_dim, intensity=data.intensity,
+                         on_error=data.on_error, skip_log_dir=skip_log_dir)
+
+
+class NormalizedSubjects(Dataset):
+    """Item ``(index, seed)`` -> the subject with ``(x - mean) / std`` on available organs, 0 on missing ones.
+
+    The seed is accepted for the sampler's contract; subjects carry no random augmentation (the student's
+    organ masking is Pan-FM's only view change).
+    """
+
+    def __init__(self, subjects: Dataset, mean: float, std: float) -> None:
+        self.subjects, self.mean, self.std = subjects, mean, std
+
+    def __len__(self) -> int:
+        return len(self.subjects)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int] | int) -> dict:
+        index = key[0] if isinstance(key, tuple) else key
+        item = dict(self.subjects[index])
+        keep = item["available"].view(-1, *([1] * (item["images"].dim() - 1)))
+        item["images"] = torch.where(keep, (item["images"] - self.mean) / self.std, torch.zeros(()))
+        return item
+
+
+@register_batch_source("organ_sets")
+def organ_sets_source(ctx: SourceContext) -> BatchSource:
+    """Batches ``{"images": (B, O, 1, *S), "available": bool (B, O), "labels": (B, D), "organ_ids": (B, O),
+    "index": (B,)}``."""
+    subjects = build_subjects(ctx.data, skip_log_dir=str(Path(ctx.run_dir or ".") / "skips"))
+    per_step = ctx.batch_size * ctx.world_size * ctx.accumulate
+    if len(subjects) < per_step:
+        raise ValueError(f"{len(subjects)} subjects cannot fill one step of batch {ctx.batch_size} x {ctx.world_size} "
+                         f"devices x {ctx.accumulate} accumulation: lower trainer.batch_size or add subjects")
+    sampler = ResumableBatchSampler(len(subjects), ctx.batch_size, seed=ctx.seed, start_batch=ctx.start_batch,
+                                    rank=ctx.rank, world_size=ctx.world_size)
+    loader = DataLoader(NormalizedSubjects(subjects, ctx.views.mean, ctx.views.std), batch_sampler=sampler,
+                        num_workers=ctx.num_workers)
+    organs, dim, size = list(subjects.organs), ctx.data.synthetic_dim, ctx.data.synthetic_size
+    # input_size is one organ image; the exported encoder takes (B, len(organs), *input_size)
+    contract = {"input_size": [1] + [size] * dim, "mean": [ctx.views.mean], "std": [ctx.views.std],
+                "organs": organs,
+                "intensity": {"mode": ctx.data.intensity, "window": ctx.data.window,
+                              "note": "each organ image scaled to [0, 1], then (x - mean) / std; a missing organ is "
+                                      "all-NaN (or pass available=(B, O) bool)"}}
+    return BatchSource(batches=loader, steps_per_epoch=max(1, ctx.steps_per_epoch or len(subjects) // per_step),
+                       contract=contract,
+                       backbone_kwargs={"num_organs": len(organs), "image_size": size, "spatial_dims": dim},
+                       summary=lambda steps: subjects.summary(), num_items=lambda steps: len(subjects))

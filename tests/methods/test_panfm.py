@@ -1,0 +1,121 @@
+"""Pan-FM (P2-P4): one teacher pass feeds targets and SGM, the student sees the masked set, every rule holds."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from organfm.backbones import create_backbone
+from organfm.methods import create_method
+from tests.methods.helpers import grads_reach_exactly_the_student, state
+
+SMALL = dict(num_organs=4, image_size=16, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+HEAD = dict(out_dim=64, hidden_dim=32, bottleneck_dim=16)
+
+
+def _method(**kwargs):
+    torch.manual_seed(0)
+    return create_method("panfm", backbone=create_backbone("organ_set_vit", **SMALL), **HEAD, **kwargs)
+
+
+def _batch(b: int = 6):
+    g = torch.Generator().manual_seed(0)
+    available = torch.tensor([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 1, 0], [1, 1, 0, 1], [0, 1, 1, 1], [1, 1, 1, 0]],
+                             dtype=torch.bool)[:b]
+    return {"images": torch.randn(b, 4, 1, 16, 16, generator=g), "available": available}
+
+
+def test_gradients_reach_exactly_the_student():
+    method = _method()
+    out = method(_batch(), state())
+    assert torch.isfinite(out.loss) and {"loss_cls", "loss_token", "organ_entropy", "saliency_organ0"} <= set(out.logs)
+    grads_reach_exactly_the_student(method, out)
+
+
+def test_one_teacher_pass_and_one_student_pass_per_step():
+    """SGM reads the attention of the teacher pass that makes the targets: no extra forward."""
+    method = _method(masking="sgm", p_sgm=1.0)
+    calls = {"teacher": 0, "student": 0}
+    for who in calls:
+        model = method.get_submodule(f"{who}.backbone.model")
+        model.register_forward_hook(lambda *_, who=who: calls.__setitem__(who, calls[who] + 1))
+    method(_batch(), state())
+    assert calls == {"teacher": 1, "student": 1}
+
+
+def test_sgm_topk_masks_the_organ_the_teacher_attends_most():
+    method = _method(masking="sgm", p_sgm=1.0, sgm_rule="topk")
+    batch = _batch()
+    seen = {}
+    original = method.choose_masks
+
+    def spy(saliency, available, generator=None):
+        seen["saliency"] = saliency
+        seen["out"] = original(saliency, available, generator)
+        return seen["out"]
+
+    method.choose_masks = spy
+    with torch.no_grad():
+        method(batch, state())
+        t = method.teacher["backbone"].forward_features(batch["images"], batch["available"])
+    n = method.student["backbone"].tokens_per_organ
+    expected = t["cls_attention"].view(6, 4, n).sum(-1).masked_fill(~batch["available"], -1).argmax(-1)
+    mask, guided = seen["out"]
+    assert guided.all()
+    for b in range(6):
+        if batch["available"][b].sum() >= 2:
+            assert mask[b].nonzero().flatten().tolist() == [expected[b].item()]
+        else:
+            assert not mask[b].any()  # a subject with one organ keeps it visible
+
+
+@pytest.mark.parametrize("masking", ["sgm", "random"])
+def test_masks_respect_availability(masking):
+    method = _method(masking=masking, num_masked_organs=3)
+    batch = _batch()
+    saliency = torch.softmax(torch.randn(6, 4), -1) * batch["available"]
+    mask, _ = method.choose_masks(saliency, batch["available"], torch.Generator().manual_seed(0))
+    assert not (mask & ~batch["available"]).any()
+    assert torch.all((batch["available"] & ~mask).sum(1) >= 1)
+
+
+def test_no_masking_leaves_only_the_cls_term_and_masks_change_the_student_input():
+    none = _method(masking="none")
+    out = none(_batch(), state())
+    assert out.logs["masked_organs"] == 0 and out.logs["loss_token"] == 0
+    rnd = _method(masking="random")
+    out = rnd(_batch(), state())
+    assert out.logs["masked_organs"] > 0 and out.logs["loss_token"] > 0
+
+
+def test_masks_are_a_function_of_step_not_of_the_global_rng():
+    method = _method(masking="random")
+    batch = _batch()
+    masks = []
+    original = method.choose_masks
+    method.choose_masks = lambda s, a, g=None: masks.append(original(s, a, g)[0]) or (masks[-1], masks[-1][:, 0])
+    with torch.no_grad():
+        method(batch, state(step=5))
+        torch.rand(100)  # something else consumes the global RNG (a DataLoader's base seed)
+        method(batch, state(step=5))
+        method(batch, state(step=6))
+    assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="masking"):
+        _method(masking="attention")
+    with pytest.raises(ValueError, match="min_visible_organs"):
+        _method(min_visible_organs=0)
+    with pytest.raises(ValueError, match="organ-set encoder"):
+        create_method("panfm", backbone=create_backbone("test_convnext", in_chans=1), **HEAD)
+
+
+def test_3d_organ_volumes_train():
+    torch.manual_seed(0)
+    bb = create_backbone("organ_set_vit", num_organs=2, image_size=8, patch_size=4, spatial_dims=3, embed_dim=16,
+                         depth=1, num_heads=2)
+    method = create_method("panfm", backbone=bb, **HEAD)
+    batch = {"images": torch.randn(3, 2, 1, 8, 8, 8), "available": torch.tensor([[1, 1], [1, 0], [1, 1]]).bool()}
+    out = method(batch, state())
+    assert torch.isfinite(out.loss) and out.logs["masked_organs"] == 2 / 3
+    grads_reach_exactly_the_student(method, out)

@@ -1,0 +1,76 @@
+"""SyntheticSubjects: seeded, MNAR missingness, a planted dominant-organ shortcut, 2D and 3D."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from organfm.synthesis.subjects import SyntheticSubjects
+
+
+def test_items_are_a_pure_function_of_seed_and_index_and_missing_organs_are_zero():
+    a, b = SyntheticSubjects(20, 4, 16, seed=3), SyntheticSubjects(20, 4, 16, seed=3)
+    x, y = a[7], b[7]
+    assert torch.equal(x["images"], y["images"]) and torch.equal(x["available"], y["available"])
+    assert not torch.equal(SyntheticSubjects(20, 4, 16, seed=4)[7]["images"], x["images"])
+    assert x["images"].shape == (4, 1, 16, 16) and x["labels"].shape == (2,)
+    for i in range(20):
+        item = a[i]
+        assert item["available"].any()
+        assert torch.all(item["images"][~item["available"]] == 0)
+        assert float(item["images"].min()) >= 0 and float(item["images"].max()) <= 1
+        labels, avail = a.labels_and_availability(i)
+        assert np.array_equal(avail, item["available"].numpy())
+
+
+def test_missingness_is_not_at_random():
+    data = SyntheticSubjects(2000, 5, 16, mnar_strength=1.5, missing_prob=0.3)
+    labels, avail = zip(*(data.labels_and_availability(i) for i in range(2000)))
+    sick, avail = np.stack(labels)[:, 0] == 1, np.stack(avail)
+    missing_sick, missing_well = 1 - avail[sick, 1:].mean(), 1 - avail[~sick, 1:].mean()
+    assert missing_sick > missing_well + 0.2  # logit shift 3: ~0.66 vs ~0.09
+    mcar = SyntheticSubjects(2000, 5, 16, mnar_strength=0.0, missing_prob=0.3)
+    labels, avail = zip(*(mcar.labels_and_availability(i) for i in range(2000)))
+    sick, avail = np.stack(labels)[:, 0] == 1, np.stack(avail)
+    assert abs((1 - avail[sick, 1:].mean()) - (1 - avail[~sick, 1:].mean())) < 0.05
+
+
+def test_the_dominant_organ_carries_the_easier_signal():
+    """Mean-image difference between sick and healthy subjects is larger in the dominant organ."""
+    data = SyntheticSubjects(300, 3, 16, dominant=1, missing_prob=1e-6, dominant_missing_prob=1e-6, mnar_strength=0)
+    items = [data[i] for i in range(300)]
+    images = torch.stack([it["images"] for it in items])[:, :, 0]  # (N, O, H, W)
+    sick = torch.stack([it["labels"][0] for it in items]) == 1
+    gap = (images[sick].mean(0) - images[~sick].mean(0)).abs().amax((-2, -1))  # (O,)
+    assert gap[1] > 2 * gap[0] and gap[1] > 2 * gap[2]
+    assert gap[0] > 0.03 and gap[2] > 0.03  # the other organs carry a subtle signal too
+
+
+def test_3d_volumes_and_bad_settings():
+    vol = SyntheticSubjects(4, 2, 8, dim=3)[0]
+    assert vol["images"].shape == (2, 1, 8, 8, 8)
+    with pytest.raises(ValueError, match="dominant organ 5"):
+        SyntheticSubjects(4, 3, 16, dominant=5)
+    with pytest.raises(ValueError, match="dim"):
+        SyntheticSubjects(4, 3, 16, dim=4)
+
+
+def test_mednist_subjects_hold_real_region_images_with_the_planted_marks(mednist_archive):
+    from organfm.synthesis.subjects import MedNISTSubjects
+
+    data = MedNISTSubjects(str(mednist_archive), 60, 3, 32, per_region=20, missing_prob=1e-6,
+                           dominant_missing_prob=1e-6, mnar_strength=0)
+    assert data.organs == ["CXR", "AbdomenCT", "ChestCT"]
+    item = data[0]
+    assert item["images"].shape == (3, 1, 32, 32) and item["available"].all()
+    assert torch.equal(data[0]["images"], item["images"])  # seeded
+    pools = data._pools
+    # with no disease the slot is one of that region's real images plus noise
+    healthy = next(i for i in range(60) if data[i]["labels"].sum() == 0)
+    img = data[healthy]["images"][1, 0].numpy()
+    assert min(np.abs(img - p).mean() for p in pools["AbdomenCT"]) < 0.06
+    items = [data[i] for i in range(60)]
+    images = torch.stack([it["images"] for it in items])[:, :, 0]
+    sick = torch.stack([it["labels"][0] for it in items]) == 1
+    gap = (images[sick].mean(0) - images[~sick].mean(0)).abs().amax((-2, -1))
+    assert gap[0] > gap[1] and gap[0] > gap[2]  # the dominant slot carries the strong mark
