@@ -1,7 +1,11 @@
 """Encoders behind one contract; ``create_backbone`` resolves registered names first, then timm names.
 
-Registered here: ``unet_small`` (a small 2D/3D U-Net for CPU) and ``swin_unetr`` (MONAI SwinUNETR, RaSD's
-network), both dense: ``forward_features(x)["dense"]`` is a per-pixel/voxel feature map.
+Registered here:
+- ``unet_small`` (a small 2D/3D U-Net for CPU) and ``swin_unetr`` (MONAI SwinUNETR, RaSD's network), both
+  dense: ``forward_features(x)["dense"]`` is a per-pixel/voxel feature map;
+- ``plainconv3d`` (nnU-Net's PlainConvEncoder) and ``swin3d`` (MONAI SwinViT), 3D encoders with a learnable
+  mask for masked-volume pretraining (Triad);
+- ``organ_set_vit``, a transformer over the tokens of a subject's available organs (Pan-FM).
 """
 from __future__ import annotations
 
@@ -10,24 +14,24 @@ from typing import Any
 from torch import nn
 
 from organfm.backbones.base import Backbone
+from organfm.backbones.organ_set import OrganSetBackbone
+from organfm.backbones.plainconv3d import PlainConv3DBackbone
 from organfm.backbones.swin import SwinUNETRBackbone
+from organfm.backbones.swin3d import Swin3DBackbone
 from organfm.backbones.timm import TimmBackbone
 from organfm.backbones.unet import UNetBackbone
 from organfm.registry import Registry
 
-__all__ = ["Backbone", "SwinUNETRBackbone", "TimmBackbone", "UNetBackbone", "create_backbone", "list_backbones",
-           "register_backbone"]
+__all__ = ["Backbone", "OrganSetBackbone", "PlainConv3DBackbone", "Swin3DBackbone", "SwinUNETRBackbone",
+           "TimmBackbone", "UNetBackbone", "create_backbone", "list_backbones", "register_backbone"]
 
 _BACKBONES: Registry[nn.Module] = Registry("backbone")
 register_backbone = _BACKBONES.register
 register_backbone("unet_small")(UNetBackbone)
 register_backbone("swin_unetr")(SwinUNETRBackbone)
-from organfm.backbones.organ_set import OrganSetBackbone  # noqa: E402
-register_backbone("organ_set_vit")(OrganSetBackbone)
-from organfm.backbones.plainconv3d import PlainConv3DBackbone  # noqa: E402
 register_backbone("plainconv3d")(PlainConv3DBackbone)
-from organfm.backbones.swin3d import Swin3DBackbone  # noqa: E402
 register_backbone("swin3d")(Swin3DBackbone)
+register_backbone("organ_set_vit")(OrganSetBackbone)
 
 
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:

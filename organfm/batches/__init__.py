@@ -5,9 +5,10 @@ and only ever sees the :class:`BatchSource` it returns: an endless iterable of b
 needs to know about the data (epoch length, organs, the input contract of the exported backbone, and the
 constructor arguments the data fixes, such as a 3D backbone's ``spatial_dims``).
 
-Built in: ``views`` (multi-view crops of an image dataset, ``organfm.batches.views``) and
-``synthetic_pairs`` (RaSD's online buffer of synthetic image/label pairs, ``organfm.batches.synthetic``).
-A new source is one registered function in its own module.
+Built in: ``views`` (multi-view crops of an image dataset, made per sample or on the device),
+``synthetic_pairs`` (RaSD's online buffer of synthetic image/label pairs), ``features`` (views plus stored
+teacher features, MMKD), ``volumes`` (3D volumes with SimMIM masks, Triad) and ``organ_sets`` (a set of organ
+images per subject, Pan-FM). A new source is one registered function in its own module.
 """
 from __future__ import annotations
 
@@ -85,7 +86,8 @@ class BatchSource:
 
 
 _SOURCES: Registry[Callable[[SourceContext], BatchSource]] = Registry(
-    "batch source", builtins=("organfm.batches.views", "organfm.batches.synthetic", "organfm.batches.features", "organfm.batches.volumes", "organfm.batches.organ_sets"))
+    "batch source", builtins=("organfm.batches.views", "organfm.batches.synthetic", "organfm.batches.features",
+                              "organfm.batches.volumes", "organfm.batches.organ_sets"))
 register_batch_source = _SOURCES.register
 
 

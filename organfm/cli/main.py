@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="organfm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("pretrain", help="pretrain a backbone (coda, dino, supcon, rasd)",
+    p = sub.add_parser("pretrain", help="pretrain a backbone (organfm list names the methods)",
                        description="Pretrain a backbone. Overrides are dotted key=value pairs, e.g. "
                                    "data=path/to/images trainer.max_steps=100 method.use_inter=false.")
     p.add_argument("--method", default=None, help="registered method (default: the config's, else coda)")
@@ -77,12 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list methods and backbones")
     p.set_defaults(func=_list)
-    from organfm.cli import evaluate, synth
-    from organfm.cli import embed as embed_cli; embed_cli.add_parser(sub)  # noqa: E702
-    from organfm.cli import cache as cache_cli; cache_cli.add_parser(sub)  # noqa: E702
+    from organfm.cli import cache, embed, evaluate, synth
 
-    synth.add_parser(sub)
-    evaluate.add_parser(sub)
+    for command in (evaluate, embed, cache, synth):
+        command.add_parser(sub)
     return parser
 
 

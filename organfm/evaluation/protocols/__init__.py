@@ -5,6 +5,5 @@ dataclass) and importing it below; see ``organfm.evaluation.protocol``.
 """
 from __future__ import annotations
 
+from organfm.evaluation import subjects, volumes  # noqa: F401  (subjects: Pan-FM; finetune3d, segmentation3d)
 from organfm.evaluation.protocols import clusters, fewshot, finetune, knn, linear, segmentation  # noqa: F401
-from organfm.evaluation import volumes as _volumes  # noqa: E402,F401  (finetune3d, segmentation3d)
-from organfm.evaluation import subjects as _subjects  # noqa: E402,F401  (subjects: Pan-FM organ sets)
