@@ -18,7 +18,8 @@ __all__ = ["CheckpointWriteError", "atomic_write_text", "capture_rng", "export_b
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_DIR = "export"
 _STEP = re.compile(r"step-(\d+)\.ckpt$")
-_REQUIRED = ("step", "method", "optimizer", "rng", "config", "export_prefix", "contract")
+EXPORT_KEYS = ("step", "method", "export_prefix", "contract")  # what an export reads
+RESUME_KEYS = EXPORT_KEYS + ("optimizer", "rng", "config")  # what a resumed run reads besides
 
 
 class CheckpointWriteError(RuntimeError):
@@ -77,8 +78,12 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, required: tuple[str, ...] = RESUME_KEYS) -> dict[str, Any]:
     """Load a plain-dict checkpoint with ``weights_only=True`` (no arbitrary code from pickles).
+
+    Args:
+        path: the checkpoint.
+        required: keys the caller will read (``EXPORT_KEYS`` for an export).
 
     Raises:
         ValueError: the file is unreadable, not a dict, or lacks one of the keys a run needs.
@@ -87,7 +92,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"checkpoint {path} cannot be read: {e}") from e
-    missing = [k for k in _REQUIRED if not isinstance(ckpt, dict) or k not in ckpt]
+    missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"checkpoint {path} is not an organfm checkpoint: it lacks {', '.join(missing)}")
     return ckpt
@@ -159,7 +164,7 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
     ckpt_path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
     if ckpt_path is None:
         raise FileNotFoundError(f"no checkpoint in {run_dir / CHECKPOINT_DIR}: nothing to export")
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path, required=EXPORT_KEYS)
     if network not in (None, "teacher", "student"):
         raise ValueError(f"network must be 'teacher' or 'student', got {network!r}")
     prefix = ckpt["export_prefix"] if network is None else f"{network}.{ckpt['export_prefix'].split('.', 1)[1]}"

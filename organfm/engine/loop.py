@@ -183,7 +183,10 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
             raw.after_step(state)
             step += 1
 
-            is_ckpt = step % checkpoint_every == 0 or step == max_steps or stop.requested
+            # one read of the flag per step: a signal that lands after it is honoured at the next step boundary,
+            # so a stop always comes with the checkpoint of the step it stops at
+            stopping = stop.requested
+            is_ckpt = step % checkpoint_every == 0 or step == max_steps or stopping
             if step % guard.every == 0 or is_ckpt:
                 guard.check(result.last_checkpoint)
             if step % log_every == 0 or step == max_steps or step == start_step + 1:
@@ -196,7 +199,7 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
                     on_log(step, scalars)
             if is_ckpt:
                 result.last_checkpoint = save(step)
-            if stop.requested:
+            if stopping:
                 result.interrupted = True
                 break
     result.step = step

@@ -70,9 +70,9 @@ def test_a_checkpoint_without_its_keys_is_named(tmp_path):
     bad = tmp_path / "checkpoints" / "step-00000001.ckpt"
     bad.parent.mkdir(parents=True)
     torch.save({"step": 1, "method": {}}, bad)
-    with pytest.raises(ValueError, match="not an organfm checkpoint: it lacks optimizer"):
+    with pytest.raises(ValueError, match="not an organfm checkpoint: it lacks export_prefix, contract, optimizer, rng, config"):
         load_checkpoint(bad)
-    with pytest.raises(ValueError, match="lacks optimizer"):
+    with pytest.raises(ValueError, match="lacks export_prefix, contract"):
         export_backbone(tmp_path)
 
 

@@ -112,3 +112,22 @@ def test_the_method_sees_every_scheduled_value_and_the_epoch():
     assert [(s, e) for s, e, _ in seen] == [(1, 0.5), (2, 1.0)]
     assert seen[0][2]["momentum"] == pytest.approx(torch.linspace(0.9, 1.0, 4)[1].item())
     assert set(seen[0][2]) == {"lr", "weight_decay", "momentum", "teacher_temp"}
+
+
+def test_a_stop_requested_while_logging_still_ends_with_a_checkpoint():
+    """The signal may land at any moment of a step (here: inside the log callback of step 2)."""
+    import signal as sig
+
+    saved = []
+
+    def on_log(step, scalars):
+        if step == 2:
+            sig.raise_signal(sig.SIGINT)  # the loop's handler sets the stop flag
+
+    fabric = Fabric(accelerator="cpu", devices=1)
+    method = Toy()
+    opt = torch.optim.SGD(method.parameters(), lr=0.1)
+    wrapped, opt = fabric.setup(method, opt)
+    result = train(fabric, wrapped, opt, data(8), schedules(8), start_step=0, max_steps=8, log_every=1,
+                   checkpoint_every=100, save=lambda step: saved.append(step) or step, on_log=on_log)
+    assert result.interrupted and result.step == saved[-1]  # it stopped at a checkpointed step

@@ -21,7 +21,8 @@ def scratch_registry(monkeypatch):
 
 
 def test_builtins_declare_their_needs():
-    assert list_protocols() == ["clusters", "fewshot", "finetune", "knn", "linear", "segmentation"]
+    assert list_protocols() == ["clusters", "fewshot", "finetune", "finetune3d", "knn", "linear", "segmentation",
+                                "segmentation3d", "subjects"]
     knn, seg, ft = get_protocol("knn"), get_protocol("segmentation"), get_protocol("finetune")
     assert (knn.inputs, knn.splits, knn.leakage_guard) == ("features", ("train", "test"), True)
     assert (ft.inputs, ft.splits) == ("images", ("train", "val", "test"))
