@@ -215,13 +215,9 @@ def markdown(report: dict) -> str:
 
 
 def write_docs(docs: Path, md: str, command: str) -> None:
-    text = docs.read_text() if docs.exists() else ""
-    section = f"{BEGIN}\n## GPU throughput (issue 16)\n\n`{command}`\n\n{md}{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    docs.write_text(text)
+    from benchmarks.results_page import write_section
+
+    write_section(docs, BEGIN, END, f"## GPU throughput (issue 16)\n\n`{command}`\n\n{md}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.results_page import write_section  # noqa: E402
 from organfm.evaluation import evaluate_models, load_task  # noqa: E402
 from organfm.evaluation.task import task_to_dict  # noqa: E402
 
@@ -175,13 +176,7 @@ def table(scores: dict[str, dict[str, float]], teachers: list[str], students: li
 
 def write_docs(md: str, docs: Path) -> None:
     """Replace (or append) the text between this benchmark's markers in docs/results.md."""
-    text = docs.read_text() if docs.is_file() else "# Results\n"
-    block = f"{BEGIN}\n{md.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    docs.write_text(text)
+    write_section(docs, BEGIN, END, md)
 
 
 def main(argv: list[str] | None = None) -> int:

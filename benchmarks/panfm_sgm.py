@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from claims import compare, holm, mean_sd, pvalue, verdict  # noqa: E402
+from results_page import write_section  # noqa: E402
 
 ARMS = ("sgm", "random", "none")
 BEGIN, END = "<!-- BEGIN panfm -->", "<!-- END panfm -->"
@@ -205,13 +206,7 @@ def table(variant: str, results: dict[str, dict[int, dict]]) -> str:
 
 def write_docs(md: str, path: Path) -> None:
     """Replace (or append) the text between this benchmark's markers in docs/results.md."""
-    text = path.read_text() if path.is_file() else ""
-    block = f"{BEGIN}\n{md.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_section(path, BEGIN, END, md)
 
 
 def main(argv: list[str] | None = None) -> None:

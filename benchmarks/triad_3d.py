@@ -235,14 +235,10 @@ def summarise(args, runs, results) -> dict:
 
 
 def write_docs(path: Path, section: str) -> None:
-    """Replace the triad section between its markers, or append it."""
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if BEGIN in text and END in text:
-        start, stop = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:start] + section.rstrip("\n") + text[stop:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text, encoding="utf-8")
+    """Replace the triad section (``section`` holds its own markers) between its markers, or append it."""
+    from benchmarks.results_page import write_section
+
+    write_section(path, BEGIN, END, section.strip().removeprefix(BEGIN).removesuffix(END))
 
 
 if __name__ == "__main__":
