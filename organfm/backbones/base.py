@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["Backbone"]
+__all__ = ["Backbone", "SkipPooledBackbone"]
 
 
 @runtime_checkable
@@ -52,3 +52,16 @@ class Backbone(Protocol):
     def forward_skips(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, C, [D], H, W) -> multi-scale maps [(B, C_i, [D_i], H_i, W_i)], shallow to deep."""
         ...
+
+
+class SkipPooledBackbone:
+    """Mixin of encoders whose pooled embedding is the global average of their deepest ``forward_skips`` map."""
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, C, *S) -> ``cls`` (B, E), the pooled deepest map, and ``feature_map`` (B, E, *s), that map."""
+        deepest = self.forward_skips(x)[-1]
+        return {"cls": deepest.mean(dim=tuple(range(2, deepest.dim()))), "feature_map": deepest}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, *S) -> (B, E)."""
+        return self.forward_features(x)["cls"]

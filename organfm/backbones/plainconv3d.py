@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from organfm.backbones.base import SkipPooledBackbone
 from organfm.backbones.weights import load_backbone_weights, resolve_backbone_args
 
 __all__ = ["PlainConvEncoder", "PlainConv3DBackbone"]
@@ -73,7 +74,7 @@ class PlainConvEncoder(nn.Module):
         return skips
 
 
-class PlainConv3DBackbone(nn.Module):
+class PlainConv3DBackbone(SkipPooledBackbone, nn.Module):
     """``plainconv3d``: a 3D :class:`PlainConvEncoder` behind the backbone contract.
 
     Architecture arguments left as ``None`` come from ``pretrained_file``'s metadata (an ``organfm
@@ -122,12 +123,3 @@ class PlainConv3DBackbone(nn.Module):
         """(B, C, D, H, W) -> stage outputs [(B, C_i, D_i, H_i, W_i)] shallow to deep (``mask``: see the encoder)."""
         self._check(x)
         return self.model(x, mask)
-
-    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, C, D, H, W) -> ``cls`` (B, E) pooled bottleneck, ``feature_map`` (B, E, d, h, w)."""
-        deepest = self.forward_skips(x)[-1]
-        return {"cls": deepest.mean(dim=(2, 3, 4)), "feature_map": deepest}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, D, H, W) -> (B, E), the global average of the deepest stage."""
-        return self.forward_features(x)["cls"]

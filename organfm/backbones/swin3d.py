@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from organfm.backbones.base import SkipPooledBackbone
 from organfm.backbones.weights import load_backbone_weights, resolve_backbone_args
 
 __all__ = ["MaskedSwinViT", "Swin3DBackbone"]
@@ -61,7 +62,7 @@ class MaskedSwinViT(nn.Module):
         return outs
 
 
-class Swin3DBackbone(nn.Module):
+class Swin3DBackbone(SkipPooledBackbone, nn.Module):
     """``swin3d``: :class:`MaskedSwinViT` behind the backbone contract (inputs: edges a multiple of 32).
 
     Triad pretraining with it needs ``method.cube`` >= 64 (the light decoder's instance norms need a
@@ -107,10 +108,3 @@ class Swin3DBackbone(nn.Module):
             raise ValueError(f"swin3d expects (B, {self.in_chans}, D, H, W) with edges a multiple of "
                              f"{self.total_stride}, got shape {tuple(x.shape)}")
         return self.model(x, mask)
-
-    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        deepest = self.forward_skips(x)[-1]
-        return {"cls": deepest.mean(dim=(2, 3, 4)), "feature_map": deepest}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)["cls"]

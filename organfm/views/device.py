@@ -108,7 +108,6 @@ class DeviceViews:
 
     Args: those of :class:`organfm.views.GlobalLocalViews` (same names, meanings and defaults), so
     ``DeviceViews(**views_kwargs(cfg.views))`` draws views from the same distribution as the CPU path.
-    ``on_device`` is accepted and ignored (it is the switch that chose this class).
 
     Call:
         ``views(images, seeds)``: ``images`` (B, C, H, W) uint8 (0..255) or float in [0, 1], ``seeds`` (B,)
@@ -121,8 +120,7 @@ class DeviceViews:
                  hflip_prob: float = 0.5, vflip_prob: float = 0.0, rotation_degrees: float = 10.0,
                  brightness: float = 0.4, contrast: float = 0.4, gamma: tuple[float, float] = (0.7, 1.5),
                  blur_probs: tuple[float, float, float] = (1.0, 0.1, 0.5),
-                 blur_sigma: tuple[float, float] = (0.1, 2.0), mean: float = 0.5, std: float = 0.5,
-                 on_device: bool = True) -> None:
+                 blur_sigma: tuple[float, float] = (0.1, 2.0), mean: float = 0.5, std: float = 0.5) -> None:
         if num_global_views < 1:
             raise ValueError("num_global_views must be >= 1")
         self.num_global_views, self.num_local_views = num_global_views, num_local_views
