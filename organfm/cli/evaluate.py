@@ -10,7 +10,8 @@ _HELP = """Evaluate one or more encoders on a task and write one results folder 
 plots, report.html). SPEC: a run folder, an export folder, a .safetensors file with its contract JSON,
 random:<timm arch> or timm:<arch>:<weights file>. Overrides are dotted key=value pairs, e.g.
 data.root=../shared/data out_dir=eval/x protocols=[knn,linear,fewshot,finetune,segmentation,clusters]
-knn.k=[10,20] fewshot.seeds=10 allow_leakage=true."""
+knn.k=[10,20] fewshot.seeds=10 allow_leakage=true. protocols=[zeroshot,retrieval] need a model exported
+with a text tower (<export>/text/: method clip, or mmkd with texts); other models are skipped with a warning."""
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -33,8 +34,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``evaluate`` subcommand on ``organfm``'s subparsers."""
-    p = subparsers.add_parser("evaluate", help="kNN, linear probe, few-shot, fine-tuning, segmentation, clusters",
-                              description=_HELP)
+    p = subparsers.add_parser("evaluate", description=_HELP,
+                              help="kNN, linear probe, few-shot, fine-tuning, segmentation, clusters, zero-shot, "
+                                   "image-text retrieval")
     p.add_argument("--models", required=True, metavar="NAME=SPEC[,NAME=SPEC...]",
                    help="models to compare, e.g. coda=runs/coda-x,scratch=random:convnext_atto")
     p.add_argument("--task", required=True, metavar="FILE", help="task YAML (configs/tasks/*.yaml)")

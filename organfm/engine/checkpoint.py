@@ -173,7 +173,10 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
         raise ValueError(f"{ckpt_path} holds no parameters under {prefix!r}"
                          + (f" (this method has no {network})" if network else ""))
     contract = dict(ckpt["contract"], step=ckpt["step"], network=prefix.split(".", 1)[0])
+    text = contract.pop("text", None)
     out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
+    if text is not None:  # a network trained with texts: its text side goes to export/text/
+        _export_text(text, ckpt["method"], f"{contract['network']}.text.", run_dir, out)
     weights_path, contract_path = out / "backbone.safetensors", out / "backbone.json"
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".backbone.safetensors.tmp"
@@ -184,3 +187,15 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
     os.replace(tmp, weights_path)
     _atomic_write(contract_path, lambda f: f.write(json.dumps(contract, indent=2).encode()))
     return weights_path, contract_path
+
+
+def _export_text(description: dict, state: dict, prefix: str, run_dir: Path, out: Path) -> None:
+    """Write the text side under ``prefix`` of a checkpoint's state to ``out/text/`` (tower files from the run)."""
+    from organfm.text.tower import TEXT_DIR, JointText, save_joint_text
+
+    weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not weights:
+        raise ValueError(f"the checkpoint describes a text tower but holds no parameters under {prefix!r}")
+    joint = JointText.from_description(description, run_dir / TEXT_DIR)  # the run's tokenizer lives there
+    joint.load_state_dict(weights)
+    save_joint_text(joint, out / TEXT_DIR)

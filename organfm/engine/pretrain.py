@@ -212,7 +212,8 @@ def _data_contract(cfg: Config, method, source: BatchSource) -> dict[str, Any]:
     backbone = method.exported_backbone()
     c = source.contract
     input_size, mean, std = list(c["input_size"]), list(c["mean"]), list(c["std"])
-    return {
+    text = method.exported_text()
+    return {**({"text": text.describe()} if text is not None else {}),
         "architecture": cfg.backbone.name,
         "backbone_args": getattr(backbone, "backbone_args", {}),
         "in_chans": 1,

@@ -13,7 +13,9 @@ A spec is one of:
   contract; mean/std come from timm's pretrained config, averaged to one channel.
 
 The model hash (weights-file bytes, or the spec string for ``random:``) keys the feature cache, so a
-re-exported run with new weights never reuses stale features.
+re-exported run with new weights never reuses stale features. An export that also holds a text tower
+(``<export>/text/``, written for models trained with texts) names it in ``contract["text"]``, which the
+zero-shot and retrieval protocols read.
 """
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ def load_encoder(spec: str, *, image_size: int | None = None,
         ``(make_backbone, contract)``: ``make_backbone()`` builds a FRESH backbone (``create_backbone``: an
         organfm-registered network or a ``TimmBackbone``; ``forward`` -> (B, E)) with the weights loaded;
         ``contract`` holds at least ``architecture``, ``mean``, ``std`` (lists of one float), ``input_size``
-        ``[1, S, S]``, ``spec``, ``weights`` (path or None) and ``model_hash`` (hex string).
+        ``[1, S, S]``, ``spec``, ``weights`` (path or None) and ``model_hash`` (hex string); ``text`` (the
+        text folder, for zero-shot and retrieval) when an export or run folder holds a text tower.
 
     Raises:
         FileNotFoundError: a path that does not exist, or a folder with neither an export nor a checkpoint.
@@ -78,9 +81,13 @@ def load_encoder(spec: str, *, image_size: int | None = None,
         contract = {"architecture": arch, "mean": [mean], "std": [std],
                     "input_size": [1, image_size, image_size] if image_size else None, "method": "timm"}
     else:
-        weights, contract = _export_of(Path(spec).expanduser())
+        path = Path(spec).expanduser()
+        weights, contract = _export_of(path)
         arch = str(contract.get("architecture", ""))
         _check_arch(arch, spec)
+        text = _text_of(path, weights)
+        if text is not None:
+            contract = dict(contract, text=str(text))
     weights_file = str(weights.resolve())
 
     def make_pretrained() -> nn.Module:
@@ -176,6 +183,16 @@ def _export_of(path: Path) -> tuple[Path, dict[str, Any]]:
         return weights, _read_contract(contract)
     raise FileNotFoundError(f"{path}: neither an export (backbone.safetensors + backbone.json) nor a run "
                             "folder with checkpoints/")
+
+
+def _text_of(path: Path, weights: Path) -> Path | None:
+    """The text tower trained with these weights: ``<export>/text/`` (or ``<run>/export/text/``), else None.
+
+    A weights-file spec looks beside the file, where ``organfm export`` puts both.
+    """
+    from organfm.text.tower import text_folder
+
+    return text_folder(path if path.is_dir() else weights.parent)
 
 
 def _read_contract(path: Path) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from organfm.registry import Registry
 if TYPE_CHECKING:
     from organfm.evaluation.task import TaskConfig
     from organfm.evaluation.task_data import SplitData, TaskData
+    from organfm.text.tower import JointText
 
 __all__ = ["PROTOCOLS", "ModelRun", "ProtocolSpec", "classification_values", "get_protocol", "list_protocols",
            "make_row", "metric_lists", "register_protocol"]
@@ -116,7 +117,8 @@ class ModelRun:
     Attributes:
         name: the model's name in the results.
         make_backbone: returns a FRESH backbone (pretrained weights) each call.
-        contract: the model's data contract (``mean``, ``std``, ``model_hash``, ...).
+        contract: the model's data contract (``mean``, ``std``, ``model_hash``, ``text`` when it has a text
+            tower, ...).
         task: the resolved task (a protocol reads its own section, e.g. ``run.task.knn``).
         device: where protocols compute.
         artifacts: what a protocol leaves for the report (``"clusters"``: maps and colours).
@@ -130,6 +132,7 @@ class ModelRun:
         self.artifacts: dict[str, Any] = {}
         self._backbone: nn.Module | None = None
         self._features: dict[str, torch.Tensor] = {}
+        self._joint: JointText | None = None
 
     def features(self, split: SplitData) -> torch.Tensor:
         """(N, E) features of ``split``, from the disk cache when the same model saw the same data."""
@@ -145,6 +148,36 @@ class ModelRun:
 
             self._features[split.name] = self.cache.get_or_extract(key, extract)
         return self._features[split.name]
+
+    def joint_text(self) -> JointText | None:
+        """The model's text tower and joint-space heads (eval mode, on ``device``), or None without one.
+
+        Joint-space image embeddings are ``joint_text().image(features(split))``: the pooled backbone
+        features come from the feature cache, so text protocols never re-run the backbone.
+        """
+        if "text" not in self.contract:
+            return None
+        if self._joint is None:
+            from organfm.text.tower import load_joint_text
+
+            self._joint = load_joint_text(self.contract["text"]).to(self.device).eval()
+        return self._joint
+
+    def joint_images(self, split: SplitData) -> torch.Tensor:
+        """(N, D) L2-normalised joint-space embeddings of ``split``'s images, on ``device`` (needs a text tower).
+
+        Raises:
+            ValueError: no text tower, or one built for another feature size than the backbone's.
+        """
+        joint = self.joint_text()
+        if joint is None:
+            raise ValueError(f"{self.name}: no text tower, so no joint image-text space")
+        features = self.features(split)
+        if features.shape[1] != joint.image_dim:
+            raise ValueError(f"{self.contract['text']}: its image head takes {joint.image_dim}-dim features, "
+                             f"the backbone of {self.name} gives {features.shape[1]}")
+        with torch.no_grad():
+            return joint.image(features.to(self.device).float())
 
     def normalized(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N, C, H, W) in [0, 1] scaled by this model's contract, for fine-tuning."""

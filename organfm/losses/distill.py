@@ -25,16 +25,18 @@ from torch import nn
 __all__ = ["DistillLoss", "clip_loss", "feature_distillation", "interactive_contrastive"]
 
 
-def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+def clip_loss(a: torch.Tensor, b: torch.Tensor, scale: torch.Tensor | float,
+              groups: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE: row i of ``a`` matches row i of ``b``.
 
     Args:
         a, b: (B, D) L2-normalised embeddings.
         scale: the logit scale (a multiplier, already exponentiated).
+        groups: (B,) ids; rows with the same id are all positives of each other (the target spreads evenly
+            over them, as UniCL does for repeated captions). None, or all ids distinct: plain CLIP.
     """
     logits = scale * a @ b.T  # (B, B)
-    target = torch.arange(a.shape[0], device=a.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    return 0.5 * (_contrastive(logits, groups) + _contrastive(logits.T, groups))  # symmetric positives
 
 
 def feature_distillation(s_a: torch.Tensor, s_b: torch.Tensor, t_a: torch.Tensor, t_b: torch.Tensor) -> torch.Tensor:
@@ -43,10 +45,20 @@ def feature_distillation(s_a: torch.Tensor, s_b: torch.Tensor, t_a: torch.Tensor
 
 
 def interactive_contrastive(s_a: torch.Tensor, s_b: torch.Tensor, t_a: torch.Tensor, t_b: torch.Tensor,
-                            scale: torch.Tensor | float) -> torch.Tensor:
-    """ICL: ½[CE(c·s_a·t_bᵀ, diag) + CE(c·s_b·t_aᵀ, diag)]; each student modality against the teacher's other."""
-    target = torch.arange(s_a.shape[0], device=s_a.device)
-    return 0.5 * (F.cross_entropy(scale * s_a @ t_b.T, target) + F.cross_entropy(scale * s_b @ t_a.T, target))
+                            scale: torch.Tensor | float, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """ICL: ½[CE(c·s_a·t_bᵀ, P) + CE(c·s_b·t_aᵀ, P)]; each student modality against the teacher's other.
+
+    ``groups`` as in :func:`clip_loss` (P = the diagonal when None).
+    """
+    return 0.5 * (_contrastive(scale * s_a @ t_b.T, groups) + _contrastive(scale * s_b @ t_a.T, groups))
+
+
+def _contrastive(logits: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+    """CE of (B, B) logits against the diagonal, or spread evenly over rows of the same group."""
+    if groups is None:
+        return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+    same = (groups[:, None] == groups[None, :]).to(logits.dtype)
+    return F.cross_entropy(logits, same / same.sum(1, keepdim=True))
 
 
 class DistillLoss(nn.Module):
@@ -66,7 +78,8 @@ class DistillLoss(nn.Module):
         self.max_log_scale = math.log(max_logit_scale)
 
     def terms(self, s_a: torch.Tensor, s_b: torch.Tensor, t_a: torch.Tensor, t_b: torch.Tensor,
-              logit_scale: torch.Tensor, icl_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+              logit_scale: torch.Tensor, icl_scale: torch.Tensor,
+              groups: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Every term and the total.
 
         Args:
@@ -74,14 +87,15 @@ class DistillLoss(nn.Module):
             t_a, t_b: (B, D) normalised teacher targets of the same items.
             logit_scale: log σ of the task term (learnable; clamped to [0, ln max]).
             icl_scale: c of the ICL term (learnable; used as is).
+            groups: (B,) ids of items that are positives of each other (identical texts), or None.
 
         Returns:
             ``{"loss", "task", "fd", "icl"}`` scalars (``loss`` carries the gradient).
         """
         sigma = logit_scale.clamp(0.0, self.max_log_scale).exp()
-        task = clip_loss(s_a, s_b, sigma)
+        task = clip_loss(s_a, s_b, sigma, groups)
         fd = feature_distillation(s_a, s_b, t_a, t_b)
-        icl = interactive_contrastive(s_a, s_b, t_a, t_b, icl_scale)
+        icl = interactive_contrastive(s_a, s_b, t_a, t_b, icl_scale, groups)
         loss = self.task_weight * task + self.fd_weight * fd + self.icl_weight * icl
         return {"loss": loss, "task": task, "fd": fd, "icl": icl}
 

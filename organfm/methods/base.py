@@ -82,6 +82,13 @@ class Method(nn.Module):
         """Parameters frozen during the first ``optim.freeze_last_layer_epochs`` (DINO's prototype layer)."""
         return []
 
+    def exported_text(self) -> nn.Module | None:
+        """The exported network's text side (an ``organfm.text.tower.JointText`` at ``<network>.text``), or None.
+
+        ``organfm export`` writes it to ``export/text/`` beside the backbone.
+        """
+        return None
+
     def exported_backbone(self) -> nn.Module:
         """The backbone a user takes away (Coda and DINO: the teacher's)."""
         owner = self.teacher if self.export_prefix.startswith("teacher.") else self.student

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from organfm.batches import SourceContext, create_batch_source
-from organfm.batches.features import organ_filter, parse_teachers, sample_teacher, teacher_features
+from organfm.batches.teachers import organ_filter, parse_teachers, sample_teacher, teacher_features
 from organfm.config import DataConfig, ViewsConfig
 from organfm.data.errors import DataError
 from organfm.evaluation.embed import embed_dataset, image_digests, set_hash

@@ -26,15 +26,26 @@ def _overrides(name: str) -> list[str]:
     return SMALL + list(getattr(get_method(name), "smoke_overrides", ()))
 
 
+def _data_fixed(name: str, tmp_path) -> dict:
+    """Constructor keys a batch source fixes from the data: a text tower's corpus tokenizer."""
+    from organfm.text.tokenizer import WordTokenizer
+
+    if "tokenizer_file" not in asdict(new_config(name).method):
+        return {}
+    WordTokenizer.from_corpus(["a medical image of the organ 00"]).save(tmp_path / "tok.json")
+    return {"tokenizer_file": str(tmp_path / "tok.json")}
+
+
 @pytest.mark.parametrize("name", list_methods())
-def test_python_and_cli_defaults_build_the_same_model(name):
+def test_python_and_cli_defaults_build_the_same_model(name, tmp_path):
     cfg = new_config(name)
     # the backbone the CLI default uses, at the size its data would fix (3D for a 3D default)
     make = lambda: create_backbone(cfg.backbone.name, in_chans=1)  # noqa: E731
+    fixed = _data_fixed(name, tmp_path)
     torch.manual_seed(0)
-    from_python = create_method(name, backbone=make())
+    from_python = create_method(name, backbone=make(), **fixed)
     torch.manual_seed(0)
-    from_cli = get_method(name)(make(), **asdict(cfg.method))
+    from_cli = get_method(name)(make(), **{**asdict(cfg.method), **fixed})
     a, b = from_python.state_dict(), from_cli.state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)

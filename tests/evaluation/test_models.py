@@ -53,6 +53,18 @@ def test_run_folder_is_exported_then_loaded_with_its_weights_and_contract(tmp_pa
     assert load_encoder(str(run / "export" / "backbone.safetensors"))[1]["model_hash"] == contract["model_hash"]
 
 
+def test_a_text_tower_in_the_export_is_named_in_the_contract(tmp_path):
+    from organfm.text.tower import save_joint_text
+    from tests.evaluation.test_zeroshot import tiny_joint
+
+    run, _ = _fake_run(tmp_path)
+    assert "text" not in load_encoder(str(run))[1]  # exported now, without texts
+    text = save_joint_text(tiny_joint(["a medical image of the liver"], image_dim=96), run / "export" / "text")
+    for spec in (run, run / "export", run / "export" / "backbone.safetensors"):
+        assert load_encoder(str(spec))[1]["text"] == str(text)
+    assert "text" not in load_encoder("random:test_resnet")[1]
+
+
 def test_timm_spec_with_local_weights(tmp_path):
     run, original = _fake_run(tmp_path)
     load_encoder(str(run))

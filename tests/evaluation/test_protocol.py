@@ -21,14 +21,17 @@ def scratch_registry(monkeypatch):
 
 
 def test_builtins_declare_their_needs():
-    assert list_protocols() == ["clusters", "fewshot", "finetune", "finetune3d", "knn", "linear", "segmentation",
-                                "segmentation3d", "subjects"]
+    assert list_protocols() == ["clusters", "fewshot", "finetune", "finetune3d", "knn", "linear", "retrieval",
+                                "segmentation", "segmentation3d", "subjects", "zeroshot"]
     knn, seg, ft = get_protocol("knn"), get_protocol("segmentation"), get_protocol("finetune")
     assert (knn.inputs, knn.splits, knn.leakage_guard) == ("features", ("train", "test"), True)
     assert (ft.inputs, ft.splits) == ("images", ("train", "val", "test"))
     assert (seg.inputs, seg.splits, seg.leakage_guard) == ("own", (), False)
-    with pytest.raises(ValueError, match=r"unknown evaluation protocol 'zeroshot'; valid: clusters, fewshot, .*"):
-        get_protocol("zeroshot")
+    for name in ("zeroshot", "retrieval"):  # test split only: nothing trains, so no leakage to guard
+        text = get_protocol(name)
+        assert (text.inputs, text.splits, text.leakage_guard) == ("features", ("test",), False)
+    with pytest.raises(ValueError, match=r"unknown evaluation protocol 'bogus'; valid: clusters, fewshot, .*"):
+        get_protocol("bogus")
 
 
 def test_limits_follow_the_task_caps():

@@ -35,8 +35,8 @@ def test_unknown_keys_and_bad_values_are_errors():
         load_task(None, ["data.source=x", "knn.kk=3"])
     with pytest.raises(ConfigError, match="unknown task key 'bogus'"):
         load_task(None, ["data.source=x", "bogus=1"])
-    with pytest.raises(ConfigError, match=r"protocols: unknown \['zeroshot'\]; valid: .*knn.*segmentation"):
-        load_task(None, ["data.source=x", "protocols=[knn,zeroshot]"])
+    with pytest.raises(ConfigError, match=r"protocols: unknown \['bogus'\]; valid: .*knn.*segmentation"):
+        load_task(None, ["data.source=x", "protocols=[knn,bogus]"])
     with pytest.raises(ConfigError, match="clusters.split must be one of train, val, test, all"):
         load_task(None, ["data.source=x", "clusters.split=everything"])
     with pytest.raises(ConfigError, match="data.label must be one of organ, label"):

@@ -78,3 +78,31 @@ def test_gradients_reach_the_student_and_both_scales_not_the_teacher():
     assert s_a.grad.abs().sum() > 0 and s_b.grad.abs().sum() > 0
     assert ls.grad.abs() > 0 and c.grad.abs() > 0
     assert t_a.grad is None and t_b.grad is None
+
+
+def _naive_soft_ce(logits: torch.Tensor, groups: list[int]) -> float:
+    # each row's target spreads evenly over the columns of its group, one row at a time
+    total = 0.0
+    for i in range(logits.shape[0]):
+        row = logits[i].tolist()
+        log_z = math.log(sum(math.exp(v) for v in row))
+        pos = [j for j, g in enumerate(groups) if g == groups[i]]
+        total += -sum(row[j] - log_z for j in pos) / len(pos)
+    return total / logits.shape[0]
+
+
+def test_repeated_texts_are_positives_of_each_other():
+    a, b = _unit(5, 8, seed=5), _unit(5, 8, seed=6)
+    # distinct groups: exactly plain CLIP
+    assert torch.allclose(clip_loss(a, b, 4.0, torch.arange(5)), clip_loss(a, b, 4.0), atol=1e-6)
+    groups = [0, 1, 0, 2, 1]
+    expected = 0.5 * (_naive_soft_ce(4.0 * a @ b.T, groups) + _naive_soft_ce(4.0 * b @ a.T, groups))
+    assert math.isclose(clip_loss(a, b, 4.0, torch.tensor(groups)).item(), expected, rel_tol=1e-5)
+    s_a, s_b, t_a, t_b = (_unit(5, 8, seed=k) for k in range(10, 14))
+    expected = 0.5 * (_naive_soft_ce(2.0 * s_a @ t_b.T, groups) + _naive_soft_ce(2.0 * s_b @ t_a.T, groups))
+    assert math.isclose(interactive_contrastive(s_a, s_b, t_a, t_b, 2.0, torch.tensor(groups)).item(), expected,
+                        rel_tol=1e-5)
+    # with grouped positives, the teacher = student identity still holds
+    terms = DistillLoss().terms(a, b, a, b, torch.tensor(1.0), torch.tensor(2.0), groups=torch.tensor(groups))
+    assert terms["fd"].item() == 0.0
+    assert torch.allclose(terms["icl"], clip_loss(a, b, 2.0, torch.tensor(groups)), atol=1e-6)

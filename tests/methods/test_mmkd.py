@@ -50,3 +50,56 @@ def test_teacher_targets_of_another_width_are_a_clear_error():
 def test_unknown_teacher_filter_is_an_error():
     with pytest.raises(ValueError, match="teacher_filter"):
         create_method("mmkd", backbone=tiny_backbone(), teacher_filter="best")
+
+
+def _text_mmkd(tmp_path, **kwargs):
+    from organfm.text.tokenizer import WordTokenizer
+
+    WordTokenizer.from_corpus(["a ct of the liver", "a ct of the lung"]).save(tmp_path / "tok.json")
+    torch.manual_seed(0)
+    return create_method("mmkd", backbone=tiny_backbone(), embed_dim=16, texts="captions", text_width=16,
+                         tokenizer_file=str(tmp_path / "tok.json"), **kwargs)
+
+
+def _text_batch(m, has_text):
+    b = _mmkd_batch()
+    b.update(text=["a ct of the liver", "a ct of the lung"] * 3, text_id=torch.tensor([0, 1] * 3),
+             teacher_has_text=torch.tensor(has_text),
+             teacher_text=F.normalize(torch.randn(6, 16, generator=torch.Generator().manual_seed(7)), dim=-1))
+    return b
+
+
+def test_with_texts_the_modalities_are_image_and_text_and_a_text_less_teacher_falls_back_to_the_student(tmp_path):
+    m = _text_mmkd(tmp_path)
+    assert "head" not in m.student and m.exported_text() is m.student["text"]
+    has = [True, False, True, False, False, True]
+    b = _text_batch(m, has)
+    out = m(b, state())
+    joint = m.student["text"]
+    with torch.no_grad():
+        s_img = joint.image(m.student["backbone"](b["global"][0]))
+        s_txt = joint.text(joint.tower.tokenize(b["text"]))
+    h = torch.tensor(has)
+    t_txt = torch.where(h[:, None], b["teacher_text"], s_txt)
+    expected = m.loss_fn.terms(s_img, s_txt, b["teacher"], t_txt, joint.logit_scale, m.icl_scale, groups=b["text_id"])
+    for k in ("task", "fd", "icl"):
+        assert torch.allclose(out.logs[f"loss_{k}"], expected[k].detach(), atol=1e-5), k
+    # rows whose teacher has no text add nothing to the text FD: equal to the image FD plus the text FD of the rest
+    fd_txt = ((s_txt[h] - b["teacher_text"][h]) ** 2).sum() / s_txt.numel()
+    assert torch.allclose(out.logs["loss_fd"], F.mse_loss(s_img, b["teacher"]) + fd_txt, atol=1e-5)
+    out.loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name} got no gradient"
+
+
+def test_with_texts_the_loss_reduces_to_clip_when_the_teacher_is_the_student(tmp_path):
+    m = _text_mmkd(tmp_path, icl_weight=0.0)
+    b = _text_batch(m, [True] * 6)
+    joint = m.student["text"]
+    with torch.no_grad():
+        s_img = joint.image(m.student["backbone"](b["global"][0]))
+        s_txt = joint.text(joint.tower.tokenize(b["text"]))
+    b["teacher"], b["teacher_text"] = s_img.clone(), s_txt.clone()
+    out = m(b, state())
+    assert out.logs["loss_fd"].item() < 1e-10
+    assert torch.allclose(out.loss.detach(), clip_loss(s_img, s_txt, 1 / 0.07, b["text_id"]), atol=1e-5)

@@ -41,11 +41,11 @@ def test_small_encoder_meets_the_contract_and_learns_a_toy_clip_match():
     texts = [caption(o, modality="CT") for o in organs]
     tok = WordTokenizer.from_corpus(texts)
     torch.manual_seed(0)
-    enc = SmallTextEncoder(tok, dim=16, width=32, depth=1, heads=2)
+    enc = SmallTextEncoder(tok, width=16, depth=1, heads=2)
     assert isinstance(enc, TextEncoder) and enc.encode(texts).shape == (6, 16)
     # fixed "image" embeddings, one per organ; train the text side to match its own image
     images = F.normalize(torch.randn(6, 16, generator=torch.Generator().manual_seed(1)), dim=-1)
-    ids = tok(texts)
+    ids = enc.tokenize(texts)
     opt = torch.optim.Adam(enc.parameters(), lr=3e-3)
     first = None
     for _ in range(150):
@@ -64,3 +64,34 @@ def test_a_hugging_face_folder_without_config_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
         HFTextEncoder(tmp_path)
+
+
+def test_a_text_of_unknown_words_only_is_finite_and_padding_does_not_change_a_text():
+    tok = WordTokenizer.from_corpus(["a ct of the liver"])
+    torch.manual_seed(0)
+    enc = SmallTextEncoder(tok, width=8, depth=1, heads=2).eval()
+    out = enc.encode(["zzz qqq", "a ct"])
+    assert torch.isfinite(out).all()
+    # "a ct" alone and beside a longer text (so padded) embed the same: padding is masked out
+    assert torch.allclose(enc.encode(["a ct"]), enc.encode(["a ct", "a ct of the liver"])[:1], atol=1e-5)
+
+
+def test_joint_text_saves_and_loads_the_same_embeddings(tmp_path):
+    from organfm.text.tower import JointText, load_joint_text, save_joint_text, text_folder
+
+    tok = WordTokenizer.from_corpus(["a ct of the liver", "an mri of the brain"])
+    torch.manual_seed(0)
+    joint = JointText(SmallTextEncoder(tok, width=8, depth=1, heads=2), image_dim=5, embed_dim=4)
+    with torch.no_grad():
+        joint.logit_scale.fill_(3.0)
+    save_joint_text(joint, tmp_path / "export" / "text")
+    assert text_folder(tmp_path) == tmp_path / "export" / "text"  # a run folder finds its export's text side
+    loaded = load_joint_text(tmp_path / "export")
+    texts = ["a ct of the liver", "an mri of the brain", "a ct of the liver"]
+    assert torch.equal(loaded.embed_texts(texts), joint.embed_texts(texts))
+    emb = joint.embed_texts(texts)
+    assert torch.allclose(emb.norm(dim=1), torch.ones(3)) and torch.equal(emb[0], emb[2])
+    feats = torch.randn(3, 5)
+    assert torch.equal(loaded.image(feats), joint.image(feats)) and loaded.logit_scale.item() == 3.0
+    with pytest.raises(FileNotFoundError, match="no text tower"):
+        load_joint_text(tmp_path / "nothing")

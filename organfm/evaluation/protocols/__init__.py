@@ -6,4 +6,5 @@ dataclass) and importing it below; see ``organfm.evaluation.protocol``.
 from __future__ import annotations
 
 from organfm.evaluation import subjects, volumes  # noqa: F401  (subjects: Pan-FM; finetune3d, segmentation3d)
-from organfm.evaluation.protocols import clusters, fewshot, finetune, knn, linear, segmentation  # noqa: F401
+from organfm.evaluation.protocols import (clusters, fewshot, finetune, knn, linear, retrieval,  # noqa: F401
+                                          segmentation, zeroshot)

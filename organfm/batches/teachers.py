@@ -1,0 +1,194 @@
+"""MMKD's teachers: who they are (``method.teachers``), their stored features, their text side, and which
+teachers each image may draw (the ``available`` filters).
+
+A teacher SPEC is a model (run folder, export, ``random:<arch>``, ``timm:<arch>:<file>``), embedded once by
+:func:`organfm.evaluation.embed.embed_dataset`, or an ``organfm embed`` output folder, checked against the
+dataset by its image hash. A teacher trained with texts (``clip``, or ``mmkd`` with texts) has a text tower
+(``export/text/``); with texts, its targets are its joint-space image embeddings and its text embeddings.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from organfm.data.errors import DataError
+
+__all__ = ["TEACHER_FILTERS", "caption_filter", "organ_filter", "parse_teachers", "sample_teacher",
+           "teacher_features", "teacher_text"]
+
+# all: every teacher for every image; organ: the image's organ prototype is the teacher's nearest; caption: the
+# teacher ranks the image's own text first in a reference batch (teachers with a text tower; MMKD-CLIP's filter)
+TEACHER_FILTERS = ("all", "organ", "caption")
+
+
+def parse_teachers(items: list[str]) -> dict[str, str]:
+    """``["coda=runs/a", "dino=runs/b"]`` -> ``{"coda": "runs/a", "dino": "runs/b"}``.
+
+    Raises:
+        ValueError: no teacher, an item that is not NAME=SPEC, or a name given twice; each names
+            ``method.teachers``.
+    """
+    if not items:
+        raise ValueError("method.teachers is empty: mmkd distils teacher models into the student; give "
+                         "method.teachers=[NAME=SPEC,...] with SPEC a run folder, an export, random:<arch>, "
+                         "timm:<arch>:<file> or an `organfm embed` output folder")
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, spec = str(item).partition("=")
+        name, spec = name.strip(), spec.strip()
+        if not sep or not name or not spec:
+            raise ValueError(f"method.teachers entry {item!r} is not NAME=SPEC")
+        if name in out:
+            raise ValueError(f"method.teachers names {name!r} twice")
+        out[name] = spec
+    return out
+
+
+def _is_features_folder(spec: str) -> bool:
+    from organfm.evaluation.embed import INDEX_FILE
+
+    return (Path(spec).expanduser() / INDEX_FILE).is_file()
+
+
+def teacher_features(name: str, spec: str, dataset: Any, store: Path, *, image_hash: str, image_size: int,
+                     batch_size: int = 128, seed: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Teacher ``name``'s features of every item of ``dataset``, embedded into ``store`` or read from ``spec``.
+
+    Args:
+        name: the teacher's name (in errors).
+        spec: a model spec, or an ``organfm embed`` output folder.
+        dataset: the training images.
+        store: where a model spec's features are written (reused when present).
+        image_hash: the dataset's image-set hash (:func:`organfm.evaluation.embed.set_hash`).
+        image_size: input size for contract-less specs (``random:``, ``timm:``).
+        batch_size, seed: embedding batch size; ``random:`` initialisation seed.
+
+    Returns:
+        ``((N, d) float32 features, the folder's index)``.
+
+    Raises:
+        ValueError: the teacher does not load, or its features cover other images than the dataset.
+        DataError: an unreadable shard, a dimension mismatch or NaN features (naming the file).
+    """
+    from organfm.evaluation.embed import INDEX_FILE, embed_dataset, load_features
+
+    folder = Path(spec).expanduser() if _is_features_folder(spec) else store
+    if folder == store:
+        try:
+            embed_dataset(spec, dataset, store, shard_size=4096, batch_size=batch_size, image_size=image_size,
+                          seed=seed)
+        except DataError:
+            raise
+        except Exception as e:  # a missing file, a foreign checkpoint, wrong architecture: name the teacher
+            raise ValueError(f"teacher {name}: cannot embed with {spec} ({type(e).__name__}: {e})") from e
+    feats, index = load_features(folder, who=f"teacher {name}: ")
+    if index.get("image_hash") != image_hash or len(feats) != len(dataset):
+        raise ValueError(f"teacher {name}: {folder / INDEX_FILE} holds features of other images than the training "
+                         f"data ({index.get('num_images')} images, hash {str(index.get('image_hash'))[:12]}; the data "
+                         f"has {len(dataset)} images, hash {image_hash[:12]}): re-run organfm embed on this data")
+    return feats, index
+
+
+def organ_filter(feats: list[torch.Tensor], organ: torch.Tensor) -> torch.Tensor:
+    """Keep, per image, the teachers whose feature lies nearest its own organ's prototype.
+
+    The image-only analogue of MMKD-CLIP's quality filter (a teacher is kept for a pair when it ranks the
+    right caption top-1): a teacher is kept for an image when, among the organ prototypes (mean normalised
+    feature per organ) of that teacher, the image's own organ is top-1. Images of unknown organ (-1), and
+    images that no teacher passes, keep every teacher (the seed's fall-back).
+
+    Args:
+        feats: per teacher, (N, d_k) features.
+        organ: (N,) organ ids, -1 unknown.
+
+    Returns:
+        (N, K) bool.
+    """
+    n, known = organ.numel(), organ >= 0
+    keep = torch.ones(n, len(feats), dtype=torch.bool)
+    if not known.any():
+        return keep
+    ids = organ[known].unique()
+    for k, f in enumerate(feats):
+        z = F.normalize(f.float(), dim=-1)
+        protos = F.normalize(torch.stack([z[organ == o].mean(0) for o in ids]), dim=-1)  # (O, d)
+        nearest = ids[(z @ protos.T).argmax(1)]
+        keep[:, k] = ~known | (nearest == organ)
+    keep[~keep.any(1)] = True
+    return keep
+
+
+def sample_teacher(available: torch.Tensor, sample_seed: int) -> int:
+    """One teacher index drawn uniformly among the ``available`` ones (K,) bool, from ``sample_seed`` alone."""
+    ids = available.nonzero().flatten()
+    if ids.numel() == 0:
+        raise ValueError("no available teacher for this image")
+    g = torch.Generator().manual_seed((sample_seed * 0x2545F491 + 0x5EED) & (2**63 - 1))
+    return int(ids[torch.randint(ids.numel(), (1,), generator=g)])
+
+
+def teacher_text(name: str, spec: str, index: dict[str, Any], feats: torch.Tensor,
+                 texts: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A teacher's joint-space targets when it has a text tower: image embeddings and its embeddings of texts.
+
+    Args:
+        name: the teacher (in errors).
+        spec: its SPEC; its text tower is looked up there, or beside the weights its features came from.
+        index: its features' index (``organfm embed``'s ``index.json``).
+        feats: (N, E) its stored pooled image features.
+        texts: the U distinct texts of the dataset.
+
+    Returns:
+        ``((N, D_k) image embeddings, (U, D_k) text embeddings)``, both L2-normalised; None when the teacher
+        has no text tower.
+
+    Raises:
+        ValueError: the text tower does not load, or expects another feature size than the stored features.
+    """
+    from organfm.text.tower import load_joint_text, text_folder
+
+    model = index.get("model", {})
+    candidates = [spec, model.get("spec")] + ([str(Path(model["weights"]).parent)] if model.get("weights") else [])
+    folder = next((f for c in candidates if c and not str(c).startswith(("random:", "timm:"))
+                   and (f := text_folder(c)) is not None), None)
+    if folder is None:
+        return None
+    try:
+        joint = load_joint_text(folder)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"teacher {name}: its text tower {folder} does not load: {e}") from e
+    if joint.image_dim != feats.shape[1]:
+        raise ValueError(f"teacher {name}: its text tower ({folder}) maps {joint.image_dim}-d image features, its "
+                         f"stored features are {feats.shape[1]}-d (features of another model?)")
+    with torch.no_grad():
+        images = torch.cat([joint.image(chunk.float()) for chunk in feats.split(4096)])
+    return images, joint.embed_texts(texts)
+
+
+def caption_filter(images: torch.Tensor, texts: torch.Tensor, text_ids: torch.Tensor, *, batch_size: int = 64,
+                   seed: int = 0) -> torch.Tensor:
+    """Whether a teacher ranks each image's own text first among a reference batch's texts (MMKD-CLIP's filter).
+
+    Images are dealt into reference batches of ``batch_size`` by a seeded permutation; image i passes when no
+    text of its batch is more similar to it than its own (identical texts tie, and a tie passes).
+
+    Args:
+        images: (N, D) the teacher's normalised image embeddings.
+        texts: (U, D) its normalised embeddings of the distinct texts.
+        text_ids: (N,) each image's text.
+        batch_size: reference batch size.
+        seed: the permutation's seed.
+
+    Returns:
+        (N,) bool.
+    """
+    n = len(images)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    keep = torch.zeros(n, dtype=torch.bool)
+    for chunk in order.split(batch_size):
+        sims = images[chunk] @ texts[text_ids[chunk]].T  # (b, b): image vs every text of its batch
+        keep[chunk] = sims.diagonal() >= sims.max(1).values - 1e-6
+    return keep

@@ -1,0 +1,214 @@
+"""The text side of a CLIP-style model: a trainable text tower, two heads into a joint space, a logit scale.
+
+A *text tower* is an ``nn.Module`` that turns strings into vectors in two steps, so that it can train
+inside a CLIP loss: ``tokenize(list[str]) -> dict of (N, L) tensors`` (on the CPU) and
+``forward(tokens) -> (N, width)``. Two are built in, registered by kind:
+
+- ``small`` (:class:`organfm.text.small.SmallTextEncoder`): a 2-layer Transformer over a word tokenizer
+  built from the training corpus (no biomedical text weights exist in the package registries);
+- ``hf`` (:class:`organfm.text.hf.HFTextTower`): a user's local Hugging Face folder (BiomedBERT or similar),
+  read offline with ``transformers``.
+
+:class:`JointText` puts a tower, a text head (width -> D), an image head (E -> D, on top of the pooled
+backbone feature) and the learnable logit scale together. Methods that train texts (``clip``, ``mmkd`` with
+texts) keep it under ``<network>.text``; ``organfm export`` writes it to ``export/text/`` (``text.json``
+describes it, ``text.safetensors`` holds its weights, plus the tower's own files, e.g. the tokenizer), and
+:func:`load_joint_text` reads it back for zero-shot evaluation, retrieval and distillation.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from organfm.registry import Registry
+
+__all__ = ["JointText", "TEXT_DIR", "TEXT_TOWERS", "TextTower", "build_text_tower", "load_joint_text",
+           "register_text_tower", "save_joint_text", "text_folder"]
+
+TEXT_DIR = "text"  # beside backbone.safetensors in an export folder
+_DESC, _WEIGHTS, FORMAT = "text.json", "text.safetensors", "organfm-text"
+
+TEXT_TOWERS: Registry = Registry("text tower", builtins=("organfm.text.small", "organfm.text.hf"))
+
+
+def register_text_tower(kind: str):
+    """Class decorator: register a :class:`TextTower` subclass under ``kind`` (its ``describe()["kind"]``)."""
+
+    def wrap(cls: type) -> type:
+        cls.kind = kind
+        return TEXT_TOWERS.register(kind)(cls)
+
+    return wrap
+
+
+class TextTower(nn.Module):
+    """Contract of a trainable text tower.
+
+    Attributes:
+        kind: the registered name.
+        width: size of ``forward``'s output.
+    """
+
+    kind: ClassVar[str]
+    width: int
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        """N strings -> token tensors (N, L) on the CPU, ready for :meth:`forward`."""
+        raise NotImplementedError
+
+    def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover - abstract
+        """Token tensors -> (N, width)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        """JSON-able arguments that rebuild this tower's architecture (``kind`` included)."""
+        raise NotImplementedError
+
+    def write_files(self, folder: Path) -> None:
+        """Write the files :meth:`from_description` needs besides the weights (tokenizer, model config)."""
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any], folder: Path | None) -> TextTower:  # pragma: no cover
+        """The architecture of ``description`` (random weights), reading the tower's files from ``folder``."""
+        raise NotImplementedError
+
+
+def build_text_tower(spec: str, *, tokenizer_file: str = "", width: int = 128) -> TextTower:
+    """The tower a method's ``text_tower`` key names.
+
+    Args:
+        spec: ``small``, or a local Hugging Face model folder (holding ``config.json``).
+        tokenizer_file: the corpus tokenizer of a ``small`` tower (written by the batch source).
+        width: width of a ``small`` tower.
+
+    Raises:
+        ValueError: ``small`` without a tokenizer file; FileNotFoundError: a folder without ``config.json``.
+    """
+    if spec == "small":
+        from organfm.text.small import SmallTextEncoder
+        from organfm.text.tokenizer import WordTokenizer
+
+        if not tokenizer_file:
+            raise ValueError("a small text tower needs the corpus tokenizer (method.tokenizer_file), which the "
+                             "batch source writes; build the method through `organfm pretrain`")
+        return SmallTextEncoder(WordTokenizer.load(tokenizer_file), width=width)
+    from organfm.text.hf import HFTextTower
+
+    return HFTextTower(Path(spec).expanduser())
+
+
+class JointText(nn.Module):
+    """Text tower + heads into a joint D-dimensional space + CLIP's logit scale.
+
+    Args:
+        tower: the text tower.
+        image_dim: E, the backbone's pooled feature size.
+        embed_dim: D, the joint space.
+        init_temp: initial temperature: ``logit_scale = ln(1 / init_temp)`` (CLIP: 0.07).
+    """
+
+    def __init__(self, tower: TextTower, *, image_dim: int, embed_dim: int, init_temp: float = 0.07) -> None:
+        super().__init__()
+        self.tower, self.image_dim, self.embed_dim = tower, image_dim, embed_dim
+        self.image_head = nn.Linear(image_dim, embed_dim)
+        self.text_head = nn.Linear(tower.width, embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temp)))
+
+    def image(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, E) pooled backbone features -> (N, D) L2-normalised image embeddings."""
+        return F.normalize(self.image_head(features), dim=-1)
+
+    def text(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token tensors (any device; moved to this module's) -> (N, D) L2-normalised text embeddings."""
+        device = self.logit_scale.device
+        return F.normalize(self.text_head(self.tower({k: v.to(device) for k, v in tokens.items()})), dim=-1)
+
+    def embed_texts(self, texts: Sequence[str], *, batch_size: int = 256) -> torch.Tensor:
+        """N strings -> (N, D) normalised float32 on the CPU, without gradient; repeated strings run once."""
+        unique = list(dict.fromkeys(texts))
+        was = self.training
+        self.eval()
+        with torch.no_grad():
+            rows = [self.text(self.tower.tokenize(unique[i:i + batch_size])).float().cpu()
+                    for i in range(0, len(unique), batch_size)]
+        self.train(was)
+        table = torch.cat(rows) if rows else torch.zeros(0, self.embed_dim)
+        where = {t: i for i, t in enumerate(unique)}
+        return table[[where[t] for t in texts]] if texts else table
+
+    def describe(self) -> dict[str, Any]:
+        """What :func:`load_joint_text` needs besides the weights."""
+        return {"format": FORMAT, "version": 1, "image_dim": self.image_dim, "embed_dim": self.embed_dim,
+                "tower": self.tower.describe()}
+
+    @classmethod
+    def from_description(cls, description: dict[str, Any], folder: Path | None = None) -> JointText:
+        """The architecture of ``description`` with random weights."""
+        tower_desc = description["tower"]
+        tower = TEXT_TOWERS.get(tower_desc["kind"]).from_description(tower_desc, folder)
+        return cls(tower, image_dim=int(description["image_dim"]), embed_dim=int(description["embed_dim"]))
+
+
+def save_joint_text(joint: JointText, folder: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``joint`` (or its architecture with ``state_dict``'s weights) to ``folder``, atomically per file.
+
+    Returns:
+        the folder.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    joint.tower.write_files(folder)
+    weights = {k: v.detach().cpu().contiguous() for k, v in (state_dict or joint.state_dict()).items()}
+    tmp = folder / f".{_WEIGHTS}.tmp"
+    save_file(weights, str(tmp), metadata={"format": FORMAT})
+    os.replace(tmp, folder / _WEIGHTS)
+    tmp = folder / f".{_DESC}.tmp"
+    tmp.write_text(json.dumps(joint.describe(), indent=2))
+    os.replace(tmp, folder / _DESC)
+    return folder
+
+
+def text_folder(path: str | Path) -> Path | None:
+    """The text folder of an export folder, a run folder, or the folder itself; None when there is none."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / TEXT_DIR, path / "export" / TEXT_DIR):
+        if (candidate / _DESC).is_file():
+            return candidate
+    return None
+
+
+def load_joint_text(folder: str | Path) -> JointText:
+    """The :class:`JointText` written by :func:`save_joint_text`, in eval mode.
+
+    Raises:
+        FileNotFoundError: no ``text.json`` there; ValueError: a file that is not an organfm text folder or
+            weights that do not fit its description (naming the folder).
+    """
+    from safetensors.torch import load_file
+
+    found = text_folder(folder)
+    if found is None:
+        raise FileNotFoundError(f"{folder}: no text tower ({TEXT_DIR}/{_DESC}); only models trained with texts "
+                                "(method clip, or mmkd with texts) have one")
+    try:
+        description = json.loads((found / _DESC).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{found / _DESC}: unreadable ({type(e).__name__}: {e})") from e
+    if description.get("format") != FORMAT:
+        raise ValueError(f"{found / _DESC}: not an organfm text description (format {description.get('format')!r})")
+    joint = JointText.from_description(description, found)
+    try:
+        joint.load_state_dict(load_file(str(found / _WEIGHTS)))
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"{found / _WEIGHTS}: does not fit {found / _DESC}: {str(e).splitlines()[0]}") from e
+    return joint.eval()
