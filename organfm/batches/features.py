@@ -22,13 +22,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from organfm.batches import BatchSource, SourceContext, register_batch_source
-from organfm.batches.captioned import TextViewsDataset, image_contract, image_views, text_options
+from organfm.batches.captioned import TextViewsDataset, source_texts, text_options
+from organfm.batches.images import image_batch_source, image_views, load_images
 from organfm.batches.teachers import (TEACHER_FILTERS, caption_filter, organ_filter, parse_teachers, sample_teacher,
                                       teacher_features, teacher_text)
-from organfm.data.samplers import ResumableBatchSampler
 
 __all__ = ["TeacherViewsDataset"]
 
@@ -155,43 +155,22 @@ def features_source(ctx: SourceContext) -> BatchSource:
     """Batches ``{"global": [(B,1,G,G)] * Vg, "local": [...], "organ": (B,), "teacher": (B, D),
     "teacher_id": (B,), "available": (B, K), "index": (B,)}``, with texts also ``"text": [str] * B``,
     ``"text_id": (B,)``, ``"teacher_text": (B, D)`` and ``"teacher_has_text": (B,)``."""
-    from organfm.batches.views import build_image_dataset
-
     parse_teachers(list(ctx.options.get("teachers") or []))  # a clear error before any image is read
     run_dir = Path(ctx.run_dir or ".")
-    dataset = build_image_dataset(ctx.data, skip_log_dir=str(run_dir / "skips"))
-    per_step = ctx.batch_size * ctx.world_size * ctx.accumulate
-    if len(dataset) < per_step:
-        raise ValueError(f"{len(dataset)} images cannot fill one step of batch {ctx.batch_size} x {ctx.world_size} "
-                         f"devices x {ctx.accumulate} accumulation: lower trainer.batch_size or add images")
+    dataset = load_images(ctx)
     texts, method_kwargs = _student_texts(ctx, dataset, run_dir)
-    store = Path(ctx.options.get("features_dir") or run_dir / "teacher_features")
-    prep = _prepare(ctx, dataset, store, texts)
-    sampler = ResumableBatchSampler(len(dataset), ctx.batch_size, seed=ctx.seed, start_batch=ctx.start_batch,
-                                    rank=ctx.rank, world_size=ctx.world_size)
+    prep = _prepare(ctx, dataset, Path(ctx.options.get("features_dir") or run_dir / "teacher_features"), texts)
     items = TeacherViewsDataset(image_views(ctx, dataset), prep["projected"], prep["available"],
                                 prep.get("projected_text"), prep.get("has_text"), prep["text_ids"])
     if texts is not None:
         items = TextViewsDataset(items, texts)
-    loader = DataLoader(items, batch_sampler=sampler, num_workers=ctx.num_workers)
     avail = prep["available"]
     teachers = {name: dict(prep["teachers"][name], available_images=int(avail[:, k].sum()))
                 for k, name in enumerate(prep["names"])}
     facts = {"teachers": teachers, "image_hash": prep["image_hash"], "projected_file": prep["file"],
              "projector_loss": [float(prep["losses"][0]), float(prep["losses"][-1])],
              "texts": None if texts is None else {"mode": ctx.options.get("texts"), "distinct": len(set(texts))}}
-
-    def summary(steps: int) -> dict[str, Any]:
-        base = dataset.summary() if hasattr(dataset, "summary") else {"num_images": len(dataset)}
-        return {**base, "distillation": facts}
-
-    def write_run_files(run_dir: Path) -> None:
-        if hasattr(dataset, "save_split"):
-            dataset.save_split(run_dir / "splits.csv")
-
-    return BatchSource(batches=loader, steps_per_epoch=max(1, ctx.steps_per_epoch or len(dataset) // per_step),
-                       contract=image_contract(ctx, dataset), method_kwargs=method_kwargs, summary=summary,
-                       num_items=lambda steps: len(dataset), write_run_files=write_run_files)
+    return image_batch_source(ctx, dataset, items, facts={"distillation": facts}, method_kwargs=method_kwargs)
 
 
 def _student_texts(ctx: SourceContext, dataset: Any, run_dir: Path) -> tuple[list[str] | None, dict[str, Any]]:
@@ -200,13 +179,10 @@ def _student_texts(ctx: SourceContext, dataset: Any, run_dir: Path) -> tuple[lis
     init = ctx.options.get("text_init")
     if not init:
         return text_options(ctx, dataset)
-    from organfm.batches.texts import TOKENIZER_FILE, dataset_texts
+    from organfm.batches.texts import TOKENIZER_FILE
     from organfm.text.tower import load_joint_text
 
-    o = ctx.options
-    texts = dataset_texts(dataset, mode=o.get("texts", "auto"), column=o.get("text_column", "text"),
-                          modality=o.get("caption_modality", "medical"), with_label=bool(o.get("caption_labels")),
-                          where=str(ctx.data.source))
+    texts = source_texts(ctx, dataset)
     if texts is None:
         raise ValueError("method.text_init starts the student's text side from a model trained with texts: set "
                          "method.texts (auto, column or captions) too")

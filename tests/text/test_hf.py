@@ -143,3 +143,26 @@ def test_frozen_encoder_is_deterministic_without_gradient(tiny_bert):
     assert not any(p.requires_grad for p in encoder.tower.parameters())
     with torch.no_grad():  # the same vectors as the trainable tower in eval mode
         torch.testing.assert_close(first, HFTextTower(tiny_bert).eval()(encoder.tower.tokenize(TEXTS)))
+
+
+@pytest.mark.slow
+def test_clip_trains_a_hugging_face_tower_and_its_export_stands_alone(tiny_bert, tmp_path, monkeypatch):
+    """``organfm pretrain --method clip method.text_tower=<folder>``: the tower learns, resumes, and the export
+    is read back after the user's folder is gone."""
+    from organfm.config import load_config
+    from organfm.engine.pretrain import pretrain
+    from tests.engine.test_every_method import SMALL
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = tmp_path / "run"
+    overrides = SMALL + ["backbone.name=test_convnext", "views.global_size=32", "views.num_local_views=0",
+                         f"method.text_tower={tiny_bert}", "trainer.max_steps=2", f"trainer.out_dir={run}"]
+    pretrain(load_config("clip", None, overrides))
+    assert not (run / "text" / "tokenizer.json").exists()  # the Hugging Face tokenizer, not a corpus one
+    before = HFTextTower(tiny_bert).state_dict()
+    shutil.rmtree(tiny_bert)
+    joint = load_joint_text(run / "export")
+    assert isinstance(joint.tower, HFTextTower) and (run / "export" / "text" / "hf" / "config.json").is_file()
+    after = joint.tower.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # two steps moved the encoder
+    assert joint.embed_texts(["a ct image of the liver"]).shape == (1, 128)
