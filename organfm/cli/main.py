@@ -49,8 +49,13 @@ def _list(args: argparse.Namespace) -> int:
     from organfm.backbones import list_backbones
     from organfm.methods import list_methods
 
+    from organfm.evaluation.protocol import list_protocols
+    from organfm.text.tower import TEXT_TOWERS
+
     print("methods:", ", ".join(list_methods()))
     print("backbones: any timm architecture (timm.list_models())", *list_backbones())
+    print("evaluation protocols:", ", ".join(list_protocols()))
+    print("text towers:", ", ".join(TEXT_TOWERS.names()), "(hf: method.text_tower=<local Hugging Face folder>)")
     return 0
 
 

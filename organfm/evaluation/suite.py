@@ -131,7 +131,7 @@ def _scatter_coords(run: ModelRun, data: TaskData, scatter: dict[str, Any]) -> l
 def _brief(rows: list[dict[str, Any]]) -> str:
     parts = []
     for row in rows:
-        key = next((m for m in ("accuracy", "mean_dice", "knn_accuracy") if m in row["metrics"]), None)
+        key = next((m for m in ("accuracy", "mean_dice", "knn_accuracy", "i2t_R@1") if m in row["metrics"]), None)
         if key is not None:
             parts.append(f"{row['setting']}: {key} {row['metrics'][key]['formatted']}")
     return "; ".join(parts)

@@ -109,3 +109,14 @@ def test_two_process_ddp_on_cpu_runs_the_same_loop(tmp_path):
     assert proc.returncode == 0, out
     assert "done, step 2" in out
     assert len(list((run / "export").glob("*.safetensors"))) == 1
+
+
+def test_list_names_every_registered_method_protocol_and_text_tower(capsys):
+    from organfm.evaluation.protocol import list_protocols
+    from organfm.methods import list_methods
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert f"methods: {', '.join(list_methods())}" in out and "clip" in out
+    assert f"evaluation protocols: {', '.join(list_protocols())}" in out and "zeroshot" in out
+    assert "text towers: hf, small" in out
