@@ -27,8 +27,8 @@ from torch.utils.data import Dataset
 from organfm.batches import BatchSource, SourceContext, register_batch_source
 from organfm.batches.captioned import TextViewsDataset, source_texts, text_options
 from organfm.batches.images import image_batch_source, image_views, load_images
-from organfm.batches.teachers import (TEACHER_FILTERS, caption_filter, organ_filter, parse_teachers, sample_teacher,
-                                      teacher_features, teacher_text)
+from organfm.batches.teachers import (TEACHER_FILTERS, caption_filter, column_filter, organ_filter, parse_teachers,
+                                      sample_teacher, teacher_features, teacher_text)
 
 __all__ = ["TeacherViewsDataset"]
 
@@ -86,6 +86,8 @@ def _prepare(ctx: SourceContext, dataset: Any, store: Path, texts: list[str] | N
     if o.get("teacher_filter") == "caption" and texts is None:
         raise ValueError("method.teacher_filter=caption ranks each image's text: set method.texts (auto, column or "
                          "captions), or use teacher_filter=organ or all")
+    # a user's per-image teacher lists are checked before any teacher runs
+    listed = column_filter(dataset, list(teachers)) if o.get("teacher_filter") == "column" else None
     image_hash = set_hash(image_digests(dataset))
     distinct, text_ids = _text_table(texts)
     feats, text_feats, indexes = [], [], {}
@@ -118,7 +120,8 @@ def _prepare(ctx: SourceContext, dataset: Any, store: Path, texts: list[str] | N
     fit_on = [f if t is None else torch.cat([f, t]) for f, t in zip(feats, text_feats)]
     losses = fit_projector(projector, fit_on, steps=o["projector_steps"], lr=o["projector_lr"], seed=ctx.seed)
     saved = {"projected": torch.stack([projector.project(f, k) for k, f in enumerate(feats)]).contiguous(),
-             "available": _available(o.get("teacher_filter"), dataset, feats, text_feats, text_ids, ctx.seed),
+             "available": listed if listed is not None else _available(o.get("teacher_filter"), dataset, feats,
+                                                                       text_feats, text_ids, ctx.seed),
              "losses": torch.tensor(losses or [float("nan")]), "projector": projector.state_dict()}
     if texts is not None:
         zeros = torch.zeros(len(distinct), o["embed_dim"])

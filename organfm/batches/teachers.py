@@ -16,12 +16,14 @@ import torch.nn.functional as F
 
 from organfm.data.errors import DataError
 
-__all__ = ["TEACHER_FILTERS", "caption_filter", "organ_filter", "parse_teachers", "sample_teacher",
+__all__ = ["TEACHERS_COLUMN", "TEACHER_FILTERS", "caption_filter", "column_filter", "organ_filter", "parse_teachers", "sample_teacher",
            "teacher_features", "teacher_text"]
 
 # all: every teacher for every image; organ: the image's organ prototype is the teacher's nearest; caption: the
-# teacher ranks the image's own text first in a reference batch (teachers with a text tower; MMKD-CLIP's filter)
-TEACHER_FILTERS = ("all", "organ", "caption")
+# teacher ranks the image's own text first in a reference batch (teachers with a text tower; MMKD-CLIP's filter);
+# column: the manifest says, per image, which teachers apply (MMKD-CLIP's per-sample ``available_clips``)
+TEACHER_FILTERS = ("all", "organ", "caption", "column")
+TEACHERS_COLUMN = "teachers"
 
 
 def parse_teachers(items: list[str]) -> dict[str, str]:
@@ -191,4 +193,35 @@ def caption_filter(images: torch.Tensor, texts: torch.Tensor, text_ids: torch.Te
     for chunk in order.split(batch_size):
         sims = images[chunk] @ texts[text_ids[chunk]].T  # (b, b): image vs every text of its batch
         keep[chunk] = sims.diagonal() >= sims.max(1).values - 1e-6
+    return keep
+
+
+def column_filter(dataset: Any, names: list[str], *, column: str = TEACHERS_COLUMN) -> torch.Tensor:
+    """The teachers each image's manifest row names in ``column`` ("coda;rasd"; empty: every teacher).
+
+    Args:
+        dataset: a dataset with ``records`` (a manifest's rows).
+        names: the teachers of ``method.teachers``, in order.
+        column: the manifest column.
+
+    Returns:
+        (N, K) bool.
+
+    Raises:
+        DataError: the data has no manifest or no row has the column, or a row names a teacher that is not in
+            ``method.teachers`` (naming the row's file and the valid names).
+    """
+    records = getattr(dataset, "records", None)
+    if records is None or not any(column in r.meta for r in records):
+        raise DataError(f"method.teacher_filter=column reads each image's teachers from a manifest column "
+                        f"{column!r}, and the data has none; add it (e.g. 'coda;rasd') or use teacher_filter=all")
+    index = {name: k for k, name in enumerate(names)}
+    keep = torch.zeros(len(records), len(names), dtype=torch.bool)
+    for i, r in enumerate(records):
+        listed = [t.strip() for t in str(r.meta.get(column) or "").replace("|", ";").split(";") if t.strip()]
+        unknown = [t for t in listed if t not in index]
+        if unknown:
+            raise DataError(f"{r.where}: its {column!r} column names {', '.join(map(repr, unknown))}, not among "
+                            f"method.teachers ({', '.join(names)})")
+        keep[i, [index[t] for t in listed] or list(range(len(names)))] = True
     return keep

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from organfm.batches.teachers import TEACHER_FILTERS
 from organfm.losses.distill import DistillLoss
 from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.clip import TEXT_SOURCE_KEYS
@@ -58,7 +59,8 @@ class MMKD(Method):
         projector_lr: its learning rate.
         teacher_filter: ``all`` (every teacher for every image), ``organ`` (keep a teacher for an image when
             its feature is nearest the image's organ prototype) or ``caption`` (keep a teacher with a text tower
-            when it ranks the image's own text first in a reference batch); ``organfm.batches.teachers``.
+            when it ranks the image's own text first in a reference batch) or ``column`` (each image's manifest
+            ``teachers`` column lists them, e.g. "coda;rasd"; empty: all); ``organfm.batches.teachers``.
         features_dir: where teacher features are embedded (default: ``<run>/teacher_features``); a shared
             folder lets several runs reuse them.
         texts: ``none`` (images only), ``auto`` (a manifest's ``text_column``, else captions templated from organ
@@ -85,8 +87,8 @@ class MMKD(Method):
                  caption_labels: bool = False, text_tower: str = "small", tokenizer_file: str = "",
                  text_width: int = 128, text_init: str = "") -> None:
         super().__init__()
-        if teacher_filter not in ("all", "organ", "caption"):
-            raise ValueError(f"method.teacher_filter must be 'all', 'organ' or 'caption', got {teacher_filter!r}")
+        if teacher_filter not in TEACHER_FILTERS:
+            raise ValueError(f"method.teacher_filter must be one of {', '.join(TEACHER_FILTERS)}, got {teacher_filter!r}")
         if init_temp <= 0 or max_logit_scale <= 1:
             raise ValueError(f"need init_temp > 0 and max_logit_scale > 1, got {init_temp}, {max_logit_scale}")
         self.teachers, self.with_texts = list(teachers), texts != "none"

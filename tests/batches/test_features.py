@@ -122,3 +122,46 @@ def test_organ_filter_source_draws_only_available_teachers(tmp_path):
         assert b["available"][torch.arange(4), b["teacher_id"]].all()
     stored = torch.load(next((tmp_path / "teacher_features").glob("projected-*.pt")), weights_only=True)
     assert stored["available"].any(1).all()  # every image keeps at least one teacher
+
+
+def _teacher_manifest(root, rows):
+    from PIL import Image
+
+    root.mkdir(parents=True)
+    lines = ["path,organ,split,teachers"]
+    for i, teachers in enumerate(rows):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32), dtype=np.uint8)).save(root / f"{i}.png")
+        lines.append(f"{i}.png,{'ab'[i % 2]},train,{teachers}")
+    (root / "m.csv").write_text("\n".join(lines) + "\n")
+    return root / "m.csv"
+
+
+def test_column_filter_reads_each_images_teachers_from_the_manifest(tmp_path):
+    from organfm.batches.teachers import column_filter
+    from organfm.data import build_dataset
+
+    ds = build_dataset(_teacher_manifest(tmp_path / "ok", ["a", "b", "", "a;b", "b | a", "a"]), split=None,
+                       dedup=False)
+    keep = column_filter(ds, ["a", "b"])
+    by_row = {r.path.rsplit("/", 1)[-1]: keep[i].tolist() for i, r in enumerate(ds.records)}
+    assert by_row == {"0.png": [True, False], "1.png": [False, True], "2.png": [True, True], "3.png": [True, True],
+                      "4.png": [True, True], "5.png": [True, False]}
+    bad = build_dataset(_teacher_manifest(tmp_path / "bad", ["a", "c"]), split=None, dedup=False)
+    with pytest.raises(DataError, match=r"1\.png: its 'teachers' column names 'c', not among method.teachers"):
+        column_filter(bad, ["a", "b"])
+    with pytest.raises(DataError, match="the data has none"):
+        column_filter(Images(4), ["a", "b"])
+
+
+def test_column_filter_source_draws_only_the_listed_teachers(tmp_path):
+    from organfm.config import DataConfig
+
+    manifest = _teacher_manifest(tmp_path / "data", ["a", "b"] * 4)
+    ctx = _ctx(tmp_path / "run")
+    ctx.data = DataConfig(source=str(manifest), split=None, dedup=False)
+    ctx.options["teacher_filter"] = "column"
+    stream = iter(create_batch_source("features", ctx).batches)
+    for _ in range(2):
+        b = next(stream)
+        assert b["available"].sum(1).tolist() == [1, 1, 1, 1]
+        assert b["available"][torch.arange(4), b["teacher_id"]].all()
