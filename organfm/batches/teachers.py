@@ -150,12 +150,10 @@ def teacher_text(name: str, spec: str, index: dict[str, Any], feats: torch.Tenso
     Raises:
         ValueError: the text tower does not load, or expects another feature size than the stored features.
     """
-    from organfm.text.tower import load_joint_text, text_folder
+    from organfm.evaluation.joint import model_text_folder
+    from organfm.text.tower import load_joint_text
 
-    model = index.get("model", {})
-    candidates = [spec, model.get("spec")] + ([str(Path(model["weights"]).parent)] if model.get("weights") else [])
-    folder = next((f for c in candidates if c and not str(c).startswith(("random:", "timm:"))
-                   and (f := text_folder(c)) is not None), None)
+    folder = model_text_folder(spec, index)
     if folder is None:
         return None
     try:

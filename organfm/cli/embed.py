@@ -13,7 +13,9 @@ folder, an export folder, a .safetensors file with its contract JSON, random:<ar
 The data is any data.source (folder, manifest, .npz, .tar/.tar.gz, synthetic) with data.* overrides, e.g.
 data=../shared/data/mednist/MedNIST.tar.gz data.split=null. A second call reuses every finished shard and
 rewrites nothing; an interrupted call resumes; shards whose images changed are recomputed
-(--on-change error refuses instead)."""
+(--on-change error refuses instead). For a model trained with texts (clip, mmkd with texts), --joint adds
+joint-images.npy (each image in the model's image-text space) and --texts MODE joint-texts.npy (each image's
+text: a manifest text column, or a caption templated from organ and modality)."""
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -27,6 +29,16 @@ def _embed(args: argparse.Namespace) -> int:
         raise ConfigError(f"organfm embed takes data.* keys only, not {', '.join(bad)}")
     cfg = apply_overrides(Config(), overrides)
     dataset = build_image_dataset(cfg.data, skip_log_dir=f"{args.out}/skips")
+    joint_wanted, texts = args.joint or args.texts != "none", None
+    if joint_wanted:  # a model without a text tower, or an empty text, fails before any image is embedded
+        from organfm.batches.texts import dataset_texts
+        from organfm.evaluation.models import load_encoder
+
+        if "text" not in load_encoder(args.model, image_size=args.image_size)[1]:
+            raise ValueError(f"--joint/--texts: {args.model} has no text tower (export/text/); only models trained "
+                             "with texts (method clip, or mmkd with texts) have a joint image-text space")
+        texts = dataset_texts(dataset, mode=args.texts, column=args.text_column, modality=args.caption_modality,
+                              where=str(cfg.data.source))
     result = embed_dataset(args.model, dataset, args.out, data_identity=asdict(cfg.data), shard_size=args.shard_size,
                            batch_size=args.batch_size, image_size=args.image_size, device=args.device,
                            seed=args.seed, on_change=args.on_change,
@@ -34,6 +46,12 @@ def _embed(args: argparse.Namespace) -> int:
     changed = f" ({result.changed} recomputed: their images changed)" if result.changed else ""
     print(f"{result.out_dir}: {result.num_images} images x {result.feature_dim} features, image hash "
           f"{result.image_hash[:12]}; {result.written} shards written{changed}, {result.reused} reused", flush=True)
+    if joint_wanted:
+        from organfm.evaluation.joint import embed_joint
+
+        joint = embed_joint(args.out, texts=texts)
+        made = "joint-images.npy" + (" and joint-texts.npy" if texts is not None else "")
+        print(f"{args.out}: {made} {'reused' if joint['reused'] else 'written'}", flush=True)
     return 0
 
 
@@ -52,6 +70,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--on-change", choices=("recompute", "error"), default="recompute",
                    help="stored shards whose images changed: recompute them (default) or stop with an error")
     p.add_argument("--quiet", action="store_true", help="no line per shard")
+    p.add_argument("--joint", action="store_true", help="also each image in the model's joint image-text space")
+    p.add_argument("--texts", choices=("none", "auto", "column", "captions"), default="none",
+                   help="also each image's text in the joint space (implies --joint)")
+    p.add_argument("--text-column", default="text", help="the manifest column of each image's text")
+    p.add_argument("--caption-modality", default="medical", help="modality word of templated captions")
     p.add_argument("overrides", nargs="*", metavar="data.key=value")
     p.set_defaults(func=_embed)
     return p

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from organfm.data.errors import DataError
 
-__all__ = ["EmbedResult", "embed_dataset", "image_digests", "load_features", "set_hash", "INDEX_FILE"]
+__all__ = ["EmbedResult", "embed_dataset", "image_digests", "load_features", "set_hash", "write_atomic", "INDEX_FILE"]
 
 INDEX_FILE = "index.json"
 FORMAT = "organfm-features"
@@ -107,7 +107,7 @@ def _read_index(path: Path) -> dict[str, Any] | None:
     return index
 
 
-def _write_atomic(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
+def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
@@ -120,7 +120,7 @@ def _write_atomic(path: Path, write: Callable[[Any], None], binary: bool = True)
 
 
 def _write_index(path: Path, index: dict[str, Any]) -> None:
-    _write_atomic(path, lambda f: f.write(json.dumps(index, indent=1)), binary=False)
+    write_atomic(path, lambda f: f.write(json.dumps(index, indent=1)), binary=False)
 
 
 def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, data_identity: dict[str, Any]
@@ -202,7 +202,7 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
         feats = extract_features(backbone, images, batch_size=batch_size, device=device, mean=contract["mean"],
                                  std=contract["std"]).numpy().astype(np.float32)
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out / name, lambda f: np.save(f, feats))
+        write_atomic(out / name, lambda f: np.save(f, feats))
         index["shards"].append({"file": name, "start": start, "stop": stop, "image_hash": shard_hash,
                                 "feature_dim": int(feats.shape[1]),
                                 "organ": [int(item.get("organ", -1)) for item in items]})
