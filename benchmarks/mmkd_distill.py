@@ -4,12 +4,13 @@ Teachers: four organfm methods pretrained here at a tiny CPU recipe on a MedNIST
 evaluation's TRAIN split only (``N`` images per organ, written as PNG folders, so no test image is ever
 pretrained on): Coda, SupCon and DINO (images only) and CLIP (MMKD-CLIP's stage 1: the image backbone plus a
 small text tower trained on captions templated from the organ folder names, "a medical image of the CXR").
-Every teacher and student is the same small timm architecture (``test_convnext``). Four student arms, each
+Every teacher and student is the same small timm architecture (``test_convnext``). Five student arms, each
 ``--seeds`` distillation runs of ``organfm pretrain --method mmkd`` (the distillation run is the unit: seed s
 fixes the student's init, data order, views and teacher draws; the teachers are fixed):
 
 - ``student``: images only, from the three image teachers (the original benchmark; its runs are reused);
 - ``student4``: images only, from all four teachers;
+- ``student4x``: the same with the projector's optional NT-Xent term (``method.projector_contrastive=1``);
 - ``student+text, no stage 1``: texts = the same captions, all four teachers (the image-only ones still give
   image targets), ``teacher_filter=caption``, from a random student;
 - ``student+text``: the same, started from the CLIP teacher's backbone and text side (stage 1 -> stage 2).
@@ -27,8 +28,8 @@ The table gives each teacher, each arm (mean ± sd over distillation runs, n = r
 shared tasks, and the claims: each arm "at or above the best single teacher it was distilled from" (on the mean
 over tasks) and ``student+text`` "at or above the CLIP teacher" on zero-shot accuracy, each a one-sided
 one-sample t-test of the per-run differences (scipy.stats.ttest_1samp), with the per-task comparisons
-Holm-corrected within an arm; and two paired contrasts (texts: ``student+text, no stage 1`` vs ``student4``;
-stage 1: ``student+text`` vs ``student+text, no stage 1``). Everything is reused on a rerun with the same
+Holm-corrected within an arm; and three paired contrasts (NT-Xent projector: ``student4x`` vs ``student4``;
+texts: ``student+text, no stage 1`` vs ``student4``; stage 1: ``student+text`` vs ``student+text, no stage 1``). Everything is reused on a rerun with the same
 settings.
 
     nice -n 10 python benchmarks/mmkd_distill.py            # the CPU budget used for docs/results.md
@@ -66,6 +67,7 @@ TEACHERS = {  # method -> its tiny CPU recipe beyond COMMON
     "clip": CAPTIONS,
 }
 IMAGE_TEACHERS = ("coda", "supcon", "dino")  # the image-only student's teachers (the original benchmark)
+TEACHER_METHODS = {"clip": "imagetext"}  # teacher name -> its organfm method, where they differ
 TEXT_TEACHER = "clip"  # stage 1: the text student starts from it and is compared with it on the text columns
 COMMON = [f"backbone.name={ARCH}", "views.global_size=32", "views.local_size=32", "trainer.batch_size=16",
           "trainer.num_workers=0", "trainer.progress=false", "trainer.log_every=25", "trainer.checkpoint_every=1000",
@@ -399,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         order.append(name)
         return pretrain_run(out / "runs" / name, method, overrides)
 
-    exports = {m: run(m, m, [*COMMON, *extra, f"data={folder}", f"trainer.max_steps={args.teacher_steps}",
-                             "trainer.seed=0"])
+    exports = {m: run(m, TEACHER_METHODS.get(m, m), [*COMMON, *extra, f"data={folder}",
+                                                     f"trainer.max_steps={args.teacher_steps}", "trainer.seed=0"])
                for m, extra in TEACHERS.items()}
     image_teachers = ",".join(f"{m}={exports[m]}" for m in IMAGE_TEACHERS)
     all_teachers = ",".join(f"{m}={e}" for m, e in exports.items())
@@ -412,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             ("student (mmkd)", "student", "mmkd", IMAGE_TEACHERS, [f"method.teachers=[{image_teachers}]"], None),
             ("student, 4 teachers (mmkd)", "student4", "mmkd4", tuple(exports),
              [f"method.teachers=[{all_teachers}]"], None),
+            ("student, 4 teachers, NT-Xent projector (mmkd)", "student4x", "mmkd4x", tuple(exports),
+             [f"method.teachers=[{all_teachers}]", "method.projector_contrastive=1.0"], None),
             ("student+text, no stage 1 (mmkd, texts)", "student-text0", "mmkd-text0", tuple(exports),
              [f"method.teachers=[{all_teachers}]", *text_student], TEXT_TEACHER),
             ("student+text (mmkd, texts)", "student-text", "mmkd-text", tuple(exports),
@@ -424,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"trainer.max_steps={args.student_steps}", f"trainer.seed={s}"])
         arms.append(Arm(label, tuple(names), tuple(teachers), reference))
     # arms that differ in one thing, paired by seed (a seed fixes the student's initial backbone and data order)
-    contrasts = [Contrast("texts", arms[2], arms[1]), Contrast("stage 1", arms[3], arms[2])]
+    contrasts = [Contrast("NT-Xent projector", arms[2], arms[1]), Contrast("texts", arms[3], arms[1]),
+                 Contrast("stage 1", arms[4], arms[3])]
     models = {**{m: str(e) for m, e in exports.items()}, **{k: str(v) for k, v in students.items()}}
     scores = evaluate(models, out=out / "eval", data_root=data_root)
     md_table, claims = table(scores, list(exports), arms)
@@ -450,10 +455,13 @@ def main(argv: list[str] | None = None) -> int:
         "backbone plus a small 2-layer text Transformer on captions templated from the organ folder names, "
         f"\"a {MODALITY} image of the CXR\"). Students: `{ARCH}` (the teachers' architecture) distilled with "
         f"`organfm pretrain --method mmkd` for {args.student_steps} steps from the teachers' stored, projected "
-        "features (task + 50·FD + ICL, one teacher sampled per image), in four arms:", "",
+        "features (task + 50·FD + ICL, one teacher sampled per image), in five arms:", "",
         "- **student (mmkd)**: images only (two views), from Coda, SupCon and DINO: the benchmark's original arm, "
         "with the same settings;",
         "- **student, 4 teachers (mmkd)**: images only, from all four teachers (CLIP as an image teacher);",
+        "- **student, 4 teachers, NT-Xent projector (mmkd)**: the same, with the seed's optional projector term "
+        "(`method.projector_contrastive=1`: NT-Xent, positives = one image's codes across teachers, so the "
+        "teachers' targets for an image agree);",
         "- **student+text, no stage 1 (mmkd, texts)**: MMKD-CLIP's stage 2 from a random student: image-text pairs "
         "with the same captions, from all four teachers (CLIP gives image and text targets, the others image "
         "targets only), `method.teacher_filter=caption` (CLIP is kept for an image when it ranks the image's own "
@@ -486,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{a.label} is {claim_sentence('the CLIP teacher', claims[a.label]['MedNIST zero-shot'], 'distillation runs')}"
             for a in arms if a.text_reference) + ". (\"At or above\" is the direction of the mean difference; with "
         "a large p the runs are not reliably below the teacher, which is not a proof of parity.)", "",
-        "**What the texts and stage 1 change** (arms that differ in one thing, runs paired by distillation seed; the "
+        "**What the projector term, the texts and stage 1 change** (arms that differ in one thing, runs paired by distillation seed; the "
         "seed fixes the student's initial backbone, data order and views; two-sided paired t-test, the five tasks "
         "Holm-corrected within a contrast, the mean tested on its own):", "",
         md_contrasts, "",

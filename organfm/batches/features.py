@@ -101,9 +101,9 @@ def _prepare(ctx: SourceContext, dataset: Any, store: Path, texts: list[str] | N
                          "model_hash": index["model"]["model_hash"]}
     if o.get("teacher_filter") == "caption" and not any(t is not None for t in text_feats):
         raise ValueError("method.teacher_filter=caption: no teacher has a text tower (only models trained with "
-                         "texts, method clip or mmkd with texts, have one)")
+                         "texts, method imagetext or mmkd with texts, have one)")
     settings = {k: o.get(k) for k in ("embed_dim", "projector_hidden", "projector_noise", "projector_dropout",
-                                      "projector_steps", "projector_lr", "teacher_filter")}
+                                      "projector_steps", "projector_lr", "projector_contrastive", "teacher_filter")}
     text_key = hashlib.blake2b("\n".join(texts).encode(), digest_size=16).hexdigest() if texts is not None else None
     key = hashlib.blake2b(json.dumps([image_hash, indexes, settings, ctx.seed, text_key], sort_keys=True).encode(),
                           digest_size=16).hexdigest()
@@ -118,7 +118,8 @@ def _prepare(ctx: SourceContext, dataset: Any, store: Path, texts: list[str] | N
                                      dropout=o["projector_dropout"])
     # a teacher's text embeddings are more samples of its joint space: one projector learns both
     fit_on = [f if t is None else torch.cat([f, t]) for f, t in zip(feats, text_feats)]
-    losses = fit_projector(projector, fit_on, steps=o["projector_steps"], lr=o["projector_lr"], seed=ctx.seed)
+    losses = fit_projector(projector, fit_on, steps=o["projector_steps"], lr=o["projector_lr"], seed=ctx.seed,
+                           contrastive_weight=o.get("projector_contrastive") or 0.0, paired_rows=len(dataset))
     saved = {"projected": torch.stack([projector.project(f, k) for k, f in enumerate(feats)]).contiguous(),
              "available": listed if listed is not None else _available(o.get("teacher_filter"), dataset, feats,
                                                                        text_feats, text_ids, ctx.seed),

@@ -3,7 +3,7 @@ teachers each image may draw (the ``available`` filters).
 
 A teacher SPEC is a model (run folder, export, ``random:<arch>``, ``timm:<arch>:<file>``), embedded once by
 :func:`organfm.evaluation.embed.embed_dataset`, or an ``organfm embed`` output folder, checked against the
-dataset by its image hash. A teacher trained with texts (``clip``, or ``mmkd`` with texts) has a text tower
+dataset by its image hash. A teacher trained with texts (``imagetext``, or ``mmkd`` with texts) has a text tower
 (``export/text/``); with texts, its targets are its joint-space image embeddings and its text embeddings.
 """
 from __future__ import annotations

@@ -36,7 +36,7 @@ def _embed(args: argparse.Namespace) -> int:
 
         if "text" not in load_encoder(args.model, image_size=args.image_size)[1]:
             raise ValueError(f"--joint/--texts: {args.model} has no text tower (export/text/); only models trained "
-                             "with texts (method clip, or mmkd with texts) have a joint image-text space")
+                             "with texts (method imagetext, or mmkd with texts) have a joint image-text space")
         texts = dataset_texts(dataset, mode=args.texts, column=args.text_column, modality=args.caption_modality,
                               where=str(cfg.data.source))
     result = embed_dataset(args.model, dataset, args.out, data_identity=asdict(cfg.data), shard_size=args.shard_size,

@@ -11,7 +11,7 @@ plots, report.html). SPEC: a run folder, an export folder, a .safetensors file w
 random:<timm arch> or timm:<arch>:<weights file>. Overrides are dotted key=value pairs, e.g.
 data.root=../shared/data out_dir=eval/x protocols=[knn,linear,fewshot,finetune,segmentation,clusters]
 knn.k=[10,20] fewshot.seeds=10 allow_leakage=true. protocols=[zeroshot,retrieval] need a model exported
-with a text tower (<export>/text/: method clip, or mmkd with texts); other models are skipped with a warning."""
+with a text tower (<export>/text/: method imagetext, or mmkd with texts); other models are skipped with a warning."""
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -6,6 +6,10 @@ MMKD-CLIP [0] (``open_clip/models_ae.py``, ``MultiCLIP_AE``): teacher k's featur
 in the MLPs; the loss is the reconstruction MSE against the L2-normalised original. The stored teacher
 targets are the L2-normalised codes (:meth:`TeacherProjector.project`).
 
+Option (the seed's NT-Xent helper, unverified in its code): ``contrastive_weight`` λ adds λ·NT-Xent (τ = 0.07)
+over the codes of one batch of images from every teacher, positives = the same image across teachers, so the
+teachers' codes of one image agree and a student drawing a different teacher per epoch is pulled one way.
+
 The encoder's last layer is linear (no ReLU after it), so codes can point anywhere on the sphere; with a final
 ReLU every code would lie in the positive orthant and cosine similarities would all be >= 0.
 
@@ -20,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TeacherProjector", "fit_projector"]
+__all__ = ["TeacherProjector", "fit_projector", "nt_xent"]
 
 
 def _mlp(dim: int, hidden: int, dropout: float) -> nn.Sequential:
@@ -74,8 +78,24 @@ class TeacherProjector(nn.Module):
         return out
 
 
+def nt_xent(codes: torch.Tensor, sample: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+    """NT-Xent over (M, D) codes: each code's positives are the other codes of the same ``sample`` id (M,).
+
+    Per anchor: mean over its positives p of -log(exp(z·z_p/τ) / Σ_{j≠anchor} exp(z·z_j/τ)), codes L2-normalised;
+    averaged over the anchors that have a positive.
+    """
+    z = F.normalize(codes, dim=-1)
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
+    log_prob = logits.masked_fill(self_mask, float("-inf")).log_softmax(dim=1)
+    positive = (sample[:, None] == sample[None, :]) & ~self_mask
+    has = positive.any(1)
+    return -(log_prob.masked_fill(~positive, 0.0).sum(1)[has] / positive.sum(1)[has]).mean()
+
+
 def fit_projector(projector: TeacherProjector, feats: Sequence[torch.Tensor], *, steps: int = 200,
-                  batch_size: int = 128, lr: float = 2e-3, seed: int = 0) -> list[float]:
+                  batch_size: int = 128, lr: float = 2e-3, seed: int = 0, contrastive_weight: float = 0.0,
+                  paired_rows: int = 0, temperature: float = 0.07) -> list[float]:
     """Train ``projector`` on every teacher's features (one minibatch per teacher per step, losses summed).
 
     Deterministic for a given seed: batches and noise are drawn from a forked, seeded RNG, so the caller's
@@ -88,12 +108,18 @@ def fit_projector(projector: TeacherProjector, feats: Sequence[torch.Tensor], *,
         batch_size: rows per teacher per step (all rows when N_k is smaller).
         lr: Adam learning rate.
         seed: seed of batches, noise and dropout.
+        contrastive_weight: λ of the NT-Xent term (0: reconstruction only, the default).
+        paired_rows: the first ``paired_rows`` rows of every teacher are the same samples, in the same order
+            (the images); the NT-Xent term draws one batch of them for all teachers. Needed when λ > 0.
+        temperature: τ of the NT-Xent term.
 
     Returns:
-        the summed reconstruction loss of each step.
+        the summed loss of each step.
     """
     if len(feats) != len(projector.teacher_dims):
         raise ValueError(f"{len(feats)} feature sets for a projector of {len(projector.teacher_dims)} teachers")
+    if contrastive_weight > 0 and (paired_rows < 2 or any(len(f) < paired_rows for f in feats)):
+        raise ValueError(f"the projector's NT-Xent term needs >= 2 paired rows in every teacher, got {paired_rows}")
     opt = torch.optim.Adam(projector.parameters(), lr=lr)
     losses = []
     projector.train()
@@ -106,6 +132,10 @@ def fit_projector(projector: TeacherProjector, feats: Sequence[torch.Tensor], *,
             for _ in range(steps):
                 loss = sum(projector.reconstruction_loss(f[torch.randint(len(f), (min(batch_size, len(f)),))], k)
                            for k, f in enumerate(feats))
+                if contrastive_weight > 0:
+                    rows = torch.randperm(paired_rows)[:batch_size]
+                    codes = torch.cat([projector.encode(f[rows], k) for k, f in enumerate(feats)])
+                    loss = loss + contrastive_weight * nt_xent(codes, rows.repeat(len(feats)), temperature)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

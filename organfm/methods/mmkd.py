@@ -11,7 +11,7 @@ each image comes with the projected targets of ONE of its available teachers, dr
 
 - With texts (``method.texts`` not ``none``; the seed's setting): a = the image, b = its text; the student has a
   text side (``student.text``, a :class:`~organfm.text.tower.JointText`, exported beside the backbone, optionally
-  started from a stage-1 ``clip`` model with ``method.text_init``). t_a, t_b are the sampled teacher's image
+  started from a stage-1 ``imagetext`` (CLIP) model with ``method.text_init``). t_a, t_b are the sampled teacher's image
   and text targets. A teacher without a text tower has no t_b: for those rows t_b is the student's own
   (detached) text embedding, so their text FD is 0 and their ICL row is the CLIP term at scale c.
 - Images only (``texts=none``, the default): a, b = two views of the image, t_a = t_b = the teacher's image
@@ -31,7 +31,7 @@ from torch import nn
 from organfm.batches.teachers import TEACHER_FILTERS
 from organfm.losses.distill import DistillLoss
 from organfm.methods.base import Method, StepOutput, StepState
-from organfm.methods.clip import TEXT_SOURCE_KEYS
+from organfm.methods.imagetext import TEXT_SOURCE_KEYS
 from organfm.methods.registry import register_method
 from organfm.text.tower import JointText, build_text_tower, load_joint_text
 
@@ -57,6 +57,8 @@ class MMKD(Method):
         projector_dropout: dropout in the projector's MLPs.
         projector_steps: Adam steps of the projector fit.
         projector_lr: its learning rate.
+        projector_contrastive: λ of the projector's optional NT-Xent term (positives: one image across teachers);
+            0 trains it on reconstruction only (the seed's recommended default).
         teacher_filter: ``all`` (every teacher for every image), ``organ`` (keep a teacher for an image when
             its feature is nearest the image's organ prototype) or ``caption`` (keep a teacher with a text tower
             when it ranks the image's own text first in a reference batch) or ``column`` (each image's manifest
@@ -65,14 +67,15 @@ class MMKD(Method):
             folder lets several runs reuse them.
         texts: ``none`` (images only), ``auto`` (a manifest's ``text_column``, else captions templated from organ
             and modality), ``column`` or ``captions``.
-        text_column, caption_modality, caption_labels, text_tower, tokenizer_file, text_width: as for ``clip``.
-        text_init: a model trained with texts (``clip`` run or export) whose text side starts the student's;
+        text_column, caption_modality, caption_labels, text_tower, tokenizer_file, text_width: as for ``imagetext``.
+        text_init: a model trained with texts (``imagetext`` run or export) whose text side starts the student's;
             pass its backbone too (``backbone.pretrained_file``) for the seed's stage 1 -> stage 2.
     """
 
     batch_source = "features"
     source_keys = ("teachers", "embed_dim", "projector_hidden", "projector_noise", "projector_dropout",
-                   "projector_steps", "projector_lr", "teacher_filter", "features_dir", "text_init") + TEXT_SOURCE_KEYS
+                   "projector_steps", "projector_lr", "projector_contrastive", "teacher_filter", "features_dir",
+                   "text_init") + TEXT_SOURCE_KEYS
     section_defaults = {"views.num_local_views": 0}  # two global views; no local crops
     export_prefix = "student.backbone.model."
     # the embedded default cannot know the user's teachers: two frozen random encoders make a small example
@@ -82,7 +85,8 @@ class MMKD(Method):
                  fd_weight: float = 50.0, icl_weight: float = 1.0, task_weight: float = 1.0,
                  init_temp: float = 0.07, max_logit_scale: float = 100.0, projector_hidden: int = 256,
                  projector_noise: float = 0.01, projector_dropout: float = 0.2, projector_steps: int = 200,
-                 projector_lr: float = 2e-3, teacher_filter: str = "all", features_dir: str = "",
+                 projector_lr: float = 2e-3, projector_contrastive: float = 0.0, teacher_filter: str = "all",
+                 features_dir: str = "",
                  texts: str = "none", text_column: str = "text", caption_modality: str = "medical",
                  caption_labels: bool = False, text_tower: str = "small", tokenizer_file: str = "",
                  text_width: int = 128, text_init: str = "") -> None:

@@ -10,7 +10,7 @@ inside a CLIP loss: ``tokenize(list[str]) -> dict of (N, L) tensors`` (on the CP
   read offline with ``transformers``.
 
 :class:`JointText` puts a tower, a text head (width -> D), an image head (E -> D, on top of the pooled
-backbone feature) and the learnable logit scale together. Methods that train texts (``clip``, ``mmkd`` with
+backbone feature) and the learnable logit scale together. Methods that train texts (``imagetext``, ``mmkd`` with
 texts) keep it under ``<network>.text``; ``organfm export`` writes it to ``export/text/`` (``text.json``
 describes it, ``text.safetensors`` holds its weights, plus the tower's own files, e.g. the tokenizer), and
 :func:`load_joint_text` reads it back for zero-shot evaluation, retrieval and distillation.
@@ -199,7 +199,7 @@ def load_joint_text(folder: str | Path) -> JointText:
     found = text_folder(folder)
     if found is None:
         raise FileNotFoundError(f"{folder}: no text tower ({TEXT_DIR}/{_DESC}); only models trained with texts "
-                                "(method clip, or mmkd with texts) have one")
+                                "(method imagetext, or mmkd with texts) have one")
     try:
         description = json.loads((found / _DESC).read_text())
     except (OSError, json.JSONDecodeError) as e:

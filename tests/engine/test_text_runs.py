@@ -25,7 +25,7 @@ def _weights(run):
 @pytest.mark.slow
 def test_clip_then_mmkd_with_texts_resumes_exactly_exports_and_evaluates(tmp_path):
     clip = tmp_path / "clip"
-    pretrain(load_config("clip", None, COMMON + ["trainer.max_steps=2", f"trainer.out_dir={clip}"]))
+    pretrain(load_config("imagetext", None, COMMON + ["trainer.max_steps=2", f"trainer.out_dir={clip}"]))
     joint = load_joint_text(clip)
     assert joint.embed_texts(["a medical image of the organ 00"]).shape == (1, 128)
     student = COMMON + [f"method.teachers=[clip={clip},r=random:test_resnet]", "method.texts=captions",

@@ -161,7 +161,7 @@ def test_end_to_end_with_a_text_model_and_one_without(tmp_path: Path):
     export = write_export(tmp_path / "clip" / "export", joint=tiny_joint(prompts, image_dim=96))
     out = tmp_path / "out"
     with pytest.warns(UserWarning, match=r"scratch: no text tower .*zeroshot skipped; only models trained with "
-                                         r"texts \(method clip, or mmkd with texts\)"):
+                                         r"texts \(method imagetext, or mmkd with texts\)"):
         code = main(["evaluate", "--models", f"clip={export.parent},scratch=random:test_resnet", "--task",
                      str(_task_file(tmp_path, "[zeroshot]")), "zeroshot.modality=CT"])
     assert code == 0

@@ -146,8 +146,8 @@ def test_frozen_encoder_is_deterministic_without_gradient(tiny_bert):
 
 
 @pytest.mark.slow
-def test_clip_trains_a_hugging_face_tower_and_its_export_stands_alone(tiny_bert, tmp_path, monkeypatch):
-    """``organfm pretrain --method clip method.text_tower=<folder>``: the tower learns, resumes, and the export
+def test_imagetext_trains_a_hugging_face_tower_and_its_export_stands_alone(tiny_bert, tmp_path, monkeypatch):
+    """``organfm pretrain --method imagetext method.text_tower=<folder>``: the tower learns, resumes, and the export
     is read back after the user's folder is gone."""
     from organfm.config import load_config
     from organfm.engine.pretrain import pretrain
@@ -157,7 +157,7 @@ def test_clip_trains_a_hugging_face_tower_and_its_export_stands_alone(tiny_bert,
     run = tmp_path / "run"
     overrides = SMALL + ["backbone.name=test_convnext", "views.global_size=32", "views.num_local_views=0",
                          f"method.text_tower={tiny_bert}", "trainer.max_steps=2", f"trainer.out_dir={run}"]
-    pretrain(load_config("clip", None, overrides))
+    pretrain(load_config("imagetext", None, overrides))
     assert not (run / "text" / "tokenizer.json").exists()  # the Hugging Face tokenizer, not a corpus one
     before = HFTextTower(tiny_bert).state_dict()
     shutil.rmtree(tiny_bert)

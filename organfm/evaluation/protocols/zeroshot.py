@@ -72,7 +72,7 @@ def zero_shot_probs(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale
 def no_text_warning(run: ModelRun, protocol: str) -> None:
     """Warn that ``protocol`` skips ``run``'s model, which has no text tower."""
     warnings.warn(f"{run.name}: no text tower ({run.contract.get('spec')} has no text/ folder), {protocol} "
-                  "skipped; only models trained with texts (method clip, or mmkd with texts) have one",
+                  "skipped; only models trained with texts (method imagetext, or mmkd with texts) have one",
                   stacklevel=2)
 
 

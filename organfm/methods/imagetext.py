@@ -1,4 +1,5 @@
-"""CLIP [0], MMKD-CLIP's stage 1 [1]: an image backbone and a text tower trained on image-text pairs.
+"""``imagetext``: CLIP [0] pretraining, MMKD-CLIP's stage 1 [1]: an image backbone and a text tower trained on
+image-text pairs. (Not named ``clip``: the engine's gradient clipping owns that word.)
 
     L = ½[CE(σ·I·Tᵀ, P) + CE(σ·T·Iᵀ, P)],  σ = exp(logit_scale) clamped at 100 (logit_scale <= ln 100)
 
@@ -28,14 +29,14 @@ from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.registry import register_method
 from organfm.text.tower import JointText, build_text_tower
 
-__all__ = ["CLIP", "TEXT_SOURCE_KEYS"]
+__all__ = ["ImageText", "TEXT_SOURCE_KEYS"]
 
 # the method.* keys that say where texts come from (read by the batch source)
 TEXT_SOURCE_KEYS = ("texts", "text_column", "caption_modality", "caption_labels", "text_tower")
 
 
-@register_method("clip")
-class CLIP(Method):
+@register_method("imagetext")
+class ImageText(Method):
     """Symmetric InfoNCE between images and their texts, learnable logit scale.
 
     Args:

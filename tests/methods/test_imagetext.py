@@ -1,4 +1,4 @@
-"""CLIP (MMKD stage 1): its loss on a batch, the logit-scale clamp, gradients, and what it exports."""
+"""imagetext, CLIP pretraining (MMKD stage 1): its loss on a batch, the logit-scale clamp, gradients, and what it exports."""
 from __future__ import annotations
 
 import math
@@ -28,7 +28,7 @@ def _batch():
 
 def test_loss_is_symmetric_infonce_over_the_joint_embeddings_with_repeated_texts_as_positives(tokenizer_file):
     torch.manual_seed(0)
-    m = create_method("clip", backbone=tiny_backbone(), tokenizer_file=tokenizer_file, embed_dim=16, text_width=32)
+    m = create_method("imagetext", backbone=tiny_backbone(), tokenizer_file=tokenizer_file, embed_dim=16, text_width=32)
     b = _batch()
     out = m(b, state())
     joint = m.student["text"]
@@ -36,7 +36,7 @@ def test_loss_is_symmetric_infonce_over_the_joint_embeddings_with_repeated_texts
         img = joint.image(m.student["backbone"](b["global"][0]))
         txt = joint.text(joint.tower.tokenize(b["text"]))
     assert math.isclose(out.loss.item(), clip_loss(img, txt, 1 / 0.07, b["text_id"]).item(), rel_tol=1e-5)
-    plain = create_method("clip", backbone=tiny_backbone(), tokenizer_file=tokenizer_file, embed_dim=16,
+    plain = create_method("imagetext", backbone=tiny_backbone(), tokenizer_file=tokenizer_file, embed_dim=16,
                           text_width=32, repeated_positives=False)
     plain.load_state_dict(m.state_dict())
     assert math.isclose(plain(b, state()).loss.item(), clip_loss(img, txt, 1 / 0.07).item(), rel_tol=1e-5)
@@ -46,17 +46,17 @@ def test_loss_is_symmetric_infonce_over_the_joint_embeddings_with_repeated_texts
 
 
 def test_logit_scale_is_clamped_at_ln_100(tokenizer_file):
-    m = create_method("clip", backbone=tiny_backbone(), tokenizer_file=tokenizer_file, embed_dim=8, text_width=16)
+    m = create_method("imagetext", backbone=tiny_backbone(), tokenizer_file=tokenizer_file, embed_dim=8, text_width=16)
     with torch.no_grad():
         m.student["text"].logit_scale.fill_(10.0)
     assert math.isclose(m(_batch(), state()).logs["logit_scale"].item(), 100.0, rel_tol=1e-5)
 
 
 def test_exported_text_side_and_bad_settings(tokenizer_file):
-    m = create_method("clip", backbone=tiny_backbone(), tokenizer_file=tokenizer_file)
+    m = create_method("imagetext", backbone=tiny_backbone(), tokenizer_file=tokenizer_file)
     assert m.exported_text() is m.student["text"] and m.exported_backbone() is m.student["backbone"]
     assert m.exported_text().describe()["tower"]["vocab_size"] == len(WordTokenizer.load(tokenizer_file))
     with pytest.raises(ValueError, match="texts=none"):
-        create_method("clip", backbone=tiny_backbone(), tokenizer_file=tokenizer_file, texts="none")
+        create_method("imagetext", backbone=tiny_backbone(), tokenizer_file=tokenizer_file, texts="none")
     with pytest.raises(ValueError, match="tokenizer"):
-        create_method("clip", backbone=tiny_backbone())
+        create_method("imagetext", backbone=tiny_backbone())
