@@ -7,8 +7,8 @@ constructor arguments the data fixes, such as a 3D backbone's ``spatial_dims``).
 
 Built in: ``views`` (multi-view crops of an image dataset, made per sample or on the device),
 ``synthetic_pairs`` (RaSD's online buffer of synthetic image/label pairs), ``features`` (views plus stored
-teacher features, MMKD), ``captioned`` (views with each image's text, CLIP), ``volumes`` (3D volumes with SimMIM masks, Triad) and ``organ_sets`` (a set of organ
-images per subject, Pan-FM). A new source is one registered function in its own module.
+teacher features, MMKD), ``captioned`` (views with each image's text, CLIP), ``volumes`` (3D volumes with
+SimMIM masks, Triad) and ``organ_sets`` (a set of organ images per subject, Pan-FM). A new source is one registered function in its own module.
 """
 from __future__ import annotations
 

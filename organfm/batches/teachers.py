@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from organfm.data.errors import DataError
 
-__all__ = ["TEACHERS_COLUMN", "TEACHER_FILTERS", "caption_filter", "column_filter", "organ_filter", "parse_teachers", "sample_teacher",
-           "teacher_features", "teacher_text"]
+__all__ = ["TEACHERS_COLUMN", "TEACHER_FILTERS", "caption_filter", "column_filter", "organ_filter", "parse_teachers",
+           "sample_teacher", "teacher_features", "teacher_text"]
 
 # all: every teacher for every image; organ: the image's organ prototype is the teacher's nearest; caption: the
 # teacher ranks the image's own text first in a reference batch (teachers with a text tower; MMKD-CLIP's filter);

@@ -56,8 +56,9 @@ def embed_joint(folder: str | Path, *, texts: list[str] | None = None) -> dict[s
     feats, index = load_features(folder)
     text_dir = model_text_folder(str(index.get("model", {}).get("spec", "")), index)
     if text_dir is None:
-        raise ValueError(f"{folder}: the model ({index.get('model', {}).get('spec')}) has no text tower, so no joint "
-                         "space; --joint and --texts need a model trained with texts (method imagetext, or mmkd with texts)")
+        raise ValueError(f"{folder}: the model ({index.get('model', {}).get('spec')}) has no text tower, so no "
+                         "joint space; --joint and --texts need a model trained with texts (method imagetext, or "
+                         "mmkd with texts)")
     if texts is not None and len(texts) != len(feats):
         raise DataError(f"{folder}: {len(texts)} texts for {len(feats)} images")
     digest = lambda data: hashlib.blake2b(data, digest_size=16).hexdigest()  # noqa: E731

@@ -16,5 +16,5 @@ from organfm.methods.rasd import RaSD  # noqa: E402
 from organfm.methods.supcon import SupCon  # noqa: E402
 from organfm.methods.triad import Triad  # noqa: E402
 
-__all__ = ["DINO", "MMKD", "Coda", "EMATeacherMethod", "ImageText", "Method", "PanFM", "RaSD", "StepOutput", "StepState", "SupCon",
-           "Triad", "create_method", "get_method", "list_methods", "register_method"]
+__all__ = ["DINO", "MMKD", "Coda", "EMATeacherMethod", "ImageText", "Method", "PanFM", "RaSD", "StepOutput",
+           "StepState", "SupCon", "Triad", "create_method", "get_method", "list_methods", "register_method"]

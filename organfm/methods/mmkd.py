@@ -92,7 +92,8 @@ class MMKD(Method):
                  text_width: int = 128, text_init: str = "") -> None:
         super().__init__()
         if teacher_filter not in TEACHER_FILTERS:
-            raise ValueError(f"method.teacher_filter must be one of {', '.join(TEACHER_FILTERS)}, got {teacher_filter!r}")
+            raise ValueError(f"method.teacher_filter must be one of {', '.join(TEACHER_FILTERS)}, "
+                             f"got {teacher_filter!r}")
         if init_temp <= 0 or max_logit_scale <= 1:
             raise ValueError(f"need init_temp > 0 and max_logit_scale > 1, got {init_temp}, {max_logit_scale}")
         self.teachers, self.with_texts = list(teachers), texts != "none"

@@ -134,3 +134,15 @@ def test_contrasts_pair_runs_by_seed_with_a_two_sided_t_and_holm_over_the_tasks(
     assert md.count("| texts |") == 6
     with pytest.raises(ValueError, match="pair by seed"):
         bench.paired(bench.Contrast("x", TEXT, bench.Arm("short", ("student-s0",), ("coda",))), scores, cols)
+
+
+def test_contrast_means_are_holm_corrected_across_contrasts():
+    scores, teachers = _scores()
+    bench.table(scores, teachers, [IMAGE, TEXT])
+    scores["text-s1"][list(bench.TASKS)[1]] = 0.80
+    a, b = bench.Contrast("a", TEXT, IMAGE), bench.Contrast("b", IMAGE, TEXT)
+    _, res = bench.contrast_table([a, b], scores)
+    p = res["a"][bench.MEAN]["p"]
+    assert res["b"][bench.MEAN]["p"] == pytest.approx(p)  # the same differences, negated
+    assert res["a"][bench.MEAN]["p_holm"] == pytest.approx(min(1.0, 2 * p))
+    assert "Holm" in bench.contrast_sentence(res["a"][bench.MEAN])
