@@ -38,6 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
+
 # arm -> (method, overrides that set it apart); "random" has no pretraining
 ARMS: dict[str, tuple[str, list[str]]] = {
     "coda": ("coda", []), "inter": ("coda", ["method.use_intra=false"]), "intra": ("coda", ["method.use_inter=false"]),
@@ -147,22 +149,17 @@ def final_logs(run: Path) -> dict[str, float]:
 def pretrain_run(arm: str, seed: int, scale: Scale, *, run: Path, **kwargs: Any) -> dict[str, Any]:
     """Pretrain (or resume, or reuse) one run; return its summary for the run file."""
     from organfm.config import load_config
-    from organfm.engine.pretrain import pretrain
 
     method, overrides = pretrain_overrides(arm, seed, scale, run=run, **kwargs)
     recipe, stamp = {"method": method, "overrides": overrides}, run / "bench_recipe.json"
     if stamp.is_file() and json.loads(stamp.read_text()) != recipe:
         raise RuntimeError(f"{run} was pretrained with another recipe than {arm} at scale {scale.name} ({stamp}); "
                            "delete it or pass another --out")
-    contract = run / "export" / "backbone.json"
     t = time.time()
-    if not (contract.is_file() and json.loads(contract.read_text()).get("step", 0) >= scale.steps):
+    if not finished(run, scale.steps):
         run.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps(recipe, indent=1))
-        if any(run.glob("checkpoints/*.ckpt")):  # an interrupted run: continue it
-            pretrain(load_config(None, run / "config.yaml", []), resume_dir=run)
-        else:
-            pretrain(load_config(method, None, overrides))
+        pretrain_or_resume(run, scale.steps, lambda: load_config(method, None, overrides))
     logs = final_logs(run)
     out = {"method": method, "overrides": overrides, "steps": scale.steps, "seconds": round(time.time() - t, 1),
            "loss": logs.get("loss"), "teacher_entropy": logs.get("teacher_entropy"),

@@ -54,6 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.results_page import write_section  # noqa: E402
+from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
 from organfm.evaluation import evaluate_models, load_task  # noqa: E402
 from organfm.evaluation.task import task_to_dict  # noqa: E402
 
@@ -139,26 +140,15 @@ def cut_mednist(data_root: Path, out: Path, per_organ: int) -> Path:
     return out
 
 
-def finished(run: Path, steps: int) -> bool:
-    """Whether ``run`` has an export of at least ``steps`` steps (then it is reused)."""
-    contract = run / "export" / "backbone.json"
-    return contract.is_file() and json.loads(contract.read_text()).get("step", 0) >= steps
-
-
 def pretrain_run(run: Path, method: str, overrides: list[str]) -> Path:
     """Pretrain (or reuse) one run; return its export folder."""
     from organfm.config import load_config
-    from organfm.engine.checkpoint import latest_checkpoint
-    from organfm.engine.pretrain import pretrain
 
     steps = int(next(o for o in overrides if o.startswith("trainer.max_steps=")).split("=")[1])
-    if finished(run, steps):
-        return run / "export"
     t = time.time()
-    if latest_checkpoint(run) is not None:  # an interrupted run: continue it
-        summary = pretrain(load_config(None, run / "config.yaml", [f"trainer.max_steps={steps}"]), resume_dir=run)
-    else:
-        summary = pretrain(load_config(method, None, [*overrides, f"trainer.out_dir={run}"]))
+    summary = pretrain_or_resume(run, steps, lambda: load_config(method, None, [*overrides, f"trainer.out_dir={run}"]))
+    if summary is None:
+        return run / "export"
     seconds = time.time() - t
     (run / TIMING).write_text(json.dumps({"seconds": round(seconds, 1), "steps": steps}))
     print(f"{summary.line(method, ARCH)} [{seconds:.0f} s]", flush=True)
@@ -373,11 +363,6 @@ def contrast_sentence(k: dict) -> str:
             f"seeds above, p = {p:.3g}{' Holm' if 'p_holm' in k else ''}): {verdict}.")
 
 
-def write_docs(md: str, docs: Path) -> None:
-    """Replace (or append) the text between this benchmark's markers in docs/results.md."""
-    write_section(docs, BEGIN, END, md)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher-steps", type=int, default=40)
@@ -518,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "scores.json").write_text(json.dumps({"scores": scores, "claims": claims, "contrasts": contrast_stats},
                                                 indent=1))
     if args.docs and not args.quick:
-        write_docs(md, Path(args.docs))
+        write_section(Path(args.docs), BEGIN, END, md)
     print(md)
     return 0
 

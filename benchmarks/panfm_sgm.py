@@ -204,11 +204,6 @@ def table(variant: str, results: dict[str, dict[int, dict]]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(md: str, path: Path) -> None:
-    """Replace (or append) the text between this benchmark's markers in docs/results.md."""
-    write_section(path, BEGIN, END, md)
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--variants", nargs="+", default=["synthetic"], choices=["synthetic", "mednist"])
@@ -279,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     (out / "results.md").write_text(text)
     print(text)
     if not args.no_docs:
-        write_docs(text, REPO / "docs" / "results.md")
+        write_section(REPO / "docs" / "results.md", BEGIN, END, text)
 
 
 if __name__ == "__main__":

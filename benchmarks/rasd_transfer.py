@@ -37,11 +37,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks.results_page import write_section  # noqa: E402
+from benchmarks.runs import pretrain_or_resume  # noqa: E402
 from organfm.evaluation import evaluate_models, load_task, summarize  # noqa: E402
 from organfm.evaluation.task import task_to_dict  # noqa: E402
 
 ARCH = "unet_small"
 SECTION = "## RaSD transfer"
+BEGIN, END = "<!-- BEGIN rasd -->", "<!-- END rasd -->"  # its part of docs/results.md
 # part -> (task file, headline metric)
 PARTS = {"mednist": ("mednist.yaml", "accuracy"), "pneumoniamnist": ("pneumoniamnist.yaml", "auc"),
          "ct-organs": ("totalseg_ct_seg.yaml", "mean_dice")}
@@ -50,21 +53,14 @@ PARTS = {"mednist": ("mednist.yaml", "accuracy"), "pneumoniamnist": ("pneumoniam
 def pretrain_rasd(out: Path, *, steps: int, seed: int) -> Path:
     """Pretrain (or resume, or reuse) RaSD on synthetic data only; return the exported weights."""
     from organfm.config import load_config
-    from organfm.engine.checkpoint import latest_checkpoint, load_checkpoint
-    from organfm.engine.pretrain import pretrain
 
     run = out / "pretrain"
-    export = run / "export" / "backbone.safetensors"
-    if export.is_file() and json.loads((run / "export" / "backbone.json").read_text())["step"] >= steps:
-        return export
     overrides = [f"trainer.max_steps={steps}", f"trainer.seed={seed}", f"trainer.out_dir={run}",
                  "trainer.checkpoint_every=100", "trainer.log_every=25"]
-    if latest_checkpoint(run) is not None and load_checkpoint(latest_checkpoint(run))["step"] < steps:
-        summary = pretrain(load_config(None, run / "config.yaml", [f"trainer.max_steps={steps}"]), resume_dir=run)
-    else:
-        summary = pretrain(load_config(None, REPO / "configs" / "rasd.yaml", overrides))
-    print(summary.line("rasd", ARCH), flush=True)
-    return summary.export
+    summary = pretrain_or_resume(run, steps, lambda: load_config(None, REPO / "configs" / "rasd.yaml", overrides))
+    if summary is not None:
+        print(summary.line("rasd", ARCH), flush=True)
+    return run / "export" / "backbone.safetensors"
 
 
 def part_overrides(part: str, *, seeds: int, quick: bool) -> list[str]:
@@ -125,19 +121,6 @@ def table(parts: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_docs(md: str, docs: Path) -> None:
-    """Replace (or append) the "RaSD transfer" section of docs/results.md."""
-    text = docs.read_text() if docs.is_file() else "# Results\n"
-    start = text.find(SECTION)
-    if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + md.rstrip() + "\n" + (text[end:] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + md.rstrip() + "\n"
-    docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=800, help="RaSD pretraining steps (batch 8 at 64 px)")
@@ -185,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "", f"Regenerate: `{command.strip()}`", ""])
     (out / "results.md").write_text(md)
     if args.docs and not args.quick:
-        write_docs(md, Path(args.docs))
+        write_section(Path(args.docs), BEGIN, END, md)
     print(md)
     return 0
 

@@ -10,13 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from organfm.batches import BatchSource, SourceContext, register_batch_source
 from organfm.batches.images import image_batch_source, image_views, load_images
 from organfm.batches.texts import dataset_texts, run_tokenizer
 
-__all__ = ["TextViewsDataset", "source_texts", "text_options"]
+__all__ = ["TextViewsDataset", "source_texts", "text_options", "text_table"]
+
+
+def text_table(texts: list[str]) -> tuple[list[str], torch.Tensor]:
+    """The distinct texts, in first-seen order, and each item's index into them ((N,) int64)."""
+    ids: dict[str, int] = {}
+    per_item = [ids.setdefault(t, len(ids)) for t in texts]
+    return list(ids), torch.tensor(per_item, dtype=torch.long)
 
 
 class TextViewsDataset(Dataset):
@@ -28,9 +36,8 @@ class TextViewsDataset(Dataset):
     """
 
     def __init__(self, items: Dataset, texts: list[str]) -> None:
-        ids: dict[str, int] = {}
         self.items, self.texts = items, texts
-        self.text_ids = [ids.setdefault(t, len(ids)) for t in texts]
+        self.text_ids = text_table(texts)[1].tolist()
 
     def __len__(self) -> int:
         return len(self.texts)

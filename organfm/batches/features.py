@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from organfm.batches import BatchSource, SourceContext, register_batch_source
-from organfm.batches.captioned import TextViewsDataset, source_texts, text_options
+from organfm.batches.captioned import TextViewsDataset, source_texts, text_options, text_table
 from organfm.batches.images import image_batch_source, image_views, load_images
 from organfm.batches.teachers import (TEACHER_FILTERS, caption_filter, column_filter, organ_filter, parse_teachers,
                                       sample_teacher, teacher_features, teacher_text)
@@ -66,17 +66,9 @@ class TeacherViewsDataset(Dataset):
         return item
 
 
-def _text_table(texts: list[str] | None) -> tuple[list[str], torch.Tensor]:
-    """The distinct texts, in first-seen order, and each image's index into them."""
-    ids: dict[str, int] = {}
-    per_image = [ids.setdefault(t, len(ids)) for t in texts or []]
-    return list(ids), torch.tensor(per_image, dtype=torch.long)
-
-
 def _prepare(ctx: SourceContext, dataset: Any, store: Path, texts: list[str] | None) -> dict[str, Any]:
     """Teacher features, projector fit, projected targets and mask: computed once, then read from ``store``."""
     from organfm.evaluation.embed import image_digests, set_hash
-    from organfm.heads.projector import TeacherProjector, fit_projector
 
     o = ctx.options
     teachers = parse_teachers(list(o.get("teachers") or []))
@@ -89,7 +81,7 @@ def _prepare(ctx: SourceContext, dataset: Any, store: Path, texts: list[str] | N
     # a user's per-image teacher lists are checked before any teacher runs
     listed = column_filter(dataset, list(teachers)) if o.get("teacher_filter") == "column" else None
     image_hash = set_hash(image_digests(dataset))
-    distinct, text_ids = _text_table(texts)
+    distinct, text_ids = text_table(texts or [])
     feats, text_feats, indexes = [], [], {}
     for name, spec in teachers.items():
         f, index = teacher_features(name, spec, dataset, store / name, image_hash=image_hash,
@@ -109,32 +101,42 @@ def _prepare(ctx: SourceContext, dataset: Any, store: Path, texts: list[str] | N
                           digest_size=16).hexdigest()
     path = store / f"projected-{key}.pt"
     if path.is_file():
-        return {"names": list(teachers), "teachers": indexes, "image_hash": image_hash, "file": str(path),
-                "text_ids": text_ids, **torch.load(path, map_location="cpu", weights_only=True)}
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    else:
+        saved = _fit(o, ctx.seed, feats, text_feats, len(distinct),
+                     listed if listed is not None else _available(o.get("teacher_filter"), dataset, feats,
+                                                                  text_feats, text_ids, ctx.seed))
+        store.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save(saved, tmp)
+        tmp.replace(path)
+    return {"names": list(teachers), "teachers": indexes, "image_hash": image_hash, "file": str(path),
+            "text_ids": text_ids, **saved}
+
+
+def _fit(o: dict[str, Any], seed: int, feats: list[torch.Tensor], text_feats: list[torch.Tensor | None],
+         num_texts: int, available: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Fit the projector on every teacher's targets; what ``_prepare`` stores (projected targets, mask, fit)."""
+    from organfm.heads.projector import TeacherProjector, fit_projector
+
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.seed)  # the projector's initial weights, independent of what ran before
+        torch.manual_seed(seed)  # the projector's initial weights, independent of what ran before
         projector = TeacherProjector([f.shape[1] for f in feats], embed_dim=o["embed_dim"],
                                      hidden_dim=o["projector_hidden"], noise_std=o["projector_noise"],
                                      dropout=o["projector_dropout"])
     # a teacher's text embeddings are more samples of its joint space: one projector learns both
     fit_on = [f if t is None else torch.cat([f, t]) for f, t in zip(feats, text_feats)]
-    losses = fit_projector(projector, fit_on, steps=o["projector_steps"], lr=o["projector_lr"], seed=ctx.seed,
-                           contrastive_weight=o.get("projector_contrastive") or 0.0, paired_rows=len(dataset))
+    losses = fit_projector(projector, fit_on, steps=o["projector_steps"], lr=o["projector_lr"], seed=seed,
+                           contrastive_weight=o.get("projector_contrastive") or 0.0, paired_rows=len(available))
     saved = {"projected": torch.stack([projector.project(f, k) for k, f in enumerate(feats)]).contiguous(),
-             "available": listed if listed is not None else _available(o.get("teacher_filter"), dataset, feats,
-                                                                       text_feats, text_ids, ctx.seed),
-             "losses": torch.tensor(losses or [float("nan")]), "projector": projector.state_dict()}
-    if texts is not None:
-        zeros = torch.zeros(len(distinct), o["embed_dim"])
+             "available": available, "losses": torch.tensor(losses or [float("nan")]),
+             "projector": projector.state_dict()}
+    if num_texts:  # the data has texts
+        zeros = torch.zeros(num_texts, o["embed_dim"])
         saved["projected_text"] = torch.stack([zeros if t is None else projector.project(t, k)
                                                for k, t in enumerate(text_feats)]).contiguous()  # (K, U, D)
         saved["has_text"] = torch.tensor([t is not None for t in text_feats])
-    store.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(saved, tmp)
-    tmp.replace(path)
-    return {"names": list(teachers), "teachers": indexes, "image_hash": image_hash, "file": str(path),
-            "text_ids": text_ids, **saved}
+    return saved
 
 
 def _available(rule: str | None, dataset: Any, feats: list[torch.Tensor], text_feats: list[torch.Tensor | None],

@@ -2,7 +2,6 @@
 of a dataset, the exported backbone's input contract, and the :class:`BatchSource` around a loader."""
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,7 @@ def image_views(ctx: SourceContext, dataset: Any) -> Dataset:
     from organfm.batches.views import views_kwargs
     from organfm.views import GlobalLocalViews, MultiViewDataset
 
-    # only the CPU recipe's arguments: device-side view making is the views source's business
-    recipe_args = inspect.signature(GlobalLocalViews).parameters
-    return MultiViewDataset(dataset, GlobalLocalViews(**{k: v for k, v in views_kwargs(ctx.views).items()
-                                                        if k in recipe_args}))
+    return MultiViewDataset(dataset, GlobalLocalViews(**views_kwargs(ctx.views)))
 
 
 def image_contract(ctx: SourceContext, dataset: Any) -> dict[str, Any]:

@@ -163,9 +163,7 @@ def teacher_text(name: str, spec: str, index: dict[str, Any], feats: torch.Tenso
     if joint.image_dim != feats.shape[1]:
         raise ValueError(f"teacher {name}: its text tower ({folder}) maps {joint.image_dim}-d image features, its "
                          f"stored features are {feats.shape[1]}-d (features of another model?)")
-    with torch.no_grad():
-        images = torch.cat([joint.image(chunk.float()) for chunk in feats.split(4096)])
-    return images, joint.embed_texts(texts)
+    return joint.embed_images(feats), joint.embed_texts(texts)
 
 
 def caption_filter(images: torch.Tensor, texts: torch.Tensor, text_ids: torch.Tensor, *, batch_size: int = 64,

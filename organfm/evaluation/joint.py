@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from organfm.data.errors import DataError
 
@@ -29,8 +28,7 @@ def model_text_folder(spec: str, index: dict[str, Any]) -> Path | None:
     from organfm.text.tower import text_folder
 
     model = index.get("model", {})
-    candidates = [spec, model.get("spec")] + ([str(Path(model["weights"]).parent)] if model.get("weights") else [])
-    for c in candidates:
+    for c in (spec, model.get("spec"), model.get("weights")):
         if c and not str(c).startswith(("random:", "timm:")) and (found := text_folder(c)) is not None:
             return found
     return None
@@ -73,9 +71,8 @@ def embed_joint(folder: str | Path, *, texts: list[str] | None = None) -> dict[s
     if joint.image_dim != feats.shape[1]:
         raise ValueError(f"{text_dir}: its image head takes {joint.image_dim}-d features, {folder} holds "
                          f"{feats.shape[1]}-d ones")
-    with torch.no_grad():
-        images = torch.cat([joint.image(chunk) for chunk in feats.split(4096)]).numpy()
-    write_atomic(folder / JOINT_IMAGES, lambda f: np.save(f, images.astype(np.float32)))
+    images = joint.embed_images(feats).numpy()
+    write_atomic(folder / JOINT_IMAGES, lambda f: np.save(f, images))
     if texts is not None:
         write_atomic(folder / JOINT_TEXTS, lambda f: np.save(f, joint.embed_texts(texts).numpy()))
     write_atomic(old, lambda f: f.write(json.dumps({"record": record, "dim": joint.embed_dim}, indent=1)),

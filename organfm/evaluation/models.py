@@ -81,11 +81,12 @@ def load_encoder(spec: str, *, image_size: int | None = None,
         contract = {"architecture": arch, "mean": [mean], "std": [std],
                     "input_size": [1, image_size, image_size] if image_size else None, "method": "timm"}
     else:
-        path = Path(spec).expanduser()
-        weights, contract = _export_of(path)
+        from organfm.text.tower import text_folder
+
+        weights, contract = _export_of(Path(spec).expanduser())
         arch = str(contract.get("architecture", ""))
         _check_arch(arch, spec)
-        text = _text_of(path, weights)
+        text = text_folder(spec)
         if text is not None:
             contract = dict(contract, text=str(text))
     weights_file = str(weights.resolve())
@@ -183,16 +184,6 @@ def _export_of(path: Path) -> tuple[Path, dict[str, Any]]:
         return weights, _read_contract(contract)
     raise FileNotFoundError(f"{path}: neither an export (backbone.safetensors + backbone.json) nor a run "
                             "folder with checkpoints/")
-
-
-def _text_of(path: Path, weights: Path) -> Path | None:
-    """The text tower trained with these weights: ``<export>/text/`` (or ``<run>/export/text/``), else None.
-
-    A weights-file spec looks beside the file, where ``organfm export`` puts both.
-    """
-    from organfm.text.tower import text_folder
-
-    return text_folder(path if path.is_dir() else weights.parent)
 
 
 def _read_contract(path: Path) -> dict[str, Any]:

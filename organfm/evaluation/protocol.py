@@ -176,8 +176,7 @@ class ModelRun:
         if features.shape[1] != joint.image_dim:
             raise ValueError(f"{self.contract['text']}: its image head takes {joint.image_dim}-dim features, "
                              f"the backbone of {self.name} gives {features.shape[1]}")
-        with torch.no_grad():
-            return joint.image(features.to(self.device).float())
+        return joint.embed_images(features)
 
     def normalized(self, images: torch.Tensor) -> torch.Tensor:
         """Images (N, C, H, W) in [0, 1] scaled by this model's contract, for fine-tuning."""

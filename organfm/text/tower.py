@@ -131,6 +131,13 @@ class JointText(nn.Module):
         device = self.logit_scale.device
         return F.normalize(self.text_head(self.tower({k: v.to(device) for k, v in tokens.items()})), dim=-1)
 
+    @torch.no_grad()
+    def embed_images(self, features: torch.Tensor, *, batch_size: int = 4096) -> torch.Tensor:
+        """(N, E) pooled features (moved to this module's device) -> (N, D) normalised float32, no gradient."""
+        device = self.logit_scale.device
+        chunks = [self.image(chunk.to(device).float()) for chunk in features.split(batch_size)]
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.embed_dim, device=device)
+
     def embed_texts(self, texts: Sequence[str], *, batch_size: int = 256) -> torch.Tensor:
         """N strings -> (N, D) normalised float32 on the CPU, without gradient; repeated strings run once."""
         unique = list(dict.fromkeys(texts))
@@ -179,8 +186,10 @@ def save_joint_text(joint: JointText, folder: str | Path, state_dict: dict[str, 
 
 
 def text_folder(path: str | Path) -> Path | None:
-    """The text folder of an export folder, a run folder, or the folder itself; None when there is none."""
+    """The text folder of an export folder, a run folder, the folder itself, or of the folder holding a weights
+    file (``organfm export`` writes both side by side); None when there is none."""
     path = Path(path).expanduser()
+    path = path.parent if path.is_file() else path
     for candidate in (path, path / TEXT_DIR, path / "export" / TEXT_DIR):
         if (candidate / _DESC).is_file():
             return candidate

@@ -105,14 +105,6 @@ def test_compare_one_run_has_no_p_value():
     assert np.isnan(k["p_below"])
 
 
-def test_docs_section_is_replaced_between_markers(tmp_path):
-    docs = tmp_path / "results.md"
-    docs.write_text("# Results\n\nintro\n")
-    bench.write_docs("table one", docs)
-    bench.write_docs("table two", docs)
-    text = docs.read_text()
-    assert text.count(bench.BEGIN) == 1 and "table two" in text and "table one" not in text and "intro" in text
-
 
 def test_contrasts_pair_runs_by_seed_with_a_two_sided_t_and_holm_over_the_tasks():
     scores, teachers = _scores()

@@ -25,12 +25,3 @@ def test_table_reports_n_and_tests_sgm_against_random_paired_by_seed():
     assert "+0.198 (n = 3 pretraining runs)" in entropy_row and "3/3" in entropy_row and "paired t" in entropy_row
     assert "supported" in entropy_row  # a consistent +0.2 with tiny spread
     assert "no spread" in next(line for line in md.splitlines() if "all organs (no claim" in line)
-
-
-def test_docs_section_is_replaced_between_markers(tmp_path):
-    docs = tmp_path / "results.md"
-    docs.write_text("# Results\n\nother section\n")
-    panfm_sgm.write_docs("first", docs)
-    panfm_sgm.write_docs("second", docs)
-    text = docs.read_text()
-    assert text.count(panfm_sgm.BEGIN) == 1 and "second" in text and "first" not in text and "other section" in text

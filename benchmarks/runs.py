@@ -1,0 +1,37 @@
+"""Pretraining runs of a benchmark: reused when finished, resumed when interrupted, started otherwise."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["finished", "pretrain_or_resume"]
+
+
+def finished(run: Path, steps: int) -> bool:
+    """Whether ``run`` has an export of at least ``steps`` steps (then it is reused)."""
+    contract = Path(run) / "export" / "backbone.json"
+    return contract.is_file() and json.loads(contract.read_text()).get("step", 0) >= steps
+
+
+def pretrain_or_resume(run: Path, steps: int, config: Callable[[], Any]) -> Any | None:
+    """Bring ``run`` to ``steps`` steps.
+
+    Args:
+        run: the run folder (``trainer.out_dir`` of ``config()``).
+        steps: the steps the benchmark needs.
+        config: builds the run's fresh ``Config`` (only called when the run has no checkpoint yet).
+
+    Returns:
+        None when the run was already finished, else the ``PretrainSummary`` of the (resumed) run.
+    """
+    from organfm.config import load_config
+    from organfm.engine.checkpoint import latest_checkpoint
+    from organfm.engine.pretrain import pretrain
+
+    if finished(run, steps):
+        return None
+    if latest_checkpoint(run) is not None:  # an interrupted run: continue it
+        return pretrain(load_config(None, Path(run) / "config.yaml", [f"trainer.max_steps={steps}"]), resume_dir=run)
+    return pretrain(config())
