@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test bench bench-coda
+.PHONY: setup demo test bench bench-coda bench-learning
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +14,10 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 setup: $(VENV)/.installed
 
-# Coda on the embedded synthetic organs (no download): checkpoint, exported backbone, one-line summary.
+# The small Coda recipe on the embedded synthetic organs (no download): checkpoint, exported backbone, and a
+# summary line with the health verdict and the kNN monitor at step 0 and at the end.
 demo: setup
-	$(BIN)/organfm pretrain --config configs/coda.yaml trainer.max_steps=$(or $(STEPS),96)
+	$(BIN)/organfm pretrain --config configs/small/coda.yaml $(if $(STEPS),trainer.max_steps=$(STEPS))
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -27,3 +28,7 @@ bench: setup
 # The Coda ablation on real data (../shared/data): one pretraining run per arm and seed, ~12 min each on 2 cores.
 bench-coda: setup
 	$(BIN)/python benchmarks/coda_ablation.py --scale cpu-1k
+
+# Does each method learn at the small scale? Every small recipe, 2 pretraining seeds (docs/results.md).
+bench-learning: setup
+	$(BIN)/python benchmarks/learning.py

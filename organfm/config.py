@@ -60,6 +60,10 @@ class DataConfig:
     on_error: str = "raise"
     max_member_bytes: int = 512 << 20  # an archive member may expand to this much (gzip bombs are refused)
     max_image_pixels: int = 1 << 27  # checked before any pixel of an image is decoded
+    # checked from the header before a volume is inflated or allocated (organfm.data.voxel_cap): one NIfTI,
+    # DICOM series or npz volume; and one npz array, all rows together (numpy inflates a member whole)
+    max_volume_voxels: int = 1 << 28
+    max_array_voxels: int = 1 << 29
     # the embedded default: synthetic images, generated on the fly (organs for image methods, image/label
     # pairs for a method fed by the synthetic-pair source; ``synthetic_dim`` and ``synthetic_refresh`` are theirs)
     synthetic_organs: int = 8
@@ -157,6 +161,10 @@ class TrainerConfig:
     check_finite_every: int | None = None
     progress: bool = True
     compile: bool = False
+    # the training-health monitor (organfm.monitor): steps between measurements on a fixed batch of this many
+    # items (0: off); health.json / health.png in the run folder say whether the run is learning
+    monitor_every: int = 100
+    monitor_images: int = 256
 
 
 @dataclass
@@ -241,11 +249,12 @@ _BOUNDS = {"trainer.batch_size": 1, "trainer.accumulate_grad_batches": 1, "train
            "trainer.epochs": 1e-9, "trainer.steps_per_epoch": 1, "trainer.checkpoint_every": 1,
            "trainer.keep_checkpoints": 1, "trainer.log_every": 1, "trainer.check_finite_every": 1,
            "trainer.num_workers": 0, "trainer.num_nodes": 1,
-           "trainer.torch_threads": 1, "views.num_global_views": 1, "views.num_local_views": 0,
+           "trainer.torch_threads": 1, "trainer.monitor_every": 0, "trainer.monitor_images": 2, "views.num_global_views": 1, "views.num_local_views": 0,
            "views.global_size": 1, "views.local_size": 1, "optim.lr": 0.0, "optim.min_lr": 0.0,
            "optim.warmup_epochs": 0.0, "data.synthetic_organs": 1, "data.synthetic_images_per_organ": 1,
            "data.synthetic_size": 8, "data.synthetic_labels": 1,
-           "data.max_member_bytes": 1, "data.max_image_pixels": 1}
+           "data.max_member_bytes": 1, "data.max_image_pixels": 1,
+           "data.max_volume_voxels": 1, "data.max_array_voxels": 1}
 
 
 def validate(cfg: Config) -> None:
@@ -258,6 +267,25 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{dotted} must be {what}, got {value}")
     if cfg.optim.clip_mode not in ("global", "per_param"):
         raise ConfigError(f"optim.clip_mode must be 'global' or 'per_param', got {cfg.optim.clip_mode!r}")
+    _validate_devices(cfg.trainer)
+
+
+_ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _validate_devices(trainer: TrainerConfig) -> None:
+    """``trainer.devices`` / ``trainer.accelerator`` in the forms Lightning Fabric takes (else a TypeError deep in it)."""
+    devices = trainer.devices
+    text = str(devices).strip()
+    ids = [p.strip() for p in text.strip("[]").split(",") if p.strip()]
+    ok = (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1)) \
+        or text == "auto" or (ids and all(p.isdigit() for p in ids) and ids != ["0"])  # "0": no device at all
+    if not ok:
+        raise ConfigError(f"trainer.devices={devices!r} is not a device count: use a number (1, 2, ...), -1 for "
+                          "all, auto, or device ids like 0,1")
+    if trainer.accelerator not in _ACCELERATORS:
+        raise ConfigError(f"trainer.accelerator={trainer.accelerator!r} is unknown; use one of "
+                          f"{', '.join(_ACCELERATORS)}")
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

@@ -214,6 +214,9 @@ def load_yaml_mapping(path: str | Path, what: str = "config file") -> dict[str, 
         tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
+    except UnicodeDecodeError as e:  # binary garbage, or a file saved in another encoding
+        raise ConfigError(f"{what} {path} is not a text (UTF-8 YAML) file: undecodable byte at offset {e.start}; "
+                          "pass the YAML file itself") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{what} {path} must hold a mapping, not {type(tree).__name__}")
     return tree

@@ -42,7 +42,8 @@ def create_backbone(name: str, **kwargs: Any) -> nn.Module:
     """
     if name in _BACKBONES:
         if kwargs.pop("strict", True) is False:
-            raise ValueError(f"partial weight loading (strict=False) is for timm architectures, not {name!r}")
+            raise ValueError(f"backbone.strict_load=false (partial weight loading) is for timm architectures, not "
+                             f"{name!r}: set backbone.strict_load=true and give weights of this architecture")
         return _BACKBONES.create(name, **kwargs)
     return TimmBackbone(name, **{k: v for k, v in kwargs.items() if v is not None})
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
-__all__ = ["Backbone", "SkipPooledBackbone"]
+__all__ = ["Backbone", "SkipPooledBackbone", "check_input_sizes"]
 
 
 @runtime_checkable
@@ -65,3 +65,51 @@ class SkipPooledBackbone:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) -> (B, E)."""
         return self.forward_features(x)["cls"]
+
+
+_CANDIDATE_SIZES = (8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
+
+
+def _accepts(backbone: nn.Module, size: int) -> bool:
+    dims = int(getattr(backbone, "spatial_dims", 2))
+    x = torch.zeros((1, int(getattr(backbone, "in_chans", 1))) + (size,) * dims)
+    try:
+        backbone(x)
+    except (RuntimeError, ValueError):  # a kernel larger than the map, or a size the encoder refuses
+        return False
+    return True
+
+
+@torch.no_grad()
+def check_input_sizes(backbone: nn.Module, sizes: dict[str, int], *, name: str = "the backbone") -> None:
+    """Refuse, before any step, an input size the backbone cannot take (ConvNeXt needs >= 32 px; a 3D encoder
+    a multiple of its stride), naming the config key, its value and the smallest size that works.
+
+    Each size is tried once with a zero input in eval mode (no state changes). Token-set encoders, whose input
+    is a set of organ images, are not tried.
+
+    Args:
+        backbone: the created backbone.
+        sizes: config key -> spatial edge in pixels/voxels (``BatchSource.input_sizes``).
+        name: the backbone's config name, for the message.
+
+    Raises:
+        ConfigError: a size the backbone does not accept.
+    """
+    from organfm.configtree import ConfigError
+
+    if hasattr(backbone, "tokens_per_organ") or not sizes:
+        return
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for key, size in sizes.items():
+                if _accepts(backbone, int(size)):
+                    continue
+                works = next((s for s in _CANDIDATE_SIZES if s > size and _accepts(backbone, s)), None)
+                hint = f"the smallest size it accepts is {works}" if works else "no size up to 512 worked"
+                raise ConfigError(f"{key}={size} is too small for backbone {name}: {hint}; raise {key}"
+                                  + (f" to at least {works}" if works else ""))
+    finally:
+        backbone.train(was_training)

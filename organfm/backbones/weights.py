@@ -128,18 +128,19 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as e:  # SafetensorError, OSError: a damaged or truncated file
             raise ValueError(f"{path}: cannot read safetensors weights ({type(e).__name__}: {e})") from None
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file (0 bytes; an interrupted copy or save?): copy or export the weights again")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()
-        why = next((line for line in reason if "Unsupported" in line or "global" in line.lower()), reason[-1] if reason else "")
+        why = refusal_reason(e)
         raise ValueError(
             f"{path}: refused: this pickle holds objects other than tensors ({why.strip()[:200]}); organfm loads "
             "weights with torch.load(weights_only=True) and never unpickles arbitrary objects, because unpickling "
             "can run code. Re-save it as a plain state dict (torch.save(model.state_dict(), ...)) or as .safetensors"
         ) from None
     except Exception as e:  # not a torch file at all, truncated zip, ...
-        raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{path}: cannot read weights ({type(e).__name__}: {str(e) or 'no detail'})") from None
     for wrapper in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -182,7 +183,7 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor], *,
     report.missing = [key for key in own if key not in state]
     if not report.complete and strict:
         raise ValueError(f"{path} does not fit architecture {architecture!r}: {report.describe()}. Use weights "
-                         "of this architecture, or opt in to partial loading (strict=False)")
+                         "of this architecture, or opt in to partial loading (backbone.strict_load=false)")
     if not fitting:
         raise ValueError(f"{path}: no tensor fits architecture {architecture!r} ({report.describe()})")
     model.load_state_dict(fitting, strict=False)
@@ -205,3 +206,17 @@ def load_backbone_weights(model: nn.Module, path: str | Path, *, architecture: s
 def _first(keys: list[str]) -> str:
     more = f", ... {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
     return ", ".join(keys[:_SHOWN]) + more
+
+
+def refusal_reason(error: Exception) -> str:
+    """The line of a ``weights_only`` refusal that says what was refused, without PyTorch's advice.
+
+    PyTorch's message suggests re-running with ``weights_only=False``, which would run the pickle's code:
+    organfm never relays that.
+    """
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    lines = [line for line in lines if "weights_only" not in line and "re-running" not in line.lower()
+             and "torch.serialization" not in line and "add_safe_globals" not in line]
+    why = next((line for line in lines if "Unsupported" in line or "global" in line.lower()), lines[-1] if lines else "")
+    why = why.split("WeightsUnpickler error:")[-1].strip()
+    return why[:200] or "an object that is not a tensor"

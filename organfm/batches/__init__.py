@@ -72,6 +72,11 @@ class BatchSource:
         write_run_files: ``write_run_files(run_dir)`` writes e.g. ``splits.csv`` (rank 0 only).
         on_device: ``on_device(batch) -> batch``, applied by the engine after a batch reaches the device
             (e.g. views made there from uint8 images); None: batches are used as they come.
+        monitor: ``monitor(n) -> batch``: the fixed batch of ``n`` items the health monitor measures on
+            (``organfm.batches.monitor``): a training-style batch plus ``monitor_input`` (what the exported
+            network sees) and, where labels exist, ``monitor_label``; None: no monitor.
+        input_sizes: the config keys that set an input's spatial size, with their values (e.g.
+            ``{"views.local_size": 32}``), checked against the backbone's minimum input before training.
     """
 
     batches: Iterable[dict]
@@ -83,6 +88,8 @@ class BatchSource:
     num_items: Callable[[int], int] = lambda steps: 0
     write_run_files: Callable[[Path], None] = lambda run_dir: None
     on_device: Callable[[dict], dict] | None = None
+    monitor: Callable[[int], dict] | None = None
+    input_sizes: dict[str, int] = field(default_factory=dict)
 
 
 _SOURCES: Registry[Callable[[SourceContext], BatchSource]] = Registry(

@@ -65,7 +65,10 @@ def image_batch_source(ctx: SourceContext, dataset: Any, items: Dataset, *, fact
         if hasattr(dataset, "save_split"):
             dataset.save_split(run_dir / "splits.csv")
 
+    from organfm.batches.views import image_monitor, view_sizes
+
     return BatchSource(batches=DataLoader(items, batch_sampler=sampler, num_workers=ctx.num_workers),
                        steps_per_epoch=max(1, ctx.steps_per_epoch or len(dataset) // per_step),
                        contract=image_contract(ctx, dataset), method_kwargs=method_kwargs, summary=summary,
-                       num_items=lambda steps: len(dataset), write_run_files=write_run_files)
+                       num_items=lambda steps: len(dataset), write_run_files=write_run_files,
+                       monitor=image_monitor(ctx, dataset, items), input_sizes=view_sizes(ctx.views))

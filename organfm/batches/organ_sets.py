@@ -84,7 +84,21 @@ def organ_sets_source(ctx: SourceContext) -> BatchSource:
                 "intensity": {"mode": ctx.data.intensity, "window": ctx.data.window,
                               "note": "each organ image scaled to [0, 1], then (x - mean) / std; a missing organ is "
                                       "all-NaN (or pass available=(B, O) bool)"}}
+    items = NormalizedSubjects(subjects, ctx.views.mean, ctx.views.std)
+
+    def monitor(n: int) -> dict:
+        """Fixed subjects; the exported encoder sees the whole set; the first label column is the kNN label."""
+        from organfm.batches.monitor import collate_items, monitor_indices
+
+        batch = collate_items(items, monitor_indices(len(subjects), n))
+        batch["monitor_input"] = batch["images"]
+        labels = batch.get("labels")
+        if labels is not None and labels.numel() and labels.dim() == 2 and len(labels[:, 0].unique()) >= 2:
+            batch["monitor_label"] = labels[:, 0].long()
+        return batch
+
     return BatchSource(batches=loader, steps_per_epoch=max(1, ctx.steps_per_epoch or len(subjects) // per_step),
                        contract=contract,
                        backbone_kwargs={"num_organs": len(organs), "image_size": size, "spatial_dims": dim},
-                       summary=lambda steps: subjects.summary(), num_items=lambda steps: len(subjects))
+                       summary=lambda steps: subjects.summary(), num_items=lambda steps: len(subjects),
+                       monitor=monitor, input_sizes={"data.synthetic_size": size})

@@ -35,7 +35,33 @@ def synthetic_pairs_source(ctx: SourceContext) -> BatchSource:
     contract = {"input_size": [1] + [data.synthetic_size] * data.synthetic_dim, "mean": [0.0], "std": [1.0],
                 "organs": [], "intensity": {"mode": "minmax", "window": None,
                                             "note": "intensities scaled to [0, 1], fed without normalisation"}}
+    def monitor(n: int) -> dict:
+        """Fixed pairs of the monitor stream; in 2D, the kNN images are the embedded synthetic organs (8 organ
+        classes, never trained on: RaSD sees no organ), fed as the contract says (no normalisation)."""
+        import torch
+
+        from organfm.batches.monitor import MONITOR_SEED, clean_images, monitor_indices
+
+        probe = RaSDPairs((data.synthetic_size,) * data.synthetic_dim, num_labels=num_labels, seed=MONITOR_SEED,
+                          stream="monitor")
+        with torch.random.fork_rng(devices=[]):
+            pairs = [probe[i] for i in range(min(n, 64))]
+        batch = {"image": torch.stack([p["image"] for p in pairs]),
+                 "label_map": torch.stack([p["label_map"] for p in pairs])}
+        if data.synthetic_dim == 2:
+            from organfm.synthesis import SyntheticOrgans
+
+            organs = SyntheticOrgans(num_organs=8, images_per_organ=max(1, n // 8 + 1), size=data.synthetic_size,
+                                     seed=MONITOR_SEED)
+            images, labels = clean_images(organs, monitor_indices(len(organs), n), size=data.synthetic_size,
+                                          mean=0.0, std=1.0)
+            batch["monitor_input"], batch["monitor_label"] = images, labels
+        else:
+            batch["monitor_input"] = batch["image"]
+        return batch
+
     return BatchSource(batches=buffer, steps_per_epoch=ctx.steps_per_epoch, contract=contract,
                        backbone_kwargs={"spatial_dims": data.synthetic_dim},
                        summary=lambda steps: buffer.summary(),
-                       num_items=lambda steps: buffer.num_samples(steps * ctx.accumulate))
+                       num_items=lambda steps: buffer.num_samples(steps * ctx.accumulate), monitor=monitor,
+                       input_sizes={"data.synthetic_size": data.synthetic_size})

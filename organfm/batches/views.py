@@ -88,7 +88,36 @@ def views_source(ctx: SourceContext) -> BatchSource:
     return BatchSource(batches=loader, steps_per_epoch=max(1, steps_per_epoch), contract=contract,
                        summary=lambda steps: dataset.summary() if hasattr(dataset, "summary")
                        else {"num_images": len(dataset)},
-                       num_items=lambda steps: len(dataset), write_run_files=write_run_files, on_device=move)
+                       num_items=lambda steps: len(dataset), write_run_files=write_run_files, on_device=move,
+                       monitor=image_monitor(ctx, dataset, items, move), input_sizes=view_sizes(ctx.views))
+
+
+def view_sizes(views: ViewsConfig) -> dict[str, int]:
+    """The view sizes a backbone must accept (local crops only where there are any)."""
+    sizes = {"views.global_size": views.global_size}
+    if views.num_local_views > 0:
+        sizes["views.local_size"] = views.local_size
+    return sizes
+
+
+def image_monitor(ctx: SourceContext, dataset, items, move=None):
+    """``BatchSource.monitor`` of an image dataset: training views of fixed items, their clean images at the
+    contract's size, and their organ ids as labels (where there are at least two organs)."""
+    from organfm.batches.monitor import clean_images, collate_items, monitor_indices
+
+    def monitor(n: int) -> dict:
+        indices = monitor_indices(len(dataset), n)
+        batch = collate_items(items, indices)
+        if move is not None:  # the device-view path: views made from the uint8 images here, on the CPU
+            batch = move(batch)
+        images, organs = clean_images(dataset, indices, size=ctx.views.global_size, mean=ctx.views.mean,
+                                      std=ctx.views.std)
+        batch["monitor_input"] = images
+        if int((organs >= 0).sum()) == len(indices) and len(set(organs.tolist())) >= 2:
+            batch["monitor_label"] = organs
+        return batch
+
+    return monitor
 
 
 class SeededImages(Dataset):

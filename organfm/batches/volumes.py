@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from organfm.batches import BatchSource, SourceContext, register_batch_source
+from organfm.configtree import ConfigError
 from organfm.data.acquisition import describe_acquisition
 from organfm.data.samplers import ResumableBatchSampler
 from organfm.data.volume_set import LoadedVolume, load_volumes, preprocess_volume
@@ -83,6 +84,10 @@ class CubeDataset(Dataset):
 def volumes_source(ctx: SourceContext) -> BatchSource:
     """Batches ``{"image": (B,1,S,S,S) in [0,1], "mask": (B,G,G,G), "text": (B,T), "index": (B,)}``."""
     o, data = ctx.options, ctx.data
+    if ctx.batch_size < 2:  # else "Expected more than 1 value per channel" from the projector's BatchNorm
+        raise ConfigError(f"trainer.batch_size={ctx.batch_size}: 3D pretraining needs at least 2 volumes per batch "
+                          "(per device): its projector normalises over the batch and its loss compares pairs of "
+                          "volumes; set trainer.batch_size=2 or more")
     cube = int(o["cube"])
     masks = SimMIMMask3D(cube, int(o["mask_patch_size"]), int(o["model_patch_size"]), float(o["mask_ratio"]))
     skipped = 0
@@ -92,7 +97,8 @@ def volumes_source(ctx: SourceContext) -> BatchSource:
         spacing = o.get("spacing")
         volumes, skipped = load_volumes(data.source, cube=cube, split=data.split, on_error=data.on_error,
                                         target_spacing=list(spacing) if spacing else None,
-                                        skip_log_dir=str(Path(ctx.run_dir or ".") / "skips"))
+                                        skip_log_dir=str(Path(ctx.run_dir or ".") / "skips"),
+                                        max_volume_voxels=data.max_volume_voxels, max_array_voxels=data.max_array_voxels)
         volumes += synthetic_volumes(int(o.get("synthetic_volumes") or 0), cube, data.synthetic_seed)
     descriptions = [describe_acquisition(v.acquisition) for v in volumes]
     encoder = build_text_encoder(str(o["text_encoder"]), int(o["text_dim"]))
@@ -124,7 +130,22 @@ def volumes_source(ctx: SourceContext) -> BatchSource:
     summary = {"num_volumes": len(volumes), "synthetic_volumes": synthetic, "file_volumes": len(volumes) - synthetic,
                "skipped": skipped, "cube": cube, "mask_cells": masks.num_cells, "masked_cells": masks.num_masked,
                "text_encoder": repr(encoder), "descriptions": unique[:20], "num_descriptions": len(unique)}
+    cubes = CubeDataset(volumes, text, masks, float(o["flip_prob"]))
+
+    def monitor(n: int) -> dict:
+        """Fixed volumes with fixed masks; the clean cube is what the exported encoder sees; volume labels
+        (a .npz's ``<split>_labels``) where every monitored volume has one."""
+        from organfm.batches.monitor import collate_items, monitor_indices
+
+        indices = monitor_indices(len(volumes), n)
+        batch = collate_items(cubes, indices)
+        batch["monitor_input"] = torch.stack([volumes[i].cube.float()[None] for i in indices])
+        labels = [volumes[i].label for i in indices]
+        if all(label is not None for label in labels) and len(set(labels)) >= 2:
+            batch["monitor_label"] = torch.tensor(labels, dtype=torch.long)
+        return batch
+
     return BatchSource(batches=loader, steps_per_epoch=max(1, steps_per_epoch), contract=contract,
                        method_kwargs={"text_dim": int(encoder.dim)},  # a model folder fixes the text size
                        backbone_kwargs=backbone_kwargs, summary=lambda steps: summary,
-                       num_items=lambda steps: len(volumes))
+                       num_items=lambda steps: len(volumes), monitor=monitor, input_sizes={"method.cube": cube})

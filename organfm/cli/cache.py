@@ -5,6 +5,11 @@
 
 A second call with an unchanged source (same ``data.*`` settings, same files, sizes and mtimes) reuses the
 folder; a changed source is cached again (its content hash changes with it).
+
+``--out`` is only ever an earlier cache (or a new or empty folder): a folder of images or a run folder is
+refused and left as it is. The new cache is written into ``<out>.partial`` and renamed into place, so a
+failure (a full disk included) keeps the previous cache and leaves no partial folder. With
+``data.on_error=skip`` an unreadable image is left out of the cache and counted, never replaced by another.
 """
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ def cache(data, out: str | Path, *, size: int | None = None, force: bool = False
           progress: bool = False) -> tuple[dict[str, Any], bool]:
     """Cache the ``data.*`` section's source into the shard folder ``out``, or reuse it.
 
+    ``out`` must be absent, empty or an earlier cache; a folder of images, a run folder or any other folder
+    is refused and left as it is, and so is a folder inside the source (the cache would become part of
+    its own source). One ``organfm cache`` at a time writes ``out`` (:class:`organfm.outputs.FolderLock`).
+
     Args:
         data: a ``DataConfig``.
         out: the shard folder.
@@ -31,23 +40,43 @@ def cache(data, out: str | Path, *, size: int | None = None, force: bool = False
 
     Returns:
         (``meta.json`` content, whether the folder was reused).
+
+    Raises:
+        OutputFolderError: ``out`` is a file, a folder ``organfm cache`` did not write, or inside the source.
+        FolderBusy: another ``organfm cache`` is writing ``out``.
+        DiskFullError: the device of ``out`` is full (the previous ``out`` is kept as it was).
     """
     from organfm.batches.views import build_image_dataset
-    from organfm.data.shards import ShardDataset, build_shards, is_shard_dir, source_fingerprint
+    from organfm.data.shards import FORMAT, ShardDataset, is_shard_dir, source_fingerprint, write_shards
+    from organfm.outputs import FolderLock, OutputFolderError, StagedFolder, check_output_folder
 
+    out = Path(out)
     if data.source != "synthetic" and is_shard_dir(data.source):
         raise ValueError(f"{data.source} is already a shard cache: train on it directly")
+    if data.source != "synthetic" and Path(data.source).exists():
+        source = Path(data.source).resolve()
+        if out.resolve() == source or source in out.resolve().parents:
+            raise OutputFolderError(f"--out {out} is inside the data source {data.source}: the cache would replace "
+                                    "or join its own images; choose a folder outside the source")
+    check_output_folder(out, "cache", recognise=is_shard_dir)  # before the lock: a refusal leaves no lock file
     settings = {**asdict(data), "cache_size": size}
-    fingerprint = source_fingerprint(settings, None if data.source == "synthetic" else data.source)
-    if is_shard_dir(out) and not force:
-        meta = json.loads((Path(out) / "meta.json").read_text())
-        if meta.get("source_fingerprint") == fingerprint:
-            if verify:
-                ShardDataset(out, verify=True)
-            return meta, True
-    dataset = build_image_dataset(data)
-    contract = {"mode": data.intensity, "window": data.window, "source": data.source, "settings": settings}
-    return build_shards(dataset, out, size=size, contract=contract, fingerprint=fingerprint, progress=progress), False
+    with FolderLock(out, "cache"):
+        owned = check_output_folder(out, "cache", recognise=is_shard_dir)
+        fingerprint = source_fingerprint(settings, None if data.source == "synthetic" else data.source)
+        if owned and is_shard_dir(out) and not force:
+            meta = json.loads((out / "meta.json").read_text())
+            if meta.get("source_fingerprint") == fingerprint:
+                if verify:
+                    ShardDataset(out, verify=True)
+                return meta, True
+        contract = {"mode": data.intensity, "window": data.window, "source": data.source, "settings": settings}
+        with StagedFolder(out, "cache", recognise=is_shard_dir, facts={"format": FORMAT}) as tmp:
+            # skips are logged inside the new folder, so they move into place with it
+            dataset = build_image_dataset(data, skip_log_dir=str(tmp / "skips"))
+            at_index = int(getattr(dataset, "summary", dict)().get("skipped_at_index", 0) or 0)
+            meta = write_shards(dataset, tmp, size=size, contract=contract, fingerprint=fingerprint,
+                                progress=progress, skipped_at_index=at_index)
+        return meta, False
 
 
 def _cache(args: argparse.Namespace) -> int:
@@ -63,8 +92,10 @@ def _cache(args: argparse.Namespace) -> int:
     meta, reused = cache(data, args.out, size=args.size, force=args.force, verify=args.verify,
                          progress=not args.no_progress)
     shape = "x".join(map(str, meta["shape"]))
+    skipped = meta.get("skipped", 0)
+    skips = f", {skipped} unreadable, skipped: see {Path(args.out) / 'skips'}/" if skipped else ""
     print(f"{'reused' if reused else 'cached'} {meta['num_items']} images of {shape} uint8 in {args.out} "
-          f"({len(meta['organs'])} organs, content hash {meta['content_hash'][:16]}); train with "
+          f"({len(meta['organs'])} organs{skips}, content hash {meta['content_hash'][:16]}); train with "
           f"data={args.out} views.on_device=true", flush=True)
     return 0
 

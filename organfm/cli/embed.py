@@ -12,22 +12,34 @@ model's identity and data contract, the data identity, the image count and a has
 folder, an export folder, a .safetensors file with its contract JSON, random:<arch> or timm:<arch>:<weights>.
 The data is any data.source (folder, manifest, .npz, .tar/.tar.gz, synthetic) with data.* overrides, e.g.
 data=../shared/data/mednist/MedNIST.tar.gz data.split=null. A second call reuses every finished shard and
-rewrites nothing; an interrupted call resumes; shards whose images changed are recomputed
-(--on-change error refuses instead). For a model trained with texts (clip, mmkd with texts), --joint adds
-joint-images.npy (each image in the model's image-text space) and --texts MODE joint-texts.npy (each image's
+rewrites nothing; an interrupted call resumes; shards whose images, labels or settings changed, or whose
+file is damaged, are recomputed (--on-change error refuses changed images instead). With data.on_error=skip
+an unreadable image's row is zeros, flagged in index.csv and counted. DIR must be new, empty or an earlier
+organfm embed folder; one organfm embed at a time writes it. For a model trained with texts (clip, mmkd
+with texts), --joint adds joint-images.npy (each image in the model's image-text space) and --texts MODE joint-texts.npy (each image's
 text: a manifest text column, or a caption templated from organ and modality)."""
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from organfm.batches.views import build_image_dataset
     from organfm.config import Config, ConfigError, apply_overrides, parse_overrides
-    from organfm.evaluation.embed import embed_dataset
+    from organfm.evaluation.embed import is_features_folder, open_features_folder
+    from organfm.outputs import FolderLock, check_output_folder
 
     overrides = parse_overrides(args.overrides)
     bad = [k for k in overrides if k != "data" and not k.startswith("data.")]
     if bad:
         raise ConfigError(f"organfm embed takes data.* keys only, not {', '.join(bad)}")
     cfg = apply_overrides(Config(), overrides)
+    check_output_folder(args.out, "embed", recognise=is_features_folder)  # a refusal writes nothing, not a lock
+    with FolderLock(args.out, "embed"):  # two embeds into one folder would interleave two models' shards
+        open_features_folder(args.out)  # marked before skips/ is written into it
+        return _embed_locked(args, cfg)
+
+
+def _embed_locked(args: argparse.Namespace, cfg: Any) -> int:
+    from organfm.batches.views import build_image_dataset
+    from organfm.evaluation.embed import embed_dataset
+
     dataset = build_image_dataset(cfg.data, skip_log_dir=f"{args.out}/skips")
     joint_wanted, texts = args.joint or args.texts != "none", None
     if joint_wanted:  # a model without a text tower, or an empty text, fails before any image is embedded
@@ -43,9 +55,7 @@ def _embed(args: argparse.Namespace) -> int:
                            batch_size=args.batch_size, image_size=args.image_size, device=args.device,
                            seed=args.seed, on_change=args.on_change,
                            log=None if args.quiet else lambda line: print(line, flush=True))
-    changed = f" ({result.changed} recomputed: their images changed)" if result.changed else ""
-    print(f"{result.out_dir}: {result.num_images} images x {result.feature_dim} features, image hash "
-          f"{result.image_hash[:12]}; {result.written} shards written{changed}, {result.reused} reused", flush=True)
+    print(result.line(), flush=True)
     if joint_wanted:
         from organfm.evaluation.joint import embed_joint
 

@@ -31,6 +31,9 @@ def _pretrain(args: argparse.Namespace) -> int:
         if cfg.data.source != "synthetic" and source.exists():
             cfg.data.source = str(source.resolve())  # a resumed run must find its data from any folder
     summary = pretrain(cfg, resume_dir=args.resume)
+    warning = summary.warning()
+    if warning:
+        print(f"organfm pretrain: warning: {warning}", file=sys.stderr, flush=True)
     if summary.export is not None:
         print(summary.line(cfg.method_name, cfg.backbone.name), flush=True)
     return 0
@@ -38,9 +41,18 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from organfm.engine.checkpoint import export_backbone
+    from organfm.outputs import FolderLock, check_output_folder, write_marker
 
-    weights, contract = export_backbone(args.run_dir, checkpoint=args.checkpoint, out_dir=args.out,
-                                        network=args.network)
+    if args.out is None:  # the run's own export/ folder
+        weights, contract = export_backbone(args.run_dir, checkpoint=args.checkpoint, network=args.network)
+        print(f"exported {weights} and {contract}")
+        return 0
+    # --out overwrites backbone.* and text/ by name: only in a new, empty or earlier export folder
+    check_output_folder(args.out, "export", recognise=lambda p: (p / "backbone.json").is_file())
+    with FolderLock(args.out, "export"):
+        weights, contract = export_backbone(args.run_dir, checkpoint=args.checkpoint, out_dir=args.out,
+                                            network=args.network)
+        write_marker(args.out, "export")
     print(f"exported {weights} and {contract}")
     return 0
 

@@ -1,19 +1,41 @@
-"""``organfm synth``: write RaSD image/label-map pairs to disk (the offline mode of the synthesis engine)."""
+"""``organfm synth``: write RaSD image/label-map pairs to disk (the offline mode of the synthesis engine).
+
+``--out`` is a new or empty folder or an earlier ``organfm synth`` output, which is replaced whole (through
+``<out>.partial``); any other folder is refused and left as it is.
+"""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 __all__ = ["add_parser"]
 
 
-def _synth(args: argparse.Namespace) -> int:
-    from organfm.synthesis import export_pairs
+def _is_synth_folder(folder: Path) -> bool:
+    """A folder written by ``organfm synth`` before output markers existed: its manifest has synth's columns."""
+    from organfm.synthesis.export import MANIFEST, MANIFEST_FIELDS
 
-    manifest = export_pairs(args.out, n=args.n, dim=args.dim, size=args.size, seed=args.seed,
-                            num_labels=args.num_labels, preview=args.preview, num_workers=args.workers,
-                            progress=not args.no_progress)
-    extra = f", preview {manifest.parent / 'preview.png'}" if args.preview else ""
-    print(f"wrote {args.n} {args.dim}D pairs of {args.size}^{args.dim} to {manifest.parent} "
+    try:
+        with open(folder / MANIFEST, encoding="utf-8") as f:
+            return f.readline().strip() == ",".join(MANIFEST_FIELDS)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from organfm.outputs import FolderLock, StagedFolder, check_output_folder
+    from organfm.synthesis import export_pairs
+    from organfm.synthesis.export import MANIFEST
+
+    out = Path(args.out)
+    check_output_folder(out, "synth", recognise=_is_synth_folder)  # a refusal writes nothing, not even a lock
+    # a new set replaces an earlier one whole: files of a larger earlier --n must not linger
+    with FolderLock(out, "synth"), StagedFolder(out, "synth", recognise=_is_synth_folder) as tmp:
+        export_pairs(tmp, n=args.n, dim=args.dim, size=args.size, seed=args.seed, num_labels=args.num_labels,
+                     preview=args.preview, num_workers=args.workers, progress=not args.no_progress)
+    manifest = out / MANIFEST
+    extra = f", preview {out / 'preview.png'}" if args.preview else ""
+    print(f"wrote {args.n} {args.dim}D pairs of {args.size}^{args.dim} to {out} "
           f"(manifest {manifest}{extra})", flush=True)
     return 0
 

@@ -25,6 +25,7 @@ from organfm.data.records import Record
 from organfm.data.sample import IMAGE, INDEX, ORGAN, UNKNOWN_ORGAN, Sample
 from organfm.data.sources import index_source
 from organfm.data.splits import SPLITS, assign_splits, load_or_create_key, load_split, new_key, save_split
+from organfm.data.voxel_cap import DEFAULT_MAX_ARRAY_VOXELS, DEFAULT_MAX_VOLUME_VOXELS
 
 __all__ = ["OrganDataset", "build_dataset"]
 
@@ -227,6 +228,7 @@ def build_dataset(
     channels: int = 1, image_size: int | None = None, dim: int = 2, on_error: str = "raise",
     skip_log_dir: str | None = None, use_voi: bool | None = None,
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS, max_array_voxels: int = DEFAULT_MAX_ARRAY_VOXELS,
 ) -> OrganDataset:
     """Index a source, drop exact duplicates, assign patient-level splits, and return one split.
 
@@ -264,6 +266,9 @@ def build_dataset(
         max_member_bytes: largest tar member read (compressed tars are streamed, never held whole);
             a larger image member is a DataError naming archive and member, or a skip.
         max_image_pixels: largest PNG/JPEG/BMP/TIFF (width x height) decoded; a bomb is a DataError.
+        max_volume_voxels: most voxels a NIfTI, DICOM or npz volume may declare, checked from its header
+            before anything is inflated or allocated (``organfm.data.voxel_cap``).
+        max_array_voxels: most elements of one npz array (all rows together: numpy inflates it whole).
 
     Returns:
         The dataset of the requested split. ``ds.organs`` is computed over all splits, so organ
@@ -276,11 +281,15 @@ def build_dataset(
     started = time.perf_counter()
     _check_options(intensity=intensity, window=window, channels=channels, dim=dim, on_error=on_error,
                    image_size=image_size, split_fractions=split_fractions)
-    for name, value in (("max_member_bytes", max_member_bytes), ("max_image_pixels", max_image_pixels)):
+    for name, value in (("max_member_bytes", max_member_bytes), ("max_image_pixels", max_image_pixels),
+                        ("max_volume_voxels", max_volume_voxels), ("max_array_voxels", max_array_voxels)):
         if value < 1:
             raise ValueError(f"{name} must be positive, got {value}")
     voi = intensity != "window" if use_voi is None else use_voi
-    reader_kwargs = {"dicom": {"use_voi": voi}, "image": {"max_image_pixels": max_image_pixels}}
+    reader_kwargs = {"dicom": {"use_voi": voi, "max_volume_voxels": max_volume_voxels},
+                     "image": {"max_image_pixels": max_image_pixels},
+                     "nifti": {"max_volume_voxels": max_volume_voxels},
+                     "npz": {"max_array_voxels": max_array_voxels, "max_volume_voxels": max_volume_voxels}}
     readers = {name: create_reader(name, **reader_kwargs.get(name, {})) for name in list_readers()}
     index = index_source(source, readers=readers, organ_from=organ_from, label_map=label_map, class_map=class_map,
                          class_map_key=class_map_key, organs=organs, min_pixels=min_pixels, crop_margin=crop_margin,

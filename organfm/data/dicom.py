@@ -8,14 +8,16 @@ groups; they are looked up there first.
 from __future__ import annotations
 
 import io
+import zlib
 from typing import Any
 
 import numpy as np
 
 from organfm.data.errors import DataError
 from organfm.data.readers import Header, location, register_reader
+from organfm.data.voxel_cap import DEFAULT_MAX_VOLUME_VOXELS, check_voxels
 
-__all__ = ["DicomReader"]
+__all__ = ["DicomReader", "check_deflated"]
 
 _GROUP_TAGS = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
 # pip packages that provide pydicom decoders, named in the error when none is installed
@@ -42,19 +44,25 @@ class DicomReader:
     Args:
         use_voi: apply the file's VOI LUT or window (WindowCenter/WindowWidth), giving values in
             [0, 1]; turn off to get modality values (HU for CT) and window them yourself.
+        max_volume_voxels: the most voxels (Rows x Columns x frames x samples) a file may declare
+            (``data.max_volume_voxels``); checked from the header before any pixel is decoded.
     """
 
     suffixes = (".dcm", ".dicom")
 
-    def __init__(self, use_voi: bool = True) -> None:
+    def __init__(self, use_voi: bool = True, max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> None:
+        if max_volume_voxels < 1:
+            raise ValueError(f"max_volume_voxels must be positive, got {max_volume_voxels}")
         self.use_voi = use_voi
+        self.max_volume_voxels = int(max_volume_voxels)
 
     def read_header(self, path: str, *, data: bytes | None = None, member: str | None = None) -> Header:
         """Read the header only (``stop_before_pixels``) and check that the pixels can be decoded."""
         where = location(path, member)
-        ds = _dcmread(path, data, where, stop_before_pixels=True)
+        ds = _dcmread(path, data, where, stop_before_pixels=True, max_voxels=self.max_volume_voxels)
         if "Rows" not in ds or "Columns" not in ds:
             raise DataError(f"{where}: DICOM file holds no image (no Rows/Columns)")
+        _check_size(ds, where, self.max_volume_voxels)
         _check_decoder(ds, where)
         num_frames = int(ds.get("NumberOfFrames", 1) or 1)
         body_part = str(ds.get("BodyPartExamined", "") or "").strip().lower() or None
@@ -69,9 +77,10 @@ class DicomReader:
         from pydicom.pixels import apply_color_lut, pixel_array
 
         where = location(path, member)
-        ds = _dcmread(path, data, where, stop_before_pixels=False)
+        ds = _dcmread(path, data, where, stop_before_pixels=False, max_voxels=self.max_volume_voxels)
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-            raise DataError(f"{where}: DICOM file has no pixel data")
+            raise DataError(f"{where}: DICOM file has no pixel data (truncated, or not an image)")
+        _check_size(ds, where, self.max_volume_voxels)
         _check_decoder(ds, where)
         num_frames = int(ds.get("NumberOfFrames", 1) or 1)
         if index is not None and not 0 <= index < num_frames:
@@ -176,13 +185,65 @@ def _spacing(ds: Any, stacked: bool) -> tuple[float, ...] | None:
     return (float(depth) if depth is not None else float("nan"),) + in_plane
 
 
-def _dcmread(path: str, data: bytes | None, where: str, *, stop_before_pixels: bool) -> Any:
+def _check_size(ds: Any, where: str, cap: int) -> None:
+    """Rows x Columns x frames x samples of a dataset's header against the voxel cap."""
+    try:
+        dims = [int(ds.get(tag, 1) or 1) for tag in ("NumberOfFrames", "Rows", "Columns", "SamplesPerPixel")]
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{where}: unreadable image size in the header ({e})") from e
+    check_voxels(dims, where=where, cap=cap, what="header declares (frames x rows x columns x samples)")
+
+
+_DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+_CHUNK = 1 << 20
+
+
+def check_deflated(path: str, data: bytes | None, where: str, max_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> None:
+    """Refuse a deflated DICOM file that inflates past ``2 bytes x max_voxels`` (plus 1 MiB of header).
+
+    pydicom inflates a deflated file whole, in memory, before it reads even the header
+    (``stop_before_pixels`` does not help), so a few-MB file could cost gigabytes. The stream is
+    inflated here first, a chunk at a time with the output dropped, so checking costs no memory;
+    other transfer syntaxes return at once (only the 132-byte preamble and the file meta are read).
+    """
+    import pydicom.filereader
+
+    limit = 2 * max_voxels + (1 << 20)
+    with (io.BytesIO(data) if data is not None else open(path, "rb")) as fp:
+        if fp.read(132)[128:132] != b"DICM":
+            return
+        try:
+            meta = pydicom.filereader._read_file_meta_info(fp)  # leaves fp at the dataset's first byte
+        except Exception:  # a damaged file meta: pydicom's own read names the problem
+            return
+        if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED:
+            return
+        inflate, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while not inflate.eof:
+            chunk = inflate.unconsumed_tail or fp.read(_CHUNK)
+            if not chunk:
+                break
+            try:
+                total += len(inflate.decompress(chunk, _CHUNK))
+            except zlib.error:
+                return  # damaged: pydicom's read raises and names it
+            if total > limit:
+                raise DataError(f"{where}: deflated DICOM data inflates to more than {limit} bytes (2 bytes x "
+                                f"data.max_volume_voxels={max_voxels}); refused (a decompression bomb, or raise "
+                                "data.max_volume_voxels if the file is genuine)")
+
+
+def _dcmread(path: str, data: bytes | None, where: str, *, stop_before_pixels: bool,
+             max_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> Any:
     import pydicom
 
     if data is not None and len(data) == 0:
         raise DataError(f"{where}: empty file")
     try:
+        check_deflated(path, data, where, max_voxels)
         return pydicom.dcmread(io.BytesIO(data) if data is not None else path, stop_before_pixels=stop_before_pixels)
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(f"{where}: file not found") from e
     except Exception as e:  # pydicom raises InvalidDicomError, EOFError, struct.error, ... on bad files

@@ -17,6 +17,7 @@ import numpy as np
 
 from organfm.data.acquisition import acquisition_from_dicom
 from organfm.data.errors import DataError
+from organfm.data.voxel_cap import DEFAULT_MAX_VOLUME_VOXELS, check_voxels
 
 __all__ = ["find_series_files", "read_dicom_series"]
 
@@ -44,29 +45,42 @@ def find_series_files(folder: str | Path) -> list[Path]:
     return files
 
 
-def read_dicom_series(folder: str | Path,
-                      files: Sequence[str | Path] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def read_dicom_series(folder: str | Path, files: Sequence[str | Path] | None = None, *,
+                      max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a series as a (D, H, W) float32 volume in modality units (HU for CT).
+
+    Every slice's header is read first (pixel data deferred, never loaded), and Rows x Columns x
+    slices is checked against ``max_volume_voxels`` before any pixel is decoded.
 
     Args:
         folder: the series folder (named in errors).
         files: the slice files; default: every DICOM file of ``folder``.
+        max_volume_voxels: the most voxels the series may hold (``data.max_volume_voxels``).
 
     Returns:
         ``(volume, meta)``: meta holds ``path``, ``spacing`` (D, H, W) in mm, ``num_slices`` and
         ``acquisition`` (whitelisted fields only, see ``organfm.data.acquisition``).
 
     Raises:
-        DataError: unreadable slices, several series, mixed orientations or sizes, duplicate or missing slices.
+        DataError: unreadable or truncated slices, several series, mixed orientations or sizes, duplicate or
+            missing slices, more voxels than the cap.
     """
     import pydicom
+
+    from organfm.data.dicom import check_deflated
 
     where = str(folder)
     paths = [Path(f) for f in files] if files is not None else find_series_files(folder)
     slices = []
     for path in paths:
         try:
-            slices.append((path, pydicom.dcmread(str(path))))
+            check_deflated(str(path), None, f"{where}: slice {path.name}", max_volume_voxels)
+            # headers only: pixels are decoded one slice at a time below, after the voxel cap is checked
+            head = pydicom.dcmread(str(path), stop_before_pixels=True)
+            # a plain Dataset of the elements: the FileDataset of a deflated file keeps its whole inflated buffer
+            slices.append((path, pydicom.Dataset(head)))
+        except DataError:
+            raise
         except Exception as e:  # InvalidDicomError, EOFError, ...: name the slice
             raise DataError(f"{where}: slice {path.name} is not a readable DICOM file ({type(e).__name__})") from e
     series = {str(ds.get("SeriesInstanceUID", "")) for _, ds in slices}
@@ -75,6 +89,13 @@ def read_dicom_series(folder: str | Path,
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for _, ds in slices):
         raise DataError(f"{where}: a multi-frame file is a volume by itself; read it with the DICOM reader")
     missing = [p.name for p, ds in slices if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds]
+    # pydicom reads a cut-off file without complaint, up to where it ends; the pixels come last, so a
+    # slice that also lacks them is truncated (or no image at all), not merely untagged
+    path_of = {p.name: p for p, _ in slices}
+    cut = [name for name in missing if not _has_pixels(path_of[name])]
+    if cut:
+        raise DataError(f"{where}: slice {cut[0]} is truncated or unreadable (it ends before its pixel data"
+                        + (f"; {len(cut)} such slices" if len(cut) > 1 else "") + "): re-copy it or remove it")
     if missing:
         raise DataError(f"{where}: {len(missing)} slice(s) lack ImagePositionPatient/ImageOrientationPatient "
                         f"(e.g. {missing[0]}); cannot order them in space")
@@ -82,9 +103,13 @@ def read_dicom_series(folder: str | Path,
     if not np.allclose(iop, iop[0], atol=1e-3):
         odd = next(p.name for (p, _), o in zip(slices, iop) if not np.allclose(o, iop[0], atol=1e-3))
         raise DataError(f"{where}: mixed orientations (slice {odd} differs from {slices[0][0].name})")
-    sizes = {(int(ds.Rows), int(ds.Columns)) for _, ds in slices}
+    sizes = {(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in slices}
     if len(sizes) > 1:
         raise DataError(f"{where}: slices of different sizes {sorted(sizes)}")
+    rows, cols = next(iter(sizes))
+    samples = max(int(ds.get("SamplesPerPixel", 1) or 1) for _, ds in slices)
+    check_voxels((len(slices), rows, cols) + ((samples,) if samples > 1 else ()), where=where,
+                 cap=max_volume_voxels, what="its slice headers declare")
     normal = np.cross(iop[0, :3], iop[0, 3:])
     position = np.array([float(np.dot([float(v) for v in ds.ImagePositionPatient], normal)) for _, ds in slices])
     order = np.argsort(position, kind="stable")
@@ -104,17 +129,40 @@ def read_dicom_series(folder: str | Path,
         depth = median
     else:
         depth = float(slices[0][1].get("SliceThickness", 0) or 0) or float("nan")
-    planes = []
-    for path, ds in slices:
+    # filled in place: one float32 volume in memory, not a list of planes plus their stack
+    volume = np.empty((len(slices), rows, cols), dtype=np.float32)
+    for k, (path, head) in enumerate(slices):
         try:
-            pixels = ds.pixel_array.astype(np.float32)
+            ds = pydicom.dcmread(str(path))
+        except Exception as e:  # changed or damaged since the header pass
+            raise DataError(f"{where}: slice {path.name} is not a readable DICOM file ({type(e).__name__})") from e
+        if not _has_pixels(path, ds):
+            raise DataError(f"{where}: slice {path.name} is truncated or unreadable (it ends before its pixel data): "
+                            "re-copy it or remove it")
+        try:
+            pixels = ds.pixel_array
         except Exception as e:  # missing decoder, truncated pixel data
             raise DataError(f"{where}: cannot decode slice {path.name} ({type(e).__name__}: {e})") from e
+        if pixels.shape != (rows, cols):
+            raise DataError(f"{where}: slice {path.name} decodes to shape {pixels.shape}, not its header's "
+                            f"{rows} x {cols} (a colour or multi-frame slice cannot join a series)")
         slope = float(ds.get("RescaleSlope", 1) or 1)
         intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        planes.append(pixels * slope + intercept)
-    volume = np.stack(planes)
+        np.multiply(pixels, slope, out=volume[k], casting="unsafe")
+        volume[k] += intercept
     pixel = slices[0][1].get("PixelSpacing") or [1.0, 1.0]
     spacing = (depth, float(pixel[0]), float(pixel[1]))
     return volume, {"path": where, "spacing": spacing, "num_slices": len(slices),
                     "acquisition": acquisition_from_dicom(slices[0][1], spacing)}
+
+
+def _has_pixels(path: Path, ds: Any = None) -> bool:
+    """Whether a slice holds pixel data (read with the pixels deferred, so only its header is loaded)."""
+    import pydicom
+
+    if ds is None:
+        try:
+            ds = pydicom.dcmread(str(path), defer_size=4096)
+        except Exception:
+            return False
+    return any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))

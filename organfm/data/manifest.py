@@ -10,7 +10,6 @@ typo such as ``trian`` is an error naming the line, not a row silently left out 
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from organfm.data.errors import DataError
-from organfm.data.splits import SPLITS as KNOWN_SPLITS
+from organfm.data.splits import parse_split
 
 __all__ = ["ManifestRow", "load_manifest", "is_manifest", "MANIFEST_COLUMNS"]
 
@@ -108,12 +107,7 @@ def _row(line: int, entry: dict[str, Any], manifest: Path) -> ManifestRow:
     if value("path") is None:
         raise DataError(f"{manifest} line {line}: empty 'path'")
     label_map = value("label_map")
-    split = None if value("split") is None else str(value("split")).strip().lower()
-    if split is not None and split not in KNOWN_SPLITS:
-        close = difflib.get_close_matches(split, KNOWN_SPLITS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise DataError(f"{manifest} line {line}: unknown split {value('split')!r}{hint}; a split is one of "
-                        f"{', '.join(KNOWN_SPLITS)}, or empty to assign it by hashing")
+    split = parse_split(value("split"), f"{manifest} line {line}")
     return ManifestRow(
         line=line,
         path=_resolve(str(value("path")), manifest),

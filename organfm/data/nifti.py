@@ -8,7 +8,8 @@ agree.
 """
 from __future__ import annotations
 
-import zlib
+import io
+import os
 from collections import OrderedDict
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from organfm.data.errors import DataError
 from organfm.data.readers import Header, location, register_reader
+from organfm.data.voxel_cap import DEFAULT_MAX_VOLUME_VOXELS, check_voxels, inflate_bounded
 
 __all__ = ["NiftiReader"]
 
@@ -27,17 +29,22 @@ class NiftiReader:
     Args:
         cache_size: volumes kept decoded per process. A ``.nii.gz`` cannot be read a slice at a
             time, so a 2D pipeline over its slices would otherwise decompress it once per slice.
+        max_volume_voxels: the most voxels a header may declare (``data.max_volume_voxels``); checked
+            before any voxel is decompressed or allocated (``organfm.data.voxel_cap``).
     """
 
     suffixes = (".nii", ".nii.gz")
 
-    def __init__(self, cache_size: int = 4) -> None:
+    def __init__(self, cache_size: int = 4, max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> None:
+        if max_volume_voxels < 1:
+            raise ValueError(f"max_volume_voxels must be positive, got {max_volume_voxels}")
         self.cache_size = cache_size
+        self.max_volume_voxels = int(max_volume_voxels)
         self._cache: OrderedDict[tuple[str, str | None], tuple[np.ndarray, dict[str, Any]]] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         # DataLoader workers get a copy without decoded volumes; they decode on first use
-        return {"cache_size": self.cache_size}
+        return {"cache_size": self.cache_size, "max_volume_voxels": self.max_volume_voxels}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -45,7 +52,7 @@ class NiftiReader:
     def read_header(self, path: str, *, data: bytes | None = None, member: str | None = None) -> Header:
         """Read the header only: shape and dimensionality, no voxel data."""
         where = location(path, member)
-        image = _load(path, data, where)
+        image = _load(path, data, where, self.max_volume_voxels)
         shape = _spatial_shape(image.shape, where)
         ornt = _orientation(image.affine)
         axial = [axis for axis, (ras_axis, _) in enumerate(ornt) if int(ras_axis) == 2][0]  # the S axis
@@ -62,7 +69,7 @@ class NiftiReader:
         import nibabel as nib
 
         where = location(path, member)
-        image = _load(path, data, where)
+        image = _load(path, data, where, self.max_volume_voxels)
         shape = _spatial_shape(image.shape, where)
         try:
             voxels = np.asanyarray(image.dataobj).reshape(shape)
@@ -104,42 +111,60 @@ def _orientation(affine: np.ndarray) -> np.ndarray:
     return ornt
 
 
-MAX_VOLUME_BYTES = 4 << 30  # a 512 x 512 x 4000 int16 CT fits; a header claiming terabytes does not
-
-
-def _load(path: str, data: bytes | None, where: str) -> Any:
+def _load(path: str, data: bytes | None, where: str, max_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> Any:
+    """The nibabel image (header read, voxels not yet), refused when its header declares over ``max_voxels``."""
     import nibabel as nib
 
     try:
         if data is None:
-            image = nib.load(path)
+            image = nib.load(path)  # lazy: reads the header only; voxels come from ``dataobj`` later
         else:
-            raw = _gunzip(data, where) if data[:2] == b"\x1f\x8b" else bytes(data)
+            raw = _gunzip(data, where, max_voxels) if data[:2] == b"\x1f\x8b" else bytes(data)
             try:
                 image = nib.Nifti1Image.from_bytes(raw)
             except Exception:
                 image = nib.Nifti2Image.from_bytes(raw)
-        # nibabel allocates the header's size before reading a .nii.gz: refuse absurd sizes first
-        size = int(np.prod([int(d) for d in image.shape], dtype=np.float64) * image.get_data_dtype().itemsize)
+        shape = tuple(int(d) for d in image.shape)
+        itemsize = image.get_data_dtype().itemsize
+        # the loaded header's vox_offset may read 0; the array proxy holds where the voxels really start
+        offset = int(getattr(image.dataobj, "offset", image.header.get_data_offset()))
     except DataError:
         raise
     except FileNotFoundError as e:
         raise DataError(f"{where}: file not found") from e
     except Exception as e:  # nibabel raises ImageFileError, HeaderDataError, EOFError, ... on bad files
         raise DataError(f"{where}: not a readable NIfTI file ({type(e).__name__}: {e})") from e
-    if size > MAX_VOLUME_BYTES:
-        raise DataError(f"{where}: header declares {size} bytes of voxels ({image.shape}), over the cap of "
-                        f"{MAX_VOLUME_BYTES} (organfm.data.nifti.MAX_VOLUME_BYTES): damaged or hostile, refused")
+    # nibabel allocates the header's size before reading a .nii.gz: refuse it from the header alone
+    voxels = check_voxels(shape, where=where, cap=max_voxels)
+    if data is None and not path.lower().endswith(".gz"):
+        # an uncompressed file must hold what its header declares; nibabel would otherwise allocate it
+        # (or map it) and fail late, or read past the end into a short array
+        held = os.path.getsize(path) - offset
+        if held < voxels * itemsize:
+            raise DataError(f"{where}: truncated: the header declares {voxels * itemsize} bytes of voxels "
+                            f"({' x '.join(map(str, shape))}), the file holds {max(held, 0)}")
     return image
 
 
-def _gunzip(data: bytes, where: str) -> bytes:
-    """A gzipped archive member, decompressed to at most ``MAX_VOLUME_BYTES`` (+ header) bytes."""
-    inflate = zlib.decompressobj(wbits=31)
-    out = inflate.decompress(data, MAX_VOLUME_BYTES + (1 << 20))
-    if inflate.unconsumed_tail:
-        raise DataError(f"{where}: decompresses to more than {MAX_VOLUME_BYTES} bytes: refused")
-    return out
+def _gunzip(data: bytes, where: str, max_voxels: int) -> bytes:
+    """A gzipped archive member, inflated only as far as its header declares (and never past the cap).
+
+    The header (348 bytes for NIfTI-1, 540 for NIfTI-2) is inflated first and checked; then exactly
+    ``vox_offset + voxels x itemsize`` bytes, so a small header followed by gigabytes of zeros costs
+    no more than the volume it declares.
+    """
+    import nibabel as nib
+
+    head = inflate_bounded(data, 540, where=where)
+    try:
+        header = (nib.Nifti2Header if head[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")
+                  else nib.Nifti1Header).from_fileobj(io.BytesIO(head))
+        shape = tuple(int(d) for d in header.get_data_shape())
+        size = int(header.get_data_offset()) + int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
+    except Exception as e:  # not a NIfTI header: the caller's from_bytes names the problem
+        raise DataError(f"{where}: not a readable NIfTI file ({type(e).__name__}: {e})") from e
+    check_voxels(shape, where=where, cap=max_voxels)
+    return inflate_bounded(data, size, where=where)
 
 
 def _spatial_shape(shape: tuple[int, ...], where: str) -> tuple[int, int, int]:

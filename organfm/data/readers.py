@@ -22,6 +22,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 
 from organfm.data.errors import DataError
+from organfm.data.voxel_cap import DEFAULT_MAX_ARRAY_VOXELS, DEFAULT_MAX_VOLUME_VOXELS
 from organfm.registry import Registry
 
 __all__ = [
@@ -233,35 +234,41 @@ class NpzReader:
     Args:
         cache_size: arrays kept decoded per process. An npz member is compressed as a whole, so
             without this cache every row would decompress the full array again.
+        max_array_voxels: the most elements one array may hold, all rows together
+            (``data.max_array_voxels``), checked from the member's ``.npy`` header before it is inflated.
+        max_volume_voxels: the most voxels one row (a volume) may hold (``data.max_volume_voxels``).
     """
 
     suffixes = (".npz",)
 
-    def __init__(self, cache_size: int = 4) -> None:
+    def __init__(self, cache_size: int = 4, max_array_voxels: int = DEFAULT_MAX_ARRAY_VOXELS,
+                 max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> None:
+        for name, value in (("max_array_voxels", max_array_voxels), ("max_volume_voxels", max_volume_voxels)):
+            if value < 1:
+                raise ValueError(f"{name} must be positive, got {value}")
         self.cache_size = cache_size
+        self.max_array_voxels, self.max_volume_voxels = int(max_array_voxels), int(max_volume_voxels)
         self._cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
     def __getstate__(self) -> dict[str, Any]:
         # DataLoader workers get a copy without the decoded arrays; they decode on first use
-        return {"cache_size": self.cache_size}
+        return {"cache_size": self.cache_size, "max_array_voxels": self.max_array_voxels,
+                "max_volume_voxels": self.max_volume_voxels}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)  # type: ignore[misc]
 
     def load_array(self, path: str, key: str, *, data: bytes | None = None) -> np.ndarray:
-        """The whole array ``key`` of the npz at ``path`` (cached per process)."""
+        """The whole array ``key`` of the npz at ``path`` (cached per process), its header checked first."""
+        from organfm.data.voxel_cap import check_voxels, load_npz_array
+
         if (path, key) in self._cache:
             self._cache.move_to_end((path, key))
             return self._cache[(path, key)]
-        try:
-            with np.load(io.BytesIO(data) if data is not None else path, allow_pickle=False) as npz:
-                array = npz[key]
-        except KeyError as e:
-            raise DataError(f"{location(path, key)}: no such array in the npz") from e
-        except MemoryError:
-            raise  # not a property of the file
-        except Exception as e:  # zip and npy format errors; a damaged npy header even raises tokenize errors
-            raise DataError(f"{location(path, key)}: cannot read npz ({type(e).__name__}: {e})") from e
+        array = load_npz_array(data if data is not None else path, key, where=path, max_voxels=self.max_array_voxels)
+        if array.ndim >= 4:  # (N, D, H, W[, c]): each row is a volume
+            check_voxels(array.shape[1:], where=location(path, key), cap=self.max_volume_voxels,
+                         what="each row declares")
         self._cache[(path, key)] = array
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

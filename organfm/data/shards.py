@@ -5,8 +5,10 @@ A shard folder (written by ``organfm cache``) holds:
 - ``images.npy``: uint8 (N, C, S, S), read with ``mmap_mode="r"`` (no decoding, no copy until indexed);
 - ``organs.npy``: int64 (N,) organ ids (-1 unknown);
 - ``meta.json``: format/version, shape, organ names, the data contract (intensity mode, window, the
-  ``data.*`` settings that made it), ``content_hash`` (sha256 of the organ names, ids and pixels) and
-  ``source_fingerprint`` (sha256 of the settings and of every source file's path, size and mtime).
+  ``data.*`` settings that made it), ``content_hash`` (sha256 of the organ names, ids and pixels),
+  ``source_fingerprint`` (sha256 of the settings and of every source file's path, size and mtime) and
+  ``skipped`` (unreadable items left out, with ``data.on_error=skip``; they are listed in ``skips/``);
+- ``.organfm-output``: the marker that makes it ``organfm cache``'s own folder (``organfm.outputs``).
 
 The fingerprint decides reuse cheaply: a second ``organfm cache`` of an unchanged source returns the folder
 as it is. The content hash identifies the data itself (it goes into a run's ``data.json``), and
@@ -17,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from torch.utils.data import Dataset
 
 from organfm.data.errors import DataError
 
-__all__ = ["FORMAT", "ShardDataset", "build_shards", "is_shard_dir", "source_fingerprint", "to_uint8"]
+__all__ = ["FORMAT", "ShardDataset", "build_shards", "is_shard_dir", "source_fingerprint", "to_uint8", "write_shards"]
 
 FORMAT, VERSION = "organfm-shards", 1
 
@@ -76,56 +77,104 @@ def _content_hash(images: np.ndarray, organs: np.ndarray, organ_names: list[str]
     return h.hexdigest()
 
 
-def build_shards(dataset: Dataset, out_dir: str | os.PathLike[str], *, size: int | None = None,
-                 contract: dict[str, Any] | None = None, fingerprint: str = "",
-                 progress: bool = False) -> dict[str, Any]:
-    """Decode every item of ``dataset`` once and write the shard folder ``out_dir`` (replaced atomically).
+def write_shards(dataset: Dataset, folder: str | os.PathLike[str], *, size: int | None = None,
+                 contract: dict[str, Any] | None = None, fingerprint: str = "", progress: bool = False,
+                 skipped_at_index: int = 0) -> dict[str, Any]:
+    """Decode every item of ``dataset`` once and write the shard files into the (new, empty) ``folder``.
+
+    An item the dataset replaced by another one (``data.on_error=skip``: its ``index`` is not the one asked
+    for) is left out, never stored twice, and counted in ``meta.json`` (``skipped``).
 
     Args:
         dataset: items ``{"image": (C, H, W) float in [0, 1] or uint8, "organ": int}``; ``organs`` names.
-        out_dir: the shard folder.
+        folder: where the files go (``organfm cache`` passes its ``<out>.partial`` folder).
         size: side S of the stored images (default: the first item's height; others are resized to it).
         contract: what the images mean (intensity mode, window, source, settings), stored in ``meta.json``.
         fingerprint: :func:`source_fingerprint` of the source, for reuse.
         progress: print a line every 10% of items.
+        skipped_at_index: items the source dropped before this call (counted in ``meta.json``).
 
     Returns:
         The ``meta.json`` content.
+
+    Raises:
+        DataError: the data set is empty, or nothing in it could be read.
+        DiskFullError: the device has no room for the images (checked before writing).
     """
+    from organfm.outputs import NpyWriter, require_free_space
+
     n = len(dataset)  # type: ignore[arg-type]
+    folder = Path(folder)
     if n == 0:
-        raise DataError(f"nothing to cache into {out_dir}: the data set is empty")
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    first = to_uint8(dataset[0]["image"], size)
-    shape = (n, *first.shape)
-    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
-    organs = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        item = dataset[i] if i else {**dataset[0], "image": first}
-        img = to_uint8(item["image"], shape[-1])
-        if img.shape != first.shape:
-            raise DataError(f"item {i} has {img.shape[0]} channels, item 0 has {first.shape[0]}: one channel count "
-                            "per cache (set data.channels)")
-        images[i] = img.numpy()
-        organs[i] = int(item["organ"])
-        if progress and (i + 1) % max(1, n // 10) == 0:
-            print(f"organfm cache: {i + 1}/{n} images", flush=True)
-    images.flush()
-    np.save(tmp / "organs.npy", organs)
+        raise DataError(f"nothing to cache into {folder}: the data set is empty")
+    first_item = dataset[0]
+    if size is None:  # the documented default: the first image's height, so a non-square first image is squared too
+        size = int(first_item["image"].shape[-2])
+    first = to_uint8(first_item["image"], size)
+    row_shape = tuple(first.shape)
+    require_free_space(folder, n * first.numel() + 8 * n, "cache")
+    # ordinary writes, not a memory map: on a full disk a memory map dies of SIGBUS instead of raising
+    images = NpyWriter(folder / "images.npy", row_shape, np.uint8, max_rows=n)
+    organs: list[int] = []
+    skipped: list[int] = []
+    try:
+        for i in range(n):
+            item = dataset[i] if i else first_item
+            if int(item.get("index", i)) != i:
+                skipped.append(i)  # a substitute for an unreadable item: a duplicate row would be a silent lie
+                continue
+            img = first if i == 0 else to_uint8(item["image"], row_shape[-1])
+            if img.shape != first.shape:
+                raise DataError(f"item {i} ({dataset.records[i].key if hasattr(dataset, 'records') else i}) has "
+                                f"{img.shape[0]} channels, item 0 has {first.shape[0]}: a cache holds one channel "
+                                "count; convert the images to one colour mode (all grayscale or all RGB) first")
+            images.write(img.numpy())
+            organs.append(int(item["organ"]))
+            if progress and (i + 1) % max(1, n // 10) == 0:
+                print(f"organfm cache: {i + 1}/{n} images", flush=True)
+    except BaseException:
+        images.abort()
+        raise
+    images.close()
+    if not organs:
+        raise DataError(f"nothing to cache into {folder}: none of the {n} items could be read (see the skip log)")
+    organ_ids = np.asarray(organs, dtype=np.int64)
+    with open(folder / "organs.npy", "wb") as f:
+        np.save(f, organ_ids)
+    stored = np.load(folder / "images.npy", mmap_mode="r")  # reading a whole file is safe to map
     names = list(getattr(dataset, "organs", []))
-    meta = {"format": FORMAT, "version": VERSION, "num_items": n, "shape": list(shape[1:]), "dtype": "uint8",
-            "organs": names, "organ_counts": {str(k): int(v) for k, v in zip(*np.unique(organs, return_counts=True))},
+    meta = {"format": FORMAT, "version": VERSION, "num_items": len(organs), "shape": list(row_shape),
+            "dtype": "uint8", "organs": names,
+            "organ_counts": {str(k): int(v) for k, v in zip(*np.unique(organ_ids, return_counts=True))},
+            "skipped": len(skipped) + skipped_at_index, "skipped_rows": skipped,
             "contract": contract or {}, "source_fingerprint": fingerprint,
-            "content_hash": _content_hash(images, organs, names)}
-    del images
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+            "content_hash": _content_hash(stored, organ_ids, names)}
+    del stored
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     return meta
+
+
+def build_shards(dataset: Dataset, out_dir: str | os.PathLike[str], *, size: int | None = None,
+                 contract: dict[str, Any] | None = None, fingerprint: str = "",
+                 progress: bool = False) -> dict[str, Any]:
+    """Write the shard folder ``out_dir`` from ``dataset`` (see :func:`write_shards`), replacing it whole.
+
+    ``out_dir`` must be absent, empty or a shard folder: anything else is refused and left untouched. The
+    files are written into ``<out_dir>.partial``, which replaces ``out_dir`` only once complete and is
+    removed on any failure (a full disk included, reported naming ``out_dir``).
+
+    Returns:
+        The ``meta.json`` content.
+
+    Raises:
+        OutputFolderError: ``out_dir`` is a file or a folder that is not a shard cache.
+        FolderBusy: another process is writing ``out_dir``.
+    """
+    from organfm.outputs import FolderLock, StagedFolder
+
+    with FolderLock(out_dir, "cache"), StagedFolder(out_dir, "cache", recognise=is_shard_dir,
+                                                    facts={"format": FORMAT}) as tmp:
+        return write_shards(dataset, tmp, size=size, contract=contract, fingerprint=fingerprint, progress=progress)
 
 
 class ShardDataset(Dataset):

@@ -37,6 +37,7 @@ from organfm.data.records import Record, content_hash
 from organfm.data.runfiles import printable
 from organfm.data.splits import SPLITS
 from organfm.data.volumes import index_organ_crops, load_class_map
+from organfm.data.voxel_cap import DEFAULT_MAX_ARRAY_VOXELS, load_npz_array, npz_headers
 
 __all__ = ["ORGAN_FROM", "SourceIndex", "index_source"]
 
@@ -235,12 +236,10 @@ class _Indexer:
         if self.organ_from in ("auto", "file") and organ is None:
             organ = _stem(Path(path).name)
         reader = self.readers["npz"]
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                names = list(npz.files)
-                labels_of = {n: npz[n] for n in names if n.endswith("_labels")}
-        except Exception as e:  # zipfile.BadZipFile, ValueError, OSError on damaged files
-            raise DataError(f"{path}: cannot read npz ({type(e).__name__}: {e})") from e
+        # headers first: a labels member is inflated whole too, so it gets the same cap as the images
+        names = list(npz_headers(path, where=path))
+        cap = getattr(reader, "max_array_voxels", DEFAULT_MAX_ARRAY_VOXELS)
+        labels_of = {n: load_npz_array(path, n, where=path, max_voxels=cap) for n in names if n.endswith("_labels")}
         image_keys = sorted((n for n in names if n.endswith("_images")), key=_split_order)
         if not image_keys:
             raise DataError(f"{path}: no '<split>_images' arrays (found: {', '.join(names)})")

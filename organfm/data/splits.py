@@ -27,10 +27,36 @@ from organfm.data.errors import DataError
 from organfm.data.records import Record, content_hash
 from organfm.data.runfiles import write_atomic
 
-__all__ = ["SPLITS", "SavedSplit", "assign_splits", "save_split", "load_split", "key_path", "load_or_create_key",
+__all__ = ["SPLITS", "SavedSplit", "parse_split", "assign_splits", "save_split", "load_split", "key_path", "load_or_create_key",
            "new_key"]
 
 SPLITS = ("train", "val", "test")
+
+
+def parse_split(value: object, where: str, *, empty: str = "empty to assign it by hashing") -> str | None:
+    """A manifest's split cell as ``train``/``val``/``test`` (any case), or None when empty.
+
+    A typo is an error, not a row silently left out of every split: every manifest (image or subject) uses
+    this one check, so each says "line 7: unknown split 'trian' (did you mean 'train'?)".
+
+    Args:
+        value: the cell (None or "" for no split).
+        where: the file and line, e.g. ``"subjects.csv line 7"``.
+        empty: what an empty cell means, for the message.
+
+    Raises:
+        DataError: an unknown split name.
+    """
+    import difflib
+
+    if value is None or str(value).strip() == "":
+        return None
+    split = str(value).strip().lower()
+    if split not in SPLITS:
+        close = difflib.get_close_matches(split, SPLITS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(f"{where}: unknown split {value!r}{hint}; a split is one of {', '.join(SPLITS)}, or {empty}")
+    return split
 # group key prefixes, in root priority order; patient ids are only ever stored hashed
 _PATIENT, _SOURCE, _CONTENT = "0p:", "1s:", "2c:"
 

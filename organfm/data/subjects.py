@@ -8,8 +8,9 @@ A subject manifest is a CSV with one row per (subject, organ, image)::
     s002,brain,brain/s002.png,p02,test,0,1
 
 ``subject``, ``organ`` and ``path`` are required (relative paths are relative to the CSV); ``patient_id``
-and ``split`` are optional; every other column is a binary (0/1) subject-level label, the same on all rows
-of a subject. Organs a subject lacks are simply absent. Images go through ``organfm.data.readers`` (2D
+and ``split`` are optional (a split is ``train``, ``val`` or ``test`` in any case; another name is an error
+naming the line, as in image manifests); every other column is a binary (0/1) subject-level label, the same
+on all rows of a subject. A UTF-8 byte-order mark (spreadsheet exports) is allowed. Organs a subject lacks are simply absent. Images go through ``organfm.data.readers`` (2D
 images or 3D volumes) and are scaled to [0, 1] and resized to one size.
 
 Bad input is a :class:`DataError` naming the subject (or column) and the reason: a subject with no
@@ -31,6 +32,7 @@ from torch.utils.data import Dataset
 from organfm.data.errors import DataError, append_skip_log
 from organfm.data.intensity import normalize_intensity
 from organfm.data.readers import create_reader, find_reader
+from organfm.data.splits import parse_split
 
 __all__ = ["Subject", "SubjectImages", "SubjectManifest", "read_subject_manifest"]
 
@@ -106,7 +108,7 @@ def read_subject_manifest(path: str | Path, *, organs: list[str] | None = None, 
     path = Path(path)
     problems = _Problems(on_error, skip_log_dir)
     try:
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheet exports start with a BOM
             reader = csv.DictReader(f)
             columns = [c.strip() for c in reader.fieldnames or []]
             rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k is not None} for row in reader]
@@ -120,6 +122,10 @@ def read_subject_manifest(path: str | Path, *, organs: list[str] | None = None, 
     subjects: dict[str, Subject] = {}
     dropped: set[str] = set()
     for line, row in enumerate(rows, start=2):
+        # a typo is the manifest's error, not an unreadable row: refused under on_error=skip too, as image
+        # manifests do, because a subject left out of every split is a silent loss
+        row["split"] = parse_split(row.get("split"), f"{path} line {line}",
+                                   empty="empty (such a subject is used only with data.split=null)") or ""
         sid, organ = row["subject"], row["organ"]
         where = f"{path}:{line} subject {sid!r}"
         if not sid:

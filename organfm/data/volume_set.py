@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from organfm.data.acquisition import FIELDS
 from organfm.data.errors import DataError, append_skip_log
+from organfm.data.voxel_cap import (DEFAULT_MAX_ARRAY_VOXELS, DEFAULT_MAX_VOLUME_VOXELS, check_voxels,
+                                    load_npz_array, npz_headers)
 
 __all__ = ["LoadedVolume", "list_volume_sources", "load_volumes", "preprocess_volume"]
 
@@ -38,6 +40,7 @@ class LoadedVolume:
     cube: torch.Tensor
     where: str
     acquisition: dict[str, Any] = field(default_factory=dict)
+    label: int | None = None  # a per-volume class (a .npz's ``<split>_labels``), for monitoring only
 
 
 def preprocess_volume(volume: np.ndarray, *, cube: int, where: str, spacing: Sequence[float] | None = None,
@@ -100,7 +103,7 @@ def _center_fit(t: torch.Tensor, cube: int) -> torch.Tensor:
 Loader = Callable[[], tuple[np.ndarray, dict[str, Any]]]
 
 
-def _nifti_loader(path: Path) -> Loader:
+def _nifti_loader(path: Path, max_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> Loader:
     def load() -> tuple[np.ndarray, dict[str, Any]]:
         import nibabel as nib
 
@@ -113,17 +116,17 @@ def _nifti_loader(path: Path) -> Loader:
                       "separate 3D files")
         from organfm.data.nifti import NiftiReader
 
-        volume, meta = NiftiReader(cache_size=0).read_volume(str(path))
+        volume, meta = NiftiReader(cache_size=0, max_volume_voxels=max_voxels).read_volume(str(path))
         return np.asarray(volume), {"spacing": list(meta["spacing"]), "orientation": "axial"}
 
     return load
 
 
-def _dicom_loader(folder: Path) -> Loader:
+def _dicom_loader(folder: Path, max_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> Loader:
     def load() -> tuple[np.ndarray, dict[str, Any]]:
         from organfm.data.dicom_series import read_dicom_series
 
-        volume, meta = read_dicom_series(folder)
+        volume, meta = read_dicom_series(folder, max_volume_voxels=max_voxels)
         return volume, dict(meta["acquisition"], spacing=list(meta["spacing"]))
 
     return load
@@ -139,48 +142,61 @@ def _has_preamble(path: Path) -> bool:
         return f.read(132)[128:132] == b"DICM"
 
 
-def _path_loader(path: Path, where: str) -> Loader:
+def _path_loader(path: Path, where: str, max_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> Loader:
     if path.is_dir():
-        return _dicom_loader(path)
+        return _dicom_loader(path, max_voxels)
     if path.name.endswith(_NIFTI):
-        return _nifti_loader(path)
+        return _nifti_loader(path, max_voxels)
     raise DataError(f"{where}: {path.name} is neither a NIfTI file nor a DICOM series folder")
 
 
-def list_volume_sources(source: str, *, split: str | None = "train") -> list[tuple[str, Loader, dict[str, Any]]]:
-    """``(where, loader, extra acquisition fields)`` for every volume of ``source`` (nothing is decoded yet)."""
+def list_volume_sources(source: str, *, split: str | None = "train", max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS,
+                        max_array_voxels: int = DEFAULT_MAX_ARRAY_VOXELS) -> list[tuple[str, Loader, dict[str, Any]]]:
+    """``(where, loader, extra acquisition fields)`` for every volume of ``source`` (nothing is decoded yet).
+
+    ``max_volume_voxels`` caps each volume, ``max_array_voxels`` each npz array (``organfm.data.voxel_cap``);
+    both are checked from headers before anything is inflated.
+    """
     path = Path(source).expanduser()
+    cap = max_volume_voxels
     if not path.exists():
         raise DataError(f"{source}: no such file or folder")
     if path.suffix == ".npz":
-        return _npz_sources(path, split or "train")
+        return _npz_sources(path, split or "train", max_volume_voxels, max_array_voxels)
     if path.suffix == ".csv":
-        return _manifest_sources(path)
+        return _manifest_sources(path, cap)
     if path.is_file():
-        return [(str(path), _path_loader(path, str(path)), {})]
+        return [(str(path), _path_loader(path, str(path), cap), {})]
     if _is_series(path):
-        return [(str(path), _dicom_loader(path), {})]
+        return [(str(path), _dicom_loader(path, cap), {})]
     out = []
     for child in sorted(path.rglob("*")):
         if child.is_file() and child.name.endswith(_NIFTI):
-            out.append((str(child), _nifti_loader(child), {}))
+            out.append((str(child), _nifti_loader(child, cap), {}))
         elif child.is_dir() and _is_series(child):
-            out.append((str(child), _dicom_loader(child), {}))
+            out.append((str(child), _dicom_loader(child, cap), {}))
     if not out:
         raise DataError(f"{source}: holds no NIfTI file and no DICOM series")
     return out
 
 
-def _npz_sources(path: Path, split: str) -> list[tuple[str, Loader, dict[str, Any]]]:
-    try:
-        data = np.load(path, allow_pickle=False)
-        keys = set(data.files)
-    except Exception as e:  # BadZipFile, ValueError, OSError
-        raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
+_LABEL = "__label__"  # carried beside the acquisition fields from a source to its LoadedVolume, never described
+
+
+def _npz_sources(path: Path, split: str, max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS,
+                 max_array_voxels: int = DEFAULT_MAX_ARRAY_VOXELS) -> list[tuple[str, Loader, dict[str, Any]]]:
+    headers = npz_headers(str(path), where=str(path))  # shapes from the .npy headers: nothing inflated yet
+    keys = set(headers)
     key = f"{split}_images" if f"{split}_images" in keys else ("images" if "images" in keys else None)
     if key is None:
         raise DataError(f"{path}: no '{split}_images' array (keys: {', '.join(sorted(keys))})")
-    images = data[key]
+    if len(headers[key][0]) >= 2:
+        check_voxels(headers[key][0][1:], where=f"{path}::{key}", cap=max_volume_voxels, what="each row declares")
+
+    def array(name: str) -> np.ndarray:
+        return load_npz_array(str(path), name, where=str(path), max_voxels=max_array_voxels)
+
+    images = array(key)
     if images.ndim == 3:
         raise DataError(f"{path}: {key} has shape {images.shape}: 2D images where 3D volumes (N, D, H, W) are expected")
     if images.ndim == 5 and images.shape[1] != 1:
@@ -188,15 +204,18 @@ def _npz_sources(path: Path, split: str) -> list[tuple[str, Loader, dict[str, An
     if images.ndim not in (4, 5):
         raise DataError(f"{path}: {key} has shape {images.shape}; expected (N, D, H, W)")
     prefix = key[: -len("images")]
-    extras = {f: data[prefix + f] for f in FIELDS if prefix + f in keys}
+    extras = {f: array(prefix + f) for f in FIELDS if prefix + f in keys}
+    labels = array(prefix + "labels").reshape(len(images), -1)[:, 0] if prefix + "labels" in keys else None
     out = []
     for i in range(len(images)):
         meta = {f: (v[i].tolist() if v.ndim > 1 else v[i].item()) for f, v in extras.items()}
+        if labels is not None:
+            meta[_LABEL] = int(labels[i])
         out.append((f"{path}[{key}][{i}]", lambda i=i: (images[i], {}), meta))
     return out
 
 
-def _manifest_sources(path: Path) -> list[tuple[str, Loader, dict[str, Any]]]:
+def _manifest_sources(path: Path, max_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> list[tuple[str, Loader, dict[str, Any]]]:
     with path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows or "path" not in rows[0]:
@@ -209,7 +228,7 @@ def _manifest_sources(path: Path) -> list[tuple[str, Loader, dict[str, Any]]]:
         meta = {f: row[f] for f in FIELDS if row.get(f) not in (None, "")}
         if "spacing" in meta:
             meta["spacing"] = [float(s) for s in str(meta["spacing"]).replace("x", " ").split()]
-        out.append((where, _path_loader(target, where) if target.exists() else _missing(where), meta))
+        out.append((where, _path_loader(target, where, max_voxels) if target.exists() else _missing(where), meta))
     return out
 
 
@@ -221,8 +240,13 @@ def _missing(where: str) -> Loader:
 
 
 def load_volumes(source: str, *, cube: int, split: str | None = "train", target_spacing: Sequence[float] | None = None,
-                 on_error: str = "raise", skip_log_dir: str | None = None) -> tuple[list[LoadedVolume], int]:
+                 on_error: str = "raise", skip_log_dir: str | None = None,
+                 max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS,
+                 max_array_voxels: int = DEFAULT_MAX_ARRAY_VOXELS) -> tuple[list[LoadedVolume], int]:
     """Read, check and preprocess every volume of ``source``.
+
+    Each volume's header is checked against ``max_volume_voxels`` (each npz array against
+    ``max_array_voxels``) before it is inflated: a decompression bomb is a DataError (or a skip).
 
     Returns:
         ``(volumes, skipped)``; with ``on_error="skip"`` a bad volume is logged in ``skip_log_dir`` and counted.
@@ -233,10 +257,12 @@ def load_volumes(source: str, *, cube: int, split: str | None = "train", target_
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     volumes, skipped = [], 0
-    for where, load, extra in list_volume_sources(source, split=split):
+    for where, load, extra in list_volume_sources(source, split=split, max_volume_voxels=max_volume_voxels,
+                                                  max_array_voxels=max_array_voxels):
         try:
             voxels, meta = load()
             acquisition = {**meta, **extra}
+            label = acquisition.pop(_LABEL, None)
             spacing = acquisition.get("spacing")
             cube_t = preprocess_volume(voxels, cube=cube, where=where, spacing=spacing, target_spacing=target_spacing)
         except DataError as e:
@@ -246,7 +272,7 @@ def load_volumes(source: str, *, cube: int, split: str | None = "train", target_
             if skip_log_dir is not None:
                 append_skip_log(skip_log_dir, where, str(e))
             continue
-        volumes.append(LoadedVolume(cube_t.to(torch.float16), where, acquisition))
+        volumes.append(LoadedVolume(cube_t.to(torch.float16), where, acquisition, label))
     if not volumes:
         raise DataError(f"{source}: no usable volume ({skipped} skipped)")
     return volumes, skipped

@@ -88,10 +88,24 @@ def load_checkpoint(path: str | Path, required: tuple[str, ...] = RESUME_KEYS) -
     Raises:
         ValueError: the file is unreadable, not a dict, or lacks one of the keys a run needs.
     """
+    import pickle
+
+    from organfm.backbones.weights import refusal_reason
+
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} cannot be read: it is empty (0 bytes; a crash or a full disk while it "
+                         "was written?): resume from an earlier checkpoint or delete it")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "unsupported global" not in str(e).lower():  # no object refused: a damaged or foreign file
+            raise ValueError(f"checkpoint {path} cannot be read (not a torch checkpoint: {refusal_reason(e)})") from None
+        # a refusal: never relay PyTorch's advice to load with weights_only=False
+        raise ValueError(f"checkpoint {path} refused: it holds objects other than tensors and plain values "
+                         f"({refusal_reason(e)}); organfm never unpickles arbitrary objects, because that can run "
+                         "code. Use a checkpoint organfm wrote") from None
     except Exception as e:
-        raise ValueError(f"checkpoint {path} cannot be read: {e}") from e
+        raise ValueError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e) or 'no detail'})") from None
     missing = [k for k in required if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"checkpoint {path} is not an organfm checkpoint: it lacks {', '.join(missing)}")
@@ -173,6 +187,11 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
         raise ValueError(f"{ckpt_path} holds no parameters under {prefix!r}"
                          + (f" (this method has no {network})" if network else ""))
     contract = dict(ckpt["contract"], step=ckpt["step"], network=prefix.split(".", 1)[0])
+    from organfm.monitor import read_health
+
+    health = read_health(run_dir)
+    if health is not None:  # what the monitor said of the exported network (the run's latest measurement)
+        contract["health"] = {k: health.get(k) for k in ("verdict", "reason", "step")}
     text = contract.pop("text", None)
     out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
     if text is not None:  # a network trained with texts: its text side goes to export/text/

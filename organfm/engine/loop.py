@@ -122,6 +122,7 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
           freeze_last_layer_steps: int = 0,
           save: Callable[[int], Path], checkpoint_every: int = 200, log_every: int = 10,
           on_log: Callable[[int, dict[str, float]], None] | None = None,
+          on_step: Callable[[int, StepState, bool], None] | None = None,
           check_finite_every: int | None = None) -> TrainResult:
     """Run optimisation steps ``start_step .. max_steps - 1``.
 
@@ -145,6 +146,8 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
         checkpoint_every: steps between checkpoints.
         log_every: steps between logged scalars.
         on_log: called with (step, scalars) on every log step.
+        on_step: called after every step with (steps done, the step's state, whether it is the last one: the
+            end or a stop), before that step's checkpoint (the health monitor measures here).
         check_finite_every: steps between host reads of the loss's finiteness (None: 1 on CPU, where the
             read is free, ``log_every`` on an accelerator with a fused optimizer); a non-finite loss stops
             the run before the weights change either way (see ``_FiniteGuard``).
@@ -197,6 +200,8 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
                 result.last_logs = scalars
                 if on_log is not None:
                     on_log(step, scalars)
+            if on_step is not None:
+                on_step(step, state, step == max_steps or stopping)
             if is_ckpt:
                 result.last_checkpoint = save(step)
             if stopping:

@@ -19,8 +19,10 @@ from typing import Any
 import torch
 
 from organfm.backbones import create_backbone
+from organfm.backbones.base import check_input_sizes
 from organfm.batches import BatchSource, SourceContext, create_batch_source
-from organfm.config import Config, config_to_dict, dump_config
+from organfm.config import Config, ConfigError, config_to_dict, dump_config
+from organfm.data.errors import count_skips
 from organfm.engine.checkpoint import (atomic_write_text, capture_rng, export_backbone, latest_checkpoint,
                                        load_latest_readable, restore_rng, save_checkpoint)
 from organfm.engine.loop import TrainResult, train
@@ -29,6 +31,8 @@ from organfm.engine.progress import ProgressReporter
 from organfm.engine.runlock import RunLock
 from organfm.engine.schedules import ScheduleContext, build_schedules
 from organfm.methods import get_method
+from organfm.methods.base import StepState
+from organfm.monitor import LEARNING, HealthMonitor
 
 __all__ = ["PretrainSummary", "pretrain"]
 
@@ -42,6 +46,23 @@ class PretrainSummary:
     num_images: int
     organs: list[str]
     skipped: int = 0
+    health: dict[str, Any] | None = None
+
+    def health_text(self) -> str:
+        """``learning (kNN 0.612 -> 0.934)``: the verdict, and the kNN monitor where labels exist."""
+        if not self.health:
+            return "not monitored"
+        sig, ref = self.health.get("signals") or {}, self.health.get("reference") or {}
+        knn = f" (kNN {ref['knn']:.3f} -> {sig['knn']:.3f})" if "knn" in sig and "knn" in ref else ""
+        return f"{self.health['verdict']}{knn}"
+
+    def warning(self) -> str | None:
+        """A warning for a run that is not learning (printed before its export path), else None."""
+        if not self.health or self.health.get("verdict") == LEARNING:
+            return None
+        tips = "; ".join(self.health.get("next") or [])
+        return (f"this run is {self.health['verdict'].upper()}: {self.health.get('reason')}. "
+                f"Its export may be no better than its initial weights. Try: {tips} (see {self.run_dir}/health.png)")
 
     def line(self, method: str, backbone: str) -> str:
         r = self.result
@@ -51,7 +72,7 @@ class PretrainSummary:
         skipped = f" ({self.skipped} unreadable, skipped: see skips/)" if self.skipped else ""
         return (f"organfm pretrain {method} ({backbone}) {state} step {r.step}: {self.num_images} images{skipped}, "
                 f"{len(self.organs)} organs, loss {first:.4f} -> {last:.4f}, {r.seconds:.1f} s ({ips:.2f} steps/s); "
-                f"checkpoint {self.checkpoint}; export {self.export}")
+                f"health: {self.health_text()}; checkpoint {self.checkpoint}; export {self.export}")
 
 
 def _resolve_device_settings(cfg: Config) -> dict[str, Any]:
@@ -59,6 +80,10 @@ def _resolve_device_settings(cfg: Config) -> dict[str, Any]:
     if precision == "auto":
         # bf16 autocast is ~16x slower than fp32 on CPUs without native bf16
         precision = "bf16-mixed" if torch.cuda.is_available() and cfg.trainer.accelerator != "cpu" else "32-true"
+    if cfg.trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        # Fabric's own words ("No supported gpu backend found!") name neither the key nor the way out
+        raise ConfigError(f"trainer.accelerator={cfg.trainer.accelerator}: no CUDA GPU is visible on this machine; "
+                          "use trainer.accelerator=cpu (or auto, which picks the GPU where there is one)")
     return dict(accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
                 strategy=cfg.trainer.strategy, precision=precision)
 
@@ -122,6 +147,7 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
     backbone = create_backbone(cfg.backbone.name, in_chans=1, pretrained_file=cfg.backbone.pretrained_file,
                                drop_path_rate=cfg.backbone.drop_path_rate, **source.backbone_kwargs,
                                **({} if cfg.backbone.strict_load else {"strict": False}))
+    check_input_sizes(backbone, source.input_sizes, name=cfg.backbone.name)
     method = method_cls(backbone, **{**method_kwargs, **source.method_kwargs})
     on_cuda = fabric.device.type == "cuda"
     if on_cuda:  # convolutions run NHWC on tensor cores; fused AdamW is one kernel and skips steps on device
@@ -156,6 +182,13 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
     method, optimizer = fabric.setup(method, optimizer)
     loader = _device_batches(fabric, source)
     contract = _data_contract(cfg, raw_method, source)
+    monitor = None
+    if tr.monitor_every and source.monitor is not None:
+        monitor = HealthMonitor(raw_method, source.monitor(tr.monitor_images), every=tr.monitor_every,
+                                run_dir=run_dir, write=fabric.is_global_zero,
+                                log=lambda scalars, step: fabric.log_dict(scalars, step=step))
+        monitor.start(start_step, StepState(step=start_step, epoch=start_step / max(1, steps_per_epoch),
+                                            values=schedules.at(start_step)))
 
     def save(step: int) -> Path:
         state = {"format": "organfm-checkpoint", "version": 1, "step": step, "method": raw_method.state_dict(),
@@ -174,19 +207,22 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
                        freeze_last_layer_steps=math.ceil(o.freeze_last_layer_epochs * steps_per_epoch),
                        save=save, checkpoint_every=tr.checkpoint_every, log_every=tr.log_every,
                        check_finite_every=tr.check_finite_every,
-                       on_log=progress.update)
+                       on_log=progress.update, on_step=monitor)
     for logger in loggers:
         logger.finalize("success")
     export = None
     checkpoint = result.last_checkpoint or latest_checkpoint(run_dir)
     data_summary = source.summary(result.step)  # again at the end: it now counts the items skipped in training
+    # one counter for every batch source: the run's skip log, which every process of every source appends to
+    data_summary["skipped_logged"] = count_skips(run_dir / "skips")
     if fabric.is_global_zero:
         atomic_write_text(run_dir / "data.json", json.dumps(data_summary, indent=2, default=str))
         if checkpoint is not None:
             export = export_backbone(run_dir, checkpoint=checkpoint)[0]
     return PretrainSummary(run_dir=run_dir, result=result, checkpoint=checkpoint, export=export,
                            num_images=source.num_items(result.step), organs=list(source.contract["organs"]),
-                           skipped=int(data_summary.get("skipped_logged", 0) or 0))
+                           skipped=int(data_summary.get("skipped_logged", 0) or 0),
+                           health=monitor.report() if monitor is not None and monitor.records else None)
 
 
 def _warn(message: str) -> None:

@@ -30,6 +30,10 @@ class RunLock:
             reported so a user knows the folder was left by a crash.
     """
 
+    # subclasses that lock other folders (organfm.outputs.FolderLock) name their own owner and fix
+    busy_message = ("{folder} is in use by another organfm run (pid {pid}): wait for it to finish, stop it, or "
+                    "choose another trainer.out_dir")
+
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self._fd: int | None = None
@@ -43,8 +47,7 @@ class RunLock:
         except BlockingIOError:
             owner = _read_pid(fd)
             os.close(fd)
-            raise RunFolderBusy(f"{self.path.parent} is in use by another organfm run (pid {owner or 'unknown'}): "
-                                "wait for it to finish, stop it, or choose another trainer.out_dir") from None
+            raise RunFolderBusy(self.busy_message.format(folder=self.path.parent, pid=owner or "unknown")) from None
         previous = _read_pid(fd)
         if previous and previous != os.getpid() and not _alive(previous):
             self.stale_pid = previous

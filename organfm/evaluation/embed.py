@@ -2,8 +2,11 @@
 
 Layout of an output folder::
 
+    .organfm-output      the marker that makes the folder ``organfm embed``'s own (``organfm.outputs``)
     index.json           the model identity and contract, the data identity, the image count, the image-set
-                         hash and one entry per shard (file, item range, hash of its images, organ ids)
+                         hash, the skipped rows and one entry per shard (file, item range, hash of its images,
+                         reuse key, size and hash of the file, organ ids)
+    index.csv            one line per image: row, shard, organ, organ id, label, skipped, and the source key
     shard-00000.npy      (n, E) float32 features of items [start, stop), in dataset order
     ...
 
@@ -11,10 +14,18 @@ The image-set hash is a blake2b digest of every image's pixels and shape as the 
 (before any resize), so it names the images, not the model: two models' folders of one dataset carry the
 same hash, and a stored folder can be checked against a dataset without running any model.
 
-Reuse and resume: a shard whose file exists and whose images hash as recorded is kept without running the
-model; a killed call keeps its finished shards. A shard whose images changed is recomputed (and counted in
-:class:`EmbedResult`); ``on_change="error"`` raises instead. A folder that holds another model's features is
-never overwritten.
+Reuse and resume: a stored shard is kept without running the model only when its *reuse key* matches and
+its file is intact. The key covers everything that defines a row: the weights hash, every preprocessing
+setting (input size, mean/std, the ``data.*`` section but its path), each image's pixels and file bytes, the
+organ and label of each row and which rows were skipped. The file must have the recorded size and hash, the
+recorded shape and only finite values; a damaged shard is recomputed, never "reused". A killed call keeps
+its finished shards. A shard whose images changed is recomputed (and counted in :class:`EmbedResult`);
+``on_change="error"`` raises instead. A folder that holds another model's features, and any folder that
+``organfm embed`` did not write, is never overwritten.
+
+Skipped rows (``data.on_error=skip``): an unreadable image's row holds zeros, is flagged in ``index.json``
+(``skipped``) and ``index.csv``, and is counted in :class:`EmbedResult`; it never holds the features of the
+image the dataset substituted for it.
 """
 from __future__ import annotations
 
@@ -32,11 +43,17 @@ import torch
 import torch.nn.functional as F
 
 from organfm.data.errors import DataError
+from organfm.outputs.folder import MARKER as MARKER_NAME
 
-__all__ = ["EmbedResult", "embed_dataset", "image_digests", "load_features", "set_hash", "write_atomic", "INDEX_FILE"]
+__all__ = ["EmbedResult", "embed_dataset", "image_digests", "is_features_folder", "load_features",
+           "open_features_folder", "set_hash", "write_atomic", "INDEX_CSV", "INDEX_FILE"]
 
 INDEX_FILE = "index.json"
+INDEX_CSV = "index.csv"
 FORMAT = "organfm-features"
+COMMAND = "embed"
+# data.* keys that say where the data is, not what a row holds: moving a folder keeps its features
+_LOCATION_KEYS = ("source", "split_file")
 
 
 @dataclass
@@ -51,6 +68,9 @@ class EmbedResult:
         written: shards computed by this call.
         reused: shards kept from an earlier call.
         changed: of ``written``, shards recomputed because their images changed.
+        rekeyed: of ``written``, shards recomputed because their labels, settings or skipped rows changed.
+        repaired: of ``written``, shards recomputed because the stored file was damaged or missing.
+        skipped: rows of unreadable images (zeros, flagged in the index).
     """
 
     out_dir: Path
@@ -60,6 +80,20 @@ class EmbedResult:
     written: int
     reused: int
     changed: int
+    rekeyed: int = 0
+    repaired: int = 0
+    skipped: int = 0
+
+    def line(self) -> str:
+        """The one-line summary ``organfm embed`` prints."""
+        why = [f"{n} {what}" for n, what in ((self.changed, "their images changed"),
+                                             (self.rekeyed, "labels, settings or skipped rows changed"),
+                                             (self.repaired, "damaged or missing on disk")) if n]
+        recomputed = f" ({'; '.join(why)})" if why else ""
+        skipped = (f"; {self.skipped} unreadable, skipped: zero rows flagged in {INDEX_CSV}, see skips/"
+                   if self.skipped else "")
+        return (f"{self.out_dir}: {self.num_images} images x {self.feature_dim} features, image hash "
+                f"{self.image_hash[:12]}; {self.written} shards written{recomputed}, {self.reused} reused{skipped}")
 
 
 def image_digest(image: torch.Tensor) -> bytes:
@@ -108,6 +142,7 @@ def _read_index(path: Path) -> dict[str, Any] | None:
 
 
 def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
+    """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file that then replaces ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
@@ -123,6 +158,85 @@ def _write_index(path: Path, index: dict[str, Any]) -> None:
     write_atomic(path, lambda f: f.write(json.dumps(index, indent=1)), binary=False)
 
 
+def is_features_folder(folder: Path) -> bool:
+    """A folder written by ``organfm embed`` before output markers existed: it has a features index."""
+    try:
+        return json.loads((folder / INDEX_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def open_features_folder(out_dir: str | os.PathLike[str]) -> Path:
+    """Create ``out_dir`` as an ``organfm embed`` folder, or accept it as one; refuse anything else.
+
+    Raises:
+        OutputFolderError: ``out_dir`` is a file or a non-empty folder ``organfm embed`` did not write.
+    """
+    from organfm.outputs import check_output_folder, disk_full_guard, write_marker
+
+    out = Path(out_dir)
+    owned = check_output_folder(out, COMMAND, recognise=is_features_folder)
+    if not owned or not (out / MARKER_NAME).is_file():
+        with disk_full_guard(out, COMMAND):
+            out.mkdir(parents=True, exist_ok=True)
+            write_marker(out, COMMAND, format=FORMAT)
+    return out
+
+
+def _file_hash(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _intact(path: Path, entry: dict[str, Any]) -> bool:
+    """Whether a stored shard file is the one its index entry describes: size, hash, shape, finite values."""
+    try:
+        if "bytes" in entry and path.stat().st_size != entry["bytes"]:
+            return False
+        if "file_hash" in entry and _file_hash(path) != entry["file_hash"]:
+            return False
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
+        return (a.ndim == 2 and a.shape == (entry["stop"] - entry["start"], entry["feature_dim"])
+                and bool(np.isfinite(a).all()))
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _row_key(settings: str, digests: list[bytes], organs: list[int], labels: list[str], sources: list[str],
+             skipped: list[int]) -> str:
+    """The reuse key of a shard: everything that defines its rows (see the module docstring)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(settings.encode())
+    for d in digests:
+        h.update(d)
+    h.update(json.dumps([organs, labels, sources, skipped]).encode())
+    return h.hexdigest()
+
+
+def _column(dataset: Any, name: str, n: int) -> list[Any] | None:
+    """A per-item attribute of the dataset (``labels``, ``records``) when it has one entry per item."""
+    try:
+        values = getattr(dataset, name, None)
+        return list(values) if values is not None and len(values) == n else None
+    except TypeError:
+        return None
+
+
+def _index_csv(rows: list[dict[str, Any]]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    fields = ["row", "shard", "organ", "organ_id", "label", "skipped", "key"]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
 def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, data_identity: dict[str, Any]
                   | None = None, shard_size: int = 4096, batch_size: int = 128, image_size: int | None = None,
                   device: str = "cpu", seed: int = 0, on_change: str = "recompute",
@@ -132,9 +246,12 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
     Args:
         spec: a model spec of :func:`organfm.evaluation.models.load_encoder` (run, export, ``random:<arch>``,
             ``timm:<arch>:<file>``).
-        dataset: items ``{"image": (C, H, W) in [0, 1], "organ": int}``; ``organs`` attribute if any.
-        out_dir: the features folder.
-        data_identity: what the data is (e.g. the ``data.*`` section), recorded in the index.
+        dataset: items ``{"image": (C, H, W) in [0, 1], "organ": int, "index": int}``; ``organs``, ``labels``
+            and ``records`` attributes if any. An item whose ``index`` is not the one asked for is the
+            substitute of an unreadable one (``on_error="skip"``): its row is zeros and flagged.
+        out_dir: the features folder (absent, empty, or an earlier ``organfm embed`` folder).
+        data_identity: what the data is (e.g. the ``data.*`` section), recorded in the index; all of it but
+            the paths is part of the reuse key.
         shard_size: items per shard file.
         batch_size: images per forward pass.
         image_size: input size S when the model's contract has none (``random:``/``timm:`` specs); the
@@ -149,17 +266,26 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
 
     Raises:
         ValueError: ``out_dir`` holds another model's features, or images changed with ``on_change="error"``.
+        OutputFolderError: ``out_dir`` is a file or a folder ``organfm embed`` did not write.
+        DiskFullError: the device of ``out_dir`` is full (the shards finished so far are kept).
     """
     from organfm.evaluation.features import extract_features
     from organfm.evaluation.models import load_encoder
+    from organfm.outputs import check_output_folder, disk_full_guard, require_free_space, write_npy
 
     if shard_size < 1 or batch_size < 1:
         raise ValueError(f"shard_size and batch_size must be >= 1, got {shard_size} and {batch_size}")
     if on_change not in ("recompute", "error"):
         raise ValueError(f"on_change must be 'recompute' or 'error', got {on_change!r}")
-    make, contract = load_encoder(spec, image_size=image_size, seed=seed)
-    size = (contract.get("input_size") or [None])[-1] or image_size
     out = Path(out_dir)
+    check_output_folder(out, COMMAND, recognise=is_features_folder)  # before the model loads: fail fast
+    make, contract = load_encoder(spec, image_size=image_size, seed=seed)
+    if len(contract.get("input_size") or []) == 4:  # (C, D, H, W): a volume encoder, and embed feeds 2D images
+        raise ValueError(f"{spec} is a 3D model (it reads (C, D, H, W) = {list(contract['input_size'])} volumes); "
+                         "organfm embed feeds it 2D images. Embed with a 2D model, or evaluate this one on volumes: "
+                         "organfm evaluate with protocols=[finetune3d] or [segmentation3d] "
+                         "(e.g. --task configs/tasks/adrenalmnist3d.yaml)")
+    size = (contract.get("input_size") or [None])[-1] or image_size
     index_path = out / INDEX_FILE
     old = _read_index(index_path)
     if old is not None and old.get("model", {}).get("model_hash") != contract["model_hash"]:
@@ -169,56 +295,106 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
     n = len(dataset)
     if n == 0:
         raise DataError(f"{data_identity or dataset}: no images to embed")
+    open_features_folder(out)
     model_info = {k: contract.get(k) for k in ("spec", "architecture", "model_hash", "weights", "method", "mean",
                                                "std", "input_size", "intensity", "organs")}
     model_info["input_size"] = [1, size, size] if size else contract.get("input_size")
-    index: dict[str, Any] = {"format": FORMAT, "version": 1, "model": model_info,
-                             "data": {"identity": data_identity or {}, "organs": list(getattr(dataset, "organs", []))},
-                             "num_images": n, "feature_dim": None, "image_hash": None, "shards": [], "complete": False}
+    settings = json.dumps({"model_hash": contract["model_hash"], "input_size": model_info["input_size"],
+                           "mean": contract.get("mean"), "std": contract.get("std"),
+                           "data": {k: v for k, v in (data_identity or {}).items() if k not in _LOCATION_KEYS}},
+                          sort_keys=True, default=str)
+    organ_names = list(getattr(dataset, "organs", []))
+    labels = _column(dataset, "labels", n)
+    records = _column(dataset, "records", n)
+    index: dict[str, Any] = {"format": FORMAT, "version": 2, "model": model_info,
+                             "data": {"identity": data_identity or {}, "organs": organ_names},
+                             "num_images": n, "feature_dim": None, "image_hash": None, "shards": [], "skipped": [],
+                             "complete": False}
     backbone = None
     all_digests: list[bytes] = []
-    written = reused = changed = 0
+    rows: list[dict[str, Any]] = []
+    written = reused = changed = rekeyed = repaired = 0
+
+    def guard() -> Any:
+        return disk_full_guard(out, COMMAND, what="the shards finished so far are kept: run the same command "
+                                                  "again to resume")
+
     for start in range(0, n, shard_size):
         stop = min(n, start + shard_size)
         items = [dataset[i] for i in range(start, stop)]
+        skipped = [i for i, item in zip(range(start, stop), items) if int(item.get("index", i)) != i]
         digests = [image_digest(item["image"]) for item in items]
         all_digests += digests
         shard_hash = set_hash(digests)
+        organs = [int(item.get("organ", -1)) for item in items]
+        row_labels = ["" if labels is None or labels[i] is None else str(labels[i]) for i in range(start, stop)]
+        sources = [] if records is None else [f"{r.key}\t{getattr(r, 'content_hash', '')}"
+                                              for r in records[start:stop]]
+        key = _row_key(settings, digests, organs, row_labels, sources, skipped)
         name = f"shard-{start // shard_size:05d}.npy"
+        index["skipped"] += skipped
+        for i, organ, label in zip(range(start, stop), organs, row_labels):
+            rows.append({"row": i, "shard": name, "organ": organ_names[organ] if 0 <= organ < len(organ_names)
+                         else ("" if organ < 0 else str(organ)), "organ_id": organ, "label": label,
+                         "skipped": int(i in skipped), "key": records[i].key if records is not None else ""})
         prev = old_shards.get((start, stop))
-        if prev is not None and prev["image_hash"] == shard_hash and (out / prev["file"]).is_file():
-            index["shards"].append(prev)
-            index["feature_dim"] = prev["feature_dim"]
-            reused += 1
-            continue
-        if prev is not None and prev["image_hash"] != shard_hash:
+        if prev is not None and prev.get("key") == key:
+            if _intact(out / prev["file"], prev):
+                index["shards"].append(prev)
+                index["feature_dim"] = prev["feature_dim"]
+                reused += 1
+                continue
+            repaired += 1
+        elif prev is not None and prev["image_hash"] != shard_hash:
             if on_change == "error":
                 raise ValueError(f"{out / prev['file']}: the images of items {start}-{stop - 1} changed since "
                                  "these features were written (image hash differs)")
             changed += 1
+        elif prev is not None:
+            rekeyed += 1
         if backbone is None:
             backbone = make()
-        images = torch.stack([_resize(item["image"], size) for item in items])
-        feats = extract_features(backbone, images, batch_size=batch_size, device=device, mean=contract["mean"],
-                                 std=contract["std"]).numpy().astype(np.float32)
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / name, lambda f: np.save(f, feats))
-        index["shards"].append({"file": name, "start": start, "stop": stop, "image_hash": shard_hash,
-                                "feature_dim": int(feats.shape[1]),
-                                "organ": [int(item.get("organ", -1)) for item in items]})
+        good = [k for k, i in enumerate(range(start, stop)) if i not in skipped]
+        feats = None
+        if good:
+            images = torch.stack([_resize(items[k]["image"], size) for k in good])
+            got = extract_features(backbone, images, batch_size=batch_size, device=device, mean=contract["mean"],
+                                   std=contract["std"]).numpy().astype(np.float32)
+            feats = np.zeros((stop - start, got.shape[1]), dtype=np.float32)
+            feats[good] = got  # a skipped row stays zeros: never another image's features
+        else:
+            dim = index["feature_dim"] or int(contract.get("num_features") or 0)
+            if not dim:
+                got = extract_features(backbone, torch.stack([_resize(items[0]["image"], size)]), batch_size=1,
+                                       device=device, mean=contract["mean"], std=contract["std"])
+                dim = int(got.shape[1])  # only the width: every row of this shard is skipped
+            feats = np.zeros((stop - start, dim), dtype=np.float32)
+        path = out / name
+        with guard():
+            require_free_space(out, feats.nbytes + 4096, COMMAND)
+            write_atomic(path, lambda f: write_npy(f, feats))
+        index["shards"].append({"file": name, "start": start, "stop": stop, "image_hash": shard_hash, "key": key,
+                                "feature_dim": int(feats.shape[1]), "bytes": path.stat().st_size,
+                                "file_hash": _file_hash(path), "organ": organs, "skipped": skipped})
         index["feature_dim"] = int(feats.shape[1])
         written += 1
-        _write_index(index_path, index)  # a killed call keeps the shards written so far
+        with guard():
+            _write_index(index_path, index)  # a killed call keeps the shards written so far
         if log:
             log(f"{out / name}: items {start}-{stop - 1}, {feats.shape[1]} features")
     index["image_hash"] = set_hash(all_digests)
     index["complete"] = True
     index = json.loads(json.dumps(index))  # as read back, so an unchanged index compares equal
-    if written or old != index:  # a second identical call rewrites nothing
-        out.mkdir(parents=True, exist_ok=True)
-        _write_index(index_path, index)
+    table = _index_csv(rows)
+    csv_path = out / INDEX_CSV
+    with guard():
+        if written or old != index:  # a second identical call rewrites nothing
+            _write_index(index_path, index)
+        if not csv_path.is_file() or csv_path.read_text(encoding="utf-8") != table:
+            write_atomic(csv_path, lambda f: f.write(table), binary=False)
     return EmbedResult(out_dir=out, num_images=n, feature_dim=int(index["feature_dim"]),
-                       image_hash=index["image_hash"], written=written, reused=reused, changed=changed)
+                       image_hash=index["image_hash"], written=written, reused=reused, changed=changed,
+                       rekeyed=rekeyed, repaired=repaired, skipped=len(index["skipped"]))
 
 
 def load_features(folder: str | os.PathLike[str], *, who: str = "") -> tuple[torch.Tensor, dict[str, Any]]:

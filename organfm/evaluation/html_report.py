@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from organfm.evaluation.report import format_cell
+from organfm.evaluation.report import format_cell, health_cell
 
 __all__ = ["render_html", "thumbnails"]
 
@@ -198,9 +198,13 @@ def _models_table(results: dict[str, Any]) -> str:
     esc = html.escape
     rows = "".join(f"<tr><td>{esc(n)}</td><td class='mono'>{esc(str(m.get('spec')))}</td>"
                    f"<td>{esc(str(m.get('architecture')))}</td>"
-                   f"<td class='mono'>{esc(str(m.get('model_hash'))[:12])}</td></tr>"
+                   f"<td class='mono'>{esc(str(m.get('model_hash'))[:12])}</td>"
+                   f"<td title='{esc(str((m.get('health') or {}).get('reason') or ''))}'>"
+                   f"{esc(health_cell(m))}</td></tr>"
                    for n, m in results.get("models", {}).items())
-    return f"<table id='models'><tr><th>model</th><th>spec</th><th>architecture</th><th>hash</th></tr>{rows}</table>"
+    return (f"<table id='models'><tr><th>model</th><th>spec</th><th>architecture</th><th>hash</th>"
+            f"<th>training health</th></tr>{rows}</table>")
+
 
 
 def _results_tables(rows: list[dict[str, Any]]) -> str:

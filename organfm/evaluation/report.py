@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_cell", "markdown_tables", "to_json", "write_report"]
+__all__ = ["format_cell", "health_cell", "markdown_tables", "to_json", "write_report"]
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path, *, embeddings: dict[str, Any] | None = None,
@@ -76,9 +76,9 @@ def markdown_tables(results: dict[str, Any]) -> str:
         lines += [f"Data: `{data.get('source')}` ({sizes}); classes: {', '.join(data.get('classes', []))}.", ""]
     models = results.get("models", {})
     if models:
-        lines += ["| model | spec | architecture | hash |", "|---|---|---|---|"]
-        lines += [f"| {n} | `{m.get('spec')}` | {m.get('architecture')} | `{str(m.get('model_hash'))[:12]}` |"
-                  for n, m in models.items()]
+        lines += ["| model | spec | architecture | hash | training health |", "|---|---|---|---|---|"]
+        lines += [f"| {n} | `{m.get('spec')}` | {m.get('architecture')} | `{str(m.get('model_hash'))[:12]}` | "
+                  f"{health_cell(m)} |" for n, m in models.items()]
         lines.append("")
     for protocol, rows in _by_protocol(results.get("rows", [])).items():
         metrics = _metric_columns(rows)
@@ -104,3 +104,11 @@ def _metric_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
     for row in rows:
         columns += [m for m in row["metrics"] if m not in columns]
     return columns
+
+
+def health_cell(model: dict[str, Any]) -> str:
+    """The pretraining run's health verdict (``health.json``), or why there is none."""
+    health = model.get("health")
+    if health:
+        return f"{health.get('verdict')} (step {health.get('step')})"
+    return "random init" if str(model.get("spec", "")).startswith("random:") else "not monitored"

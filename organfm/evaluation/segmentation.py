@@ -44,7 +44,8 @@ _EVAL_BATCH = 64
 def load_ct_segmentation_slices(image_path: str | os.PathLike[str], label_path: str | os.PathLike[str], *,
                                 class_map: dict[int, str] | None, classes: Sequence[str] | None, size: int,
                                 window: tuple[float, float] = (40, 400),
-                                min_foreground: int = 10) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+                                min_foreground: int = 10,
+                                max_volume_voxels: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Axial slices of a CT volume with masks of the chosen organs, relabelled 0 (background) .. C.
 
     Both volumes are read with ``NiftiReader`` (display orientation, so image and label map line up when
@@ -72,7 +73,8 @@ def load_ct_segmentation_slices(image_path: str | os.PathLike[str], label_path: 
     from organfm.data.intensity import normalize_intensity
     from organfm.data.nifti import NiftiReader
 
-    reader = NiftiReader(cache_size=0)
+    reader = NiftiReader(cache_size=0) if max_volume_voxels is None else \
+        NiftiReader(cache_size=0, max_volume_voxels=max_volume_voxels)  # data.max_volume_voxels
     volume, _ = reader.read_volume(str(image_path))
     labels, _ = reader.read_volume(str(label_path))
     if labels.shape != volume.shape:
@@ -158,7 +160,8 @@ def load_segmentation_split(task: Any) -> SegmentationSplit:
         if task.data.class_map else None
     images, masks, names = load_ct_segmentation_slices(image, label_map, class_map=class_map, classes=s.classes,
                                                        size=s.image_size, window=tuple(s.window),
-                                                       min_foreground=s.min_foreground)
+                                                       min_foreground=s.min_foreground,
+                                                       max_volume_voxels=task.data.max_volume_voxels)
     parts = split_slice_blocks(len(images), block_size=s.block_size, fractions=s.fractions, gap=s.gap)
     train, val, test = ((images[p], masks[p]) for p in parts)
     return SegmentationSplit(train=train, val=val, test=test, class_names=names)

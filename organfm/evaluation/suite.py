@@ -139,5 +139,5 @@ def _brief(rows: list[dict[str, Any]]) -> str:
 
 def _public_contract(contract: dict[str, Any]) -> dict[str, Any]:
     keep = ("architecture", "spec", "model_hash", "mean", "std", "input_size", "method", "num_features", "step",
-            "intensity", "weights")
+            "intensity", "weights", "health")
     return {k: contract[k] for k in keep if k in contract}

@@ -118,6 +118,29 @@ def _validate(cfg: Any) -> None:
         raise ConfigError(f"data.source is empty: name the dataset (relative to data.root) for {', '.join(needs_data)}")
     if needs_data and cfg.data.source == "synthetic":
         raise ConfigError("data.source=synthetic: evaluation tasks read labelled files (npz, folders, manifests, ...)")
+    _validate_protocol_sections(cfg)
+
+
+_NON_EMPTY = ("lrs", "weight_decays", "k", "methods")  # grids and lists a protocol loops over
+_AT_LEAST_ONE = ("seeds", "epochs", "batch_size")  # counts a protocol loops over
+_POSITIVE_ITEMS = ("k", "shots")
+
+
+def _validate_protocol_sections(cfg: Any) -> None:
+    """Protocol settings that would crash deep inside a protocol (``linear.lrs=[]``, ``fewshot.seeds=-3``)."""
+    for protocol in list_protocols():
+        config = get_protocol(protocol).config
+        if config is None:
+            continue
+        section, default = getattr(cfg, protocol), config()
+        for f in dataclasses.fields(section):
+            value, dotted = getattr(section, f.name), f"{protocol}.{f.name}"
+            if f.name in _NON_EMPTY and isinstance(value, list) and not value:
+                raise ConfigError(f"{dotted}=[]: needs at least one value (default {getattr(default, f.name)})")
+            if f.name in _AT_LEAST_ONE and isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                raise ConfigError(f"{dotted}={value}: must be at least 1 (default {getattr(default, f.name)})")
+            if f.name in _POSITIVE_ITEMS and isinstance(value, list) and any(int(v) < 1 for v in value):
+                raise ConfigError(f"{dotted}={value}: every value must be at least 1")
 
 
 def load_task(file: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Any:

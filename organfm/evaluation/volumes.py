@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from organfm.data.errors import DataError
 from organfm.data.volume_set import preprocess_volume
+from organfm.data.voxel_cap import (DEFAULT_MAX_ARRAY_VOXELS, DEFAULT_MAX_VOLUME_VOXELS, check_voxels,
+                                    load_npz_array, npz_headers)
 from organfm.evaluation.protocol import ModelRun, make_row, register_protocol
 
 __all__ = ["Finetune3DConfig", "Segmentation3DConfig", "finetune3d", "load_labelled_volume", "load_npz_volumes",
@@ -56,15 +58,23 @@ def model_cube(run: ModelRun, default: int | None) -> int:
     return int(default)
 
 
-def load_npz_volumes(path: str, split: str, cube: int, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(images (N, 1, S, S, S) in [0, 1], labels (N,) int64)`` of one split of a MedMNIST-3D-style ``.npz``."""
-    try:
-        data = np.load(path, allow_pickle=False)
-        images, labels = data[f"{split}_images"], data[f"{split}_labels"]
-    except KeyError as e:
-        raise DataError(f"{path}: no {e} array (a 3D classification npz has <split>_images and <split>_labels)") from e
-    except Exception as e:  # missing or damaged file
-        raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
+def load_npz_volumes(path: str, split: str, cube: int, limit: int | None = None, *,
+                     max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS,
+                     max_array_voxels: int = DEFAULT_MAX_ARRAY_VOXELS) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images (N, 1, S, S, S) in [0, 1], labels (N,) int64)`` of one split of a MedMNIST-3D-style ``.npz``.
+
+    The arrays' ``.npy`` headers are checked against ``max_array_voxels`` (each row against
+    ``max_volume_voxels``) before anything is inflated (``organfm.data.voxel_cap``).
+    """
+    headers = npz_headers(path, where=path)
+    missing = [k for k in (f"{split}_images", f"{split}_labels") if k not in headers]
+    if missing:
+        raise DataError(f"{path}: no '{missing[0]}' array (a 3D classification npz has <split>_images and "
+                        "<split>_labels)")
+    check_voxels(headers[f"{split}_images"][0][1:], where=f"{path}::{split}_images", cap=max_volume_voxels,
+                 what="each row declares")
+    images, labels = (load_npz_array(path, f"{split}_{k}", where=path, max_voxels=max_array_voxels)
+                      for k in ("images", "labels"))
     if images.ndim != 4:
         raise DataError(f"{path}: {split}_images has shape {images.shape}; 3D volumes (N, D, H, W) expected")
     n = len(images) if limit is None else min(limit, len(images))
@@ -81,7 +91,8 @@ def finetune3d(run: ModelRun, data: Any = None) -> list[dict[str, Any]]:
     task, s = run.task, run.task.finetune3d
     path = task.data_path(s.source or task.data.source)
     cube = s.image_size or model_cube(run, task.data.image_size)
-    splits = {name: load_npz_volumes(path, name, cube, limit)
+    splits = {name: load_npz_volumes(path, name, cube, limit, max_volume_voxels=task.data.max_volume_voxels,
+                                     max_array_voxels=task.data.max_array_voxels)
               for name, limit in (("train", s.max_train), ("val", s.max_val), ("test", s.max_test))}
     num_classes = int(max(int(y.max()) for _, y in splits.values())) + 1
     train, val, test = ((run.normalized(x), y) for x, y in splits.values())
@@ -133,7 +144,7 @@ def load_labelled_volume(task: Any, s: Segmentation3DConfig) -> tuple[torch.Tens
     if not label_path or not task.data.class_map:
         raise ValueError("segmentation3d needs data.label_map and data.class_map")
     class_map = load_class_map(task.data_path(task.data.class_map), task.data.class_map_key)
-    reader = NiftiReader(cache_size=0)
+    reader = NiftiReader(cache_size=0, max_volume_voxels=task.data.max_volume_voxels)
     volume, meta = reader.read_volume(image_path)
     labels, _ = reader.read_volume(label_path)
     if volume.shape != labels.shape:

@@ -168,6 +168,23 @@ class DINOLoss(nn.Module):
         )
         return -(log_probs.exp() * log_probs).sum(dim=-1).mean()
 
+    @torch.no_grad()
+    def batch_entropy(self, teacher_out: Tensor, teacher_temp: float) -> Tensor:
+        """Entropy (nats) of the batch-mean centred, sharpened teacher distribution.
+
+        With :meth:`entropy` it tells uniform outputs (both near ``log K``) from one-prototype collapse
+        (both near 0) from learning (per-sample entropy well below ``log K`` while this stays high).
+
+        Args:
+            teacher_out: Teacher logits of shape ``(Vt, B, K)``.
+            teacher_temp: Teacher softmax temperature.
+
+        Returns:
+            Scalar: the entropy of ``mean_{v,b} q[v, b]``.
+        """
+        p = self._teacher_probs(teacher_out, teacher_temp).mean(dim=(0, 1))
+        return -(p * p.clamp(min=1e-30).log()).sum()
+
     def _teacher_probs(self, teacher_out: Tensor, teacher_temp: float) -> Tensor:
         """Centred, sharpened teacher distribution ``(Vt, B, K)``; detached, it is a target."""
         centred = _at_least_fp32(teacher_out.detach()) - self.center

@@ -89,6 +89,19 @@ class Method(nn.Module):
         """
         return None
 
+    def monitor_embeddings(self, batch: dict) -> torch.Tensor:
+        """(N, D) embeddings of the monitor batch's ``monitor_input`` by the exported network (the health
+        monitor's spread, rank and kNN are taken on them). An organ-set or other multi-input encoder overrides."""
+        return self.exported_backbone()(batch["monitor_input"])
+
+    def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:
+        """The method's own health signals on the fixed monitor batch (eval mode, no gradient); they must
+        change no state (no centre update, no RNG draw). Keys the verdict reads
+        (``organfm.monitor.verdict.judge``): ``teacher_entropy``, ``teacher_batch_entropy``, ``log_k``
+        (prototype heads), ``alignment``, ``uniformity`` (contrastive), ``masked_loss``,
+        ``mean_baseline_loss`` (masked reconstruction), ``organ_entropy`` (organ-set attention)."""
+        return {}
+
     def exported_backbone(self) -> nn.Module:
         """The backbone a user takes away (Coda and DINO: the teacher's)."""
         owner = self.teacher if self.export_prefix.startswith("teacher.") else self.student

@@ -12,7 +12,8 @@ from organfm.heads import DINOHead
 from organfm.losses import DINOLoss, SupConLoss
 from organfm.methods.base import StepOutput, StepState
 from organfm.methods.registry import register_method
-from organfm.methods.teacher import EMATeacherMethod, build_ema_teacher
+from organfm.methods.teacher import EMATeacherMethod, build_ema_teacher, prototype_health
+from organfm.monitor.signals import alignment, uniformity
 
 __all__ = ["Coda", "organ_targets"]
 
@@ -121,6 +122,21 @@ class Coda(EMATeacherMethod):
             logs["loss_intra"] = intra.detach()
         logs["loss"] = loss.detach()
         return StepOutput(loss=loss, logs=logs)
+
+    @torch.no_grad()
+    def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:
+        """Intra branch: the teacher's prototype entropies on the clean monitor images; inter branch:
+        alignment and uniformity of its SupCon embeddings (student view 1 vs teacher view 2)."""
+        out: dict[str, float] = {}
+        if self.use_intra:
+            feats = self.teacher["backbone"](batch["monitor_input"])
+            out.update(prototype_health(self.intra_loss, self.teacher["ins_head"](feats), state["teacher_temp"]))
+        if self.use_inter:
+            view1, view2 = batch["global"][0], batch["global"][1]
+            a = self._inter_embed(self.student["org_head"], self.student["backbone"](view1))
+            b = self._inter_embed(self.teacher["org_head"], self.teacher["backbone"](view2))
+            out["alignment"], out["uniformity"] = alignment(a, b), uniformity(a)
+        return out
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         return [p for name in ("org_head", "ins_head") if name in self.student

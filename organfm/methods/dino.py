@@ -11,7 +11,7 @@ from organfm.heads import DINOHead
 from organfm.losses import DINOLoss
 from organfm.methods.base import StepOutput, StepState
 from organfm.methods.registry import register_method
-from organfm.methods.teacher import EMATeacherMethod, build_ema_teacher
+from organfm.methods.teacher import EMATeacherMethod, build_ema_teacher, prototype_health
 
 __all__ = ["DINO"]
 
@@ -66,6 +66,12 @@ class DINO(EMATeacherMethod):
                 "teacher_entropy": self.loss_fn.entropy(teacher_out, teacher_temp=teacher_temp).detach()}
         self.loss_fn.update(teacher_out)
         return StepOutput(loss=loss, logs=logs)
+
+    @torch.no_grad()
+    def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:
+        """The teacher's prototype entropies on the clean monitor images."""
+        logits = self.teacher["head"](self.teacher["backbone"](batch["monitor_input"]))
+        return prototype_health(self.loss_fn, logits, state["teacher_temp"])
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.student["head"].last_layer.parameters() if p.requires_grad]

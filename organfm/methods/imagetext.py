@@ -27,6 +27,7 @@ from torch import nn
 from organfm.losses.distill import clip_loss
 from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.registry import register_method
+from organfm.monitor.signals import alignment, uniformity
 from organfm.text.tower import JointText, build_text_tower
 
 __all__ = ["ImageText", "TEXT_SOURCE_KEYS"]
@@ -93,3 +94,11 @@ class ImageText(Method):
             top1 = (sims.max(1).values <= own + 1e-6).float().mean()
         return StepOutput(loss=loss, logs={"loss": loss.detach(), "logit_scale": sigma.detach(),
                                            "i2t_top1": top1})
+
+    @torch.no_grad()
+    def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:
+        """Image-text alignment of each pair in the joint space and the uniformity of the image side."""
+        joint: JointText = self.student["text"]
+        images = joint.image(self.student["backbone"](batch["monitor_input"]))
+        texts = joint.text(joint.tower.tokenize(batch["text"])).to(images.dtype)
+        return {"alignment": alignment(images, texts), "uniformity": uniformity(images)}

@@ -33,6 +33,7 @@ from organfm.losses.distill import DistillLoss
 from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.imagetext import TEXT_SOURCE_KEYS
 from organfm.methods.registry import register_method
+from organfm.monitor.signals import alignment, uniformity
 from organfm.text.tower import JointText, build_text_tower, load_joint_text
 
 __all__ = ["MMKD"]
@@ -148,6 +149,12 @@ class MMKD(Method):
         logs["logit_scale"] = self.logit_scale.detach().clamp(0, self.loss_fn.max_log_scale).exp()
         logs["icl_scale"] = self.icl_scale.detach()
         return StepOutput(loss=terms["loss"], logs=logs)
+
+    @torch.no_grad()
+    def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:
+        """Alignment of the student's embedding with its teacher target, and the student's uniformity."""
+        s = self.embed(batch["global"][0])
+        return {"alignment": alignment(s, batch["teacher"].to(s.dtype)), "uniformity": uniformity(s)}
 
     def _forward_texts(self, batch: dict) -> StepOutput:
         joint: JointText = self.student["text"]

@@ -21,7 +21,7 @@ from organfm.losses import DINOLoss
 from organfm.losses.ibot import MaskedTokenLoss
 from organfm.methods.base import StepOutput, StepState
 from organfm.methods.registry import register_method
-from organfm.methods.teacher import EMATeacherMethod, build_ema_teacher
+from organfm.methods.teacher import EMATeacherMethod, build_ema_teacher, prototype_health
 from organfm.views.organ_masking import (MASKING_RULES, organ_entropy, organ_saliency, organ_token_mask,
                                          select_organs, sgm_organ_mask)
 
@@ -152,6 +152,24 @@ class PanFM(EMATeacherMethod):
         for o, mean in enumerate((saliency * available).sum(0) / counts):
             logs[f"saliency_organ{o}"] = mean
         return logs
+
+    def monitor_embeddings(self, batch: dict) -> torch.Tensor:
+        """The exported (teacher) encoder's subject embedding of every available organ."""
+        return self.exported_backbone()(batch["images"], batch["available"].bool())
+
+    @torch.no_grad()
+    def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:
+        """The teacher's organ-attention entropy and per-organ saliency (the step-0 record is the fresh-init
+        reference) and its CLS prototype entropies."""
+        images, available = batch["images"], batch["available"].bool()
+        n = self.teacher["backbone"].tokens_per_organ
+        t = self.teacher["backbone"].forward_features(images, available)
+        saliency = organ_saliency(t["cls_attention"], available, n, per_token=self.saliency_per_token)
+        out = {"organ_entropy": float(organ_entropy(saliency, available).mean())}
+        counts = available.sum(0).clamp(min=1)
+        out.update({f"saliency_organ{o}": float(v) for o, v in enumerate((saliency * available).sum(0) / counts)})
+        out.update(prototype_health(self.cls_loss, self.teacher["head"](t["cls"]), state["teacher_temp"]))
+        return out
 
     def last_layer_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.student["head"].last_layer.parameters() if p.requires_grad]

@@ -10,6 +10,7 @@ region's prototype and the prototypes pushed apart (``PrototypeDisentanglementLo
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from organfm.losses import PrototypeDisentanglementLoss
@@ -70,3 +71,11 @@ class RaSD(Method):
         loss = self.seg_weight * terms["seg"] + self.proto_weight * terms["proto"]
         return StepOutput(loss=loss, logs={"loss": loss.detach(), "loss_seg": terms["seg"].detach(),
                                            "loss_proto": terms["proto"].detach()})
+
+    @torch.no_grad()
+    def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:
+        """Both loss terms on the fixed monitor pairs (the curves; the verdict reads the generic signals and the
+        kNN of the synthetic-organ monitor images)."""
+        feats = self.student["backbone"].forward_features(batch["image"])
+        terms = self.loss_fn.terms(feats["dense"], batch["label_map"], num_labels=self.num_labels)
+        return {"rasd_seg": float(terms["seg"]), "rasd_proto": float(terms["proto"])}

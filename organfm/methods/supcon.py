@@ -12,6 +12,7 @@ from organfm.losses import SupConLoss
 from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.coda import organ_targets
 from organfm.methods.registry import register_method
+from organfm.monitor.signals import alignment, uniformity
 
 __all__ = ["SupCon"]
 
@@ -51,3 +52,10 @@ class SupCon(Method):
         self_mask = torch.eye(emb.shape[0], dtype=torch.bool, device=emb.device)
         loss = self.loss_fn(emb, emb, labels, labels, self_mask=self_mask)
         return StepOutput(loss=loss, logs={"loss": loss.detach()})
+
+    @torch.no_grad()
+    def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:
+        """Alignment of the two views' projections and their uniformity (Wang & Isola)."""
+        net = self.student
+        a, b = (net["head"](net["backbone"](v)) for v in batch["global"][:2])
+        return {"alignment": alignment(a, b), "uniformity": uniformity(a)}

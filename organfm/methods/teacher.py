@@ -2,13 +2,29 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
 
 from organfm.methods.base import Method, StepState
 
-__all__ = ["EMATeacherMethod", "build_ema_teacher", "ema_update"]
+__all__ = ["EMATeacherMethod", "build_ema_teacher", "ema_update", "prototype_health"]
+
+
+@torch.no_grad()
+def prototype_health(loss, teacher_logits: torch.Tensor, teacher_temp: float) -> dict[str, float]:
+    """Per-sample and batch-mean entropy of a prototype teacher, against ln K (the monitor's prototype family).
+
+    Args:
+        loss: the ``DINOLoss`` (or ``MaskedTokenLoss``) whose centre the teacher's outputs are taken against.
+        teacher_logits: (N, K) teacher head outputs.
+        teacher_temp: the teacher temperature of this step.
+    """
+    out = teacher_logits.unsqueeze(0)
+    return {"teacher_entropy": float(loss.entropy(out, teacher_temp=teacher_temp)),
+            "teacher_batch_entropy": float(loss.batch_entropy(out, teacher_temp=teacher_temp)),
+            "log_k": math.log(teacher_logits.shape[-1])}
 
 
 def build_ema_teacher(student: nn.Module) -> nn.Module:

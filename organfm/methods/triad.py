@@ -165,3 +165,16 @@ class Triad(Method):
             logs["loss_text"] = loss_text.detach()
         logs["loss"] = loss.detach()
         return StepOutput(loss=loss, logs=logs)
+
+    @torch.no_grad()
+    def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:
+        """Masked-voxel L1 on the fixed monitor volumes and masks, against filling every hidden voxel with the
+        mean of the volume's visible voxels (a network that learned nothing does no better)."""
+        x = batch["image"]
+        mask = self.masks.voxels(batch["mask"]).unsqueeze(1).to(x.dtype)
+        rec = self.student["decoder"](self.student["backbone"].forward_skips(x, mask=mask)[-1], tuple(x.shape[2:]))
+        visible = 1 - mask
+        dims = tuple(range(1, x.dim()))
+        mean = (x * visible).sum(dims, keepdim=True) / visible.sum(dims, keepdim=True).clamp(min=1)
+        return {"masked_loss": float(self.rec_loss(rec, x, mask)),
+                "mean_baseline_loss": float(self.rec_loss(mean.expand_as(x), x, mask))}

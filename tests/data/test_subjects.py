@@ -99,3 +99,23 @@ def test_an_unreadable_organ_image_is_named_or_skipped(tmp_path):
     (tmp_path / "s2l.png").write_bytes(b"broken")
     with pytest.raises(DataError, match="subject 's2': none of its organs"):
         SubjectImages(m, 16, on_error="skip", skip_log_dir=log)[1]
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_an_unknown_split_is_an_error_naming_the_line_as_in_image_manifests(tmp_path, on_error):
+    rows = GOOD[:3] + ["s3,heart,s3h.png,p3,trian,1,1"] + GOOD[4:]
+    with pytest.raises(DataError, match=r"subjects.csv line 5: unknown split 'trian' \(did you mean 'train'\?\); a "
+                                        r"split is one of train, val, test"):
+        read_subject_manifest(_manifest(tmp_path, rows), split="train", on_error=on_error)
+
+
+def test_split_names_are_read_in_any_case(tmp_path):
+    rows = [r.replace(",train,", ",Train,").replace(",test,", ",TEST,") for r in GOOD]
+    assert [s.id for s in read_subject_manifest(_manifest(tmp_path, rows), split="train").subjects] == ["s1", "s2"]
+
+
+def test_a_utf8_byte_order_mark_is_tolerated(tmp_path):
+    path = _manifest(tmp_path, GOOD)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as spreadsheet exports write it
+    m = read_subject_manifest(path)
+    assert [s.id for s in m.subjects] == ["s1", "s2", "s3", "s4"] and m.label_names == ["diabetes", "stroke"]

@@ -73,6 +73,13 @@ def test_method_runs_resumes_exactly_and_exports(name, tmp_path):
     assert resumed.result.start_step == 1 and resumed.result.step == 2
     a, b = load_file(full.export), load_file(resumed.export)
     assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    # the health monitor measured the run at step 0 and at its end, with the method's own signals
+    from organfm.monitor import read_health
+
+    health = read_health(full.run_dir)
+    assert health is not None and [r["step"] for r in health["history"]] == [0, 2]
+    assert {"embed_std_ratio", "rankme", "distance"} <= set(health["signals"])
+    assert health["verdict"] in ("learning", "not learning yet", "collapsed") and health["reason"]
     # the export reloads into the same architecture, strictly
     import json
 

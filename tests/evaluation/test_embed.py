@@ -118,3 +118,164 @@ def test_cli_embed_twice_on_the_embedded_synthetic_data(tmp_path, capsys):
     assert "0 reused" in first and "0 shards written" in second and _mtimes(tmp_path / "f") == before
     assert main(["embed", "--model", SPEC, "--out", str(tmp_path / "g"), "trainer.seed=1"]) == 2
     assert "data.* keys only" in capsys.readouterr().err
+
+
+class Relabelled(Images):
+    """Images whose organ ids are shifted by ``shift`` (a manifest whose organ column changed)."""
+
+    def __init__(self, n: int = 10, shift: int = 0) -> None:
+        super().__init__(n)
+        self.shift = shift
+
+    def __getitem__(self, i: int) -> dict:
+        return {**super().__getitem__(i), "organ": (i + self.shift) % 3}
+
+
+class WithUnreadable(Images):
+    """Item ``bad`` is unreadable: like ``OrganDataset(on_error="skip")`` it returns another item instead."""
+
+    def __init__(self, n: int = 10, bad: int = 5) -> None:
+        super().__init__(n)
+        self.bad = bad
+
+    def __getitem__(self, i: int) -> dict:
+        return super().__getitem__(0 if i == self.bad else i)
+
+
+def _index_csv(folder):
+    import csv
+
+    return list(csv.DictReader(open(folder / "index.csv")))
+
+
+def test_a_change_of_organ_labels_writes_the_new_labels(tmp_path):
+    embed_dataset(SPEC, Relabelled(10, 0), tmp_path / "f", shard_size=4)
+    r = embed_dataset(SPEC, Relabelled(10, 1), tmp_path / "f", shard_size=4)
+    fresh = embed_dataset(SPEC, Relabelled(10, 1), tmp_path / "fresh", shard_size=4)
+    assert (r.rekeyed, r.reused, r.changed) == (3, 0, 0)  # no shard kept with the old labels
+    assert _index_csv(tmp_path / "f") == _index_csv(tmp_path / "fresh")
+    assert [row["organ"] for row in _index_csv(tmp_path / "f")] == [Relabelled.organs[(i + 1) % 3] for i in range(10)]
+    index = json.loads((tmp_path / "f" / "index.json").read_text())
+    assert index["shards"][0]["organ"] == [1, 2, 0, 1]
+    assert torch.equal(load_features(tmp_path / "f")[0], load_features(tmp_path / "fresh")[0])
+    assert "3 labels, settings or skipped rows changed" in r.line() and fresh.written == 3
+
+
+def test_a_changed_preprocessing_setting_recomputes_and_a_moved_folder_does_not(tmp_path):
+    data = Images(8)
+    embed_dataset(SPEC, data, tmp_path, shard_size=4, data_identity={"source": "a", "intensity": "minmax"})
+    r = embed_dataset(SPEC, data, tmp_path, shard_size=4, data_identity={"source": "b", "intensity": "minmax"})
+    assert (r.reused, r.written) == (2, 0)  # where the data lies is not what a row holds
+    r = embed_dataset(SPEC, data, tmp_path, shard_size=4, data_identity={"source": "b", "intensity": "dtype"})
+    assert (r.rekeyed, r.reused) == (2, 0)
+    r = embed_dataset(SPEC, data, tmp_path, shard_size=4, image_size=16,
+                      data_identity={"source": "b", "intensity": "dtype"})
+    assert (r.rekeyed, r.reused) == (2, 0)  # another input size
+
+
+def test_a_skipped_row_is_zeros_flagged_and_counted_never_another_images_features(tmp_path):
+    r = embed_dataset(SPEC, WithUnreadable(10, bad=5), tmp_path, shard_size=4)
+    feats, index = load_features(tmp_path)
+    assert r.skipped == 1 and index["skipped"] == [5] and index["shards"][1]["skipped"] == [5]
+    assert torch.count_nonzero(feats[5]) == 0 and not torch.equal(feats[5], feats[0])
+    assert torch.count_nonzero(feats[4]) > 0
+    assert [row["skipped"] for row in _index_csv(tmp_path)] == ["1" if i == 5 else "0" for i in range(10)]
+    assert "1 unreadable, skipped: zero rows flagged in index.csv" in r.line()
+    direct = embed_dataset(SPEC, Images(10), tmp_path / "clean", shard_size=4)
+    assert torch.allclose(feats[[4, 6]], load_features(tmp_path / "clean")[0][[4, 6]], atol=1e-5)
+    r = embed_dataset(SPEC, Images(10), tmp_path, shard_size=4)  # the image became readable: its shard only
+    assert (r.written, r.reused, r.skipped) == (1, 2, 0) and direct.skipped == 0
+
+
+@pytest.mark.parametrize("damage", ["truncate", "nan", "flip"])
+def test_a_damaged_shard_is_recomputed_not_reused(tmp_path, damage):
+    data = Images(8)
+    embed_dataset(SPEC, data, tmp_path, shard_size=4)
+    good, _ = load_features(tmp_path)
+    path = tmp_path / "shard-00001.npy"
+    raw = bytearray(path.read_bytes())
+    if damage == "truncate":
+        raw = raw[:-7]
+    elif damage == "nan":  # same size, a NaN in the first feature
+        header = len(raw) - 4 * 4 * good.shape[1]
+        raw[header:header + 4] = np.array([np.nan], np.float32).tobytes()
+    else:
+        raw[-1] ^= 0x40  # one bit of the last feature: still finite, same size
+    path.write_bytes(bytes(raw))
+    r = embed_dataset(SPEC, data, tmp_path, shard_size=4)
+    assert (r.repaired, r.written, r.reused) == (1, 1, 1)
+    assert "1 damaged or missing on disk" in r.line()
+    assert torch.equal(load_features(tmp_path)[0], good)
+
+
+def test_embed_refuses_a_folder_it_did_not_write_and_a_file(tmp_path):
+    from organfm.outputs import OutputFolderError
+
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(b"mine")
+    with pytest.raises(OutputFolderError, match="did not write"):
+        embed_dataset(SPEC, Images(4), tmp_path / "imgs")
+    assert sorted(p.name for p in (tmp_path / "imgs").iterdir()) == ["a.png"]
+    (tmp_path / "f.npy").write_bytes(b"x")
+    with pytest.raises(OutputFolderError, match="is a file, not a folder"):
+        embed_dataset(SPEC, Images(4), tmp_path / "f.npy")
+
+
+def test_a_full_disk_while_embedding_is_one_line_and_keeps_the_finished_shards(tmp_path, monkeypatch):
+    import errno
+
+    import organfm.outputs.npy as npy
+    from organfm.outputs import DiskFullError
+
+    calls = []
+    real = npy.write_npy
+
+    def fill(f, array):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(f, array)
+
+    monkeypatch.setattr(npy, "write_npy", fill)
+    import organfm.outputs as outputs
+
+    monkeypatch.setattr(outputs, "write_npy", fill)
+    with pytest.raises(DiskFullError, match=r"no space left on the device of .*: organfm embed stopped; the shards "
+                                            r"finished so far are kept"):
+        embed_dataset(SPEC, Images(8), tmp_path, shard_size=4)
+    assert sorted(p.name for p in tmp_path.glob("shard-*")) == ["shard-00000.npy"]  # no temp file left
+    monkeypatch.undo()
+    r = embed_dataset(SPEC, Images(8), tmp_path, shard_size=4)
+    assert (r.written, r.reused) == (1, 1)
+
+
+def test_two_embeds_into_one_folder_the_second_refuses(tmp_path, capsys):
+    from organfm.cli.main import main
+    from tests.outputs.conftest import lock_held_by_another_process
+
+    out = tmp_path / "shared"
+    args = ["embed", "--model", SPEC, "--out", str(out), "--quiet", "data.synthetic_organs=2",
+            "data.synthetic_images_per_organ=4", "data.synthetic_size=32"]
+    with lock_held_by_another_process(out, "embed") as holder:
+        assert main(args) == 2
+        assert f"being written by another organfm embed (pid {holder.pid})" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(args) == 0
+
+
+def test_cli_embed_counts_unreadable_images_in_its_summary_line(tmp_path, capsys):
+    from PIL import Image
+
+    from organfm.cli.main import main
+
+    for organ in ("hand", "lung"):
+        (tmp_path / "imgs" / organ).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((16, 16), 40 * i + (organ == "lung"), np.uint8)).save(
+                tmp_path / "imgs" / organ / f"{i}.png")
+    (tmp_path / "imgs" / "hand" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    assert main(["embed", "--model", SPEC, "--out", str(tmp_path / "f"), "--quiet", "--image-size", "32",
+                 f"data={tmp_path / 'imgs'}", "data.split=null", "data.on_error=skip", "data.dedup=false"]) == 0
+    assert "1 unreadable, skipped" in capsys.readouterr().out
+    rows = _index_csv(tmp_path / "f")
+    assert [r["key"] for r in rows if r["skipped"] == "1"] == ["hand/broken.png"]

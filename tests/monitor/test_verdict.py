@@ -1,0 +1,71 @@
+"""One definition of learning: each rule fires on its signal and names it."""
+from __future__ import annotations
+
+import math
+
+from organfm.monitor.verdict import COLLAPSED, LEARNING, NOT_LEARNING, judge
+
+LOG_K = math.log(256)
+HEALTHY = {"embed_std_ratio": 0.9, "rankme": 40.0, "distance": 0.05, "teacher_entropy": 0.6 * LOG_K,
+           "teacher_batch_entropy": 0.95 * LOG_K, "log_k": LOG_K, "knn": 0.9}
+START = {"embed_std_ratio": 0.95, "rankme": 50.0, "distance": 0.0, "teacher_entropy": 0.5 * LOG_K,
+         "teacher_batch_entropy": 0.9 * LOG_K, "log_k": LOG_K, "knn": 0.7}
+
+
+def test_a_run_that_moved_on_every_signal_is_learning():
+    v = judge(HEALTHY, START)
+    assert v.verdict == LEARNING and v.next == []
+    assert all(c["ok"] for c in v.checks.values())
+
+
+def test_weights_at_their_start_are_not_learning_even_with_good_other_signals():
+    v = judge({**HEALTHY, "distance": 0.0}, START)
+    assert v.verdict == NOT_LEARNING and "initial weights" in v.reason
+    assert any("--network student" in n for n in v.next)
+
+
+def test_a_uniform_teacher_is_not_learning():
+    v = judge({**HEALTHY, "teacher_entropy": 0.97 * LOG_K, "teacher_batch_entropy": 0.99 * LOG_K}, START)
+    assert v.verdict == NOT_LEARNING and "teacher entropy" in v.reason
+    assert any("fewer prototypes" in n for n in v.next)
+
+
+def test_one_prototype_collapse_is_collapsed_not_learning():
+    # both entropies near 0: the old gate (entropy < 0.9 ln K) called this learning
+    v = judge({**HEALTHY, "teacher_entropy": 0.01, "teacher_batch_entropy": 0.02}, START)
+    assert v.verdict == COLLAPSED and "prototypes" in v.reason
+
+
+def test_collapsed_embeddings_are_collapsed():
+    assert judge({**HEALTHY, "embed_std_ratio": 0.01}, START).verdict == COLLAPSED
+    assert judge({**HEALTHY, "rankme": 1.2}, START).verdict == COLLAPSED
+
+
+def test_a_spread_that_was_already_low_at_step_zero_is_not_a_collapse():
+    # a fresh U-Net's pooled ReLU features: spread 0.03 at init, 0.05 later, kNN up
+    low = {**HEALTHY, "embed_std_ratio": 0.05}
+    assert judge(low, {**START, "embed_std_ratio": 0.03}).verdict == LEARNING
+    assert judge({**HEALTHY, "embed_std_ratio": 0.01}, {**START, "embed_std_ratio": 0.03}).verdict == COLLAPSED
+
+
+def test_knn_must_rise_above_step_zero():
+    v = judge({**HEALTHY, "knn": 0.71}, START)
+    assert v.verdict == NOT_LEARNING and "kNN" in v.reason
+    assert judge({**HEALTHY, "knn": 0.72}, START).verdict == LEARNING  # the 2-point bar
+
+
+def test_masked_reconstruction_must_beat_the_mean():
+    base = {"embed_std_ratio": 0.9, "rankme": 10.0, "distance": 0.1}
+    assert judge({**base, "masked_loss": 0.1, "mean_baseline_loss": 0.2}, base).verdict == LEARNING
+    v = judge({**base, "masked_loss": 0.198, "mean_baseline_loss": 0.2}, base)
+    assert v.verdict == NOT_LEARNING and "mean" in v.reason
+
+
+def test_organ_attention_must_leave_its_fresh_init_value():
+    base = {"embed_std_ratio": 0.9, "rankme": 10.0, "distance": 0.1}
+    assert judge({**base, "organ_entropy": 1.2987}, {**base, "organ_entropy": 1.2987}).verdict == NOT_LEARNING
+    assert judge({**base, "organ_entropy": 1.0}, {**base, "organ_entropy": 1.2987}).verdict == LEARNING
+
+
+def test_nothing_measured_is_not_called_learning():
+    assert judge({}, None).verdict == NOT_LEARNING
