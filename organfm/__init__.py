@@ -3,8 +3,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_backbone", "create_method", "evaluate_models", "extract_features", "list_backbones",
-           "list_methods", "load_config", "load_encoder", "pretrain"]
+__all__ = ["__version__", "Preprocess", "create_backbone", "create_method", "embed", "evaluate", "evaluate_models",
+           "extract_features", "list_backbones", "list_methods", "load", "load_config", "load_encoder", "pretrain"]
 
 
 def __getattr__(name: str):
@@ -25,8 +25,12 @@ def __getattr__(name: str):
         from organfm import evaluation
 
         return getattr(evaluation, name)
-    if name == "pretrain":
-        from organfm.engine.pretrain import pretrain
+    if name in ("load", "Preprocess"):
+        from organfm import contract
 
-        return pretrain
-    raise AttributeError(name)
+        return getattr(contract, name)
+    if name in ("pretrain", "evaluate", "embed"):  # the functions the CLI commands call
+        from organfm import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'organfm' has no attribute {name!r}")

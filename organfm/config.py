@@ -52,6 +52,7 @@ class DataConfig:
     class_map: str | None = None
     class_map_key: str | None = None
     organs: list[str] | None = None
+    label_columns: list[str] | None = None  # subject manifests: the label columns (others ignored); None: all extra
     dedup: bool = True
     split_seed: int = 0
     split_file: str | None = None
@@ -71,6 +72,10 @@ class DataConfig:
     synthetic_size: int = 64
     synthetic_labels: int = 6
     synthetic_seed: int = 0
+    # synthetic subjects (Pan-FM): item i is the generator's subject synthetic_index_offset + i, and the organ
+    # carrying the strong disease mark; the same seed with another offset gives other subjects of the same world
+    synthetic_index_offset: int = 0
+    synthetic_dominant: int = 0
     synthetic_dim: int = 2
     synthetic_refresh: int | None = None  # pair-buffer samples replaced per step; None: max(1, batch_size // 10)
 
@@ -106,6 +111,12 @@ class BackboneConfig:
     pretrained_file: str | None = None
     drop_path_rate: float = 0.0
     strict_load: bool = True  # false: load what fits from pretrained_file and report the rest (timm names only)
+    # the size of an organfm backbone that takes them (organ_set_vit: width E, blocks, heads, patch edge);
+    # None: the backbone's default (or its pretrained_file's); a backbone without the argument refuses a set value
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    patch_size: int | None = None
 
 
 @dataclass
@@ -203,7 +214,7 @@ def valid_keys(cfg: Config) -> list[str]:
 def _check_key(dotted: str, cfg: Config) -> None:
     # ``method_name`` is chosen by --method or the file's ``method.name``, never by an override
     if _SHORTHANDS.get(dotted, dotted).split(".")[0] not in _SECTIONS:
-        raise ConfigError(f"unknown config key {dotted!r}; valid keys: {', '.join(valid_keys(cfg))}")
+        raise ConfigError(configtree.unknown_key_message(dotted, valid_keys(cfg)))
 
 
 def _set(cfg: Config, dotted: str, value: Any) -> None:
@@ -228,9 +239,14 @@ def load_config(method: str | None = None, file: str | Path | None = None,
 
     Args:
         method: registered method name; falls back to the file's ``method.name``, then ``coda``.
-        file: YAML of nested overrides (sections data, views, backbone, method, optim, teacher, trainer).
+        file: YAML of nested overrides (sections data, views, backbone, method, optim, teacher, trainer), or a
+            shipped recipe's name (``coda``, ``small/coda``; ``organfm.presets``).
         overrides: ``key=value`` strings with dotted keys.
     """
+    if file is not None:
+        from organfm.presets import resolve_config_file
+
+        file = resolve_config_file(file)
     tree = configtree.load_yaml_mapping(file) if file is not None else {}
     file_method = (tree.get("method") or {}).pop("name", None) if isinstance(tree.get("method"), dict) else None
     name = method or file_method or "coda"
@@ -249,10 +265,13 @@ _BOUNDS = {"trainer.batch_size": 1, "trainer.accumulate_grad_batches": 1, "train
            "trainer.epochs": 1e-9, "trainer.steps_per_epoch": 1, "trainer.checkpoint_every": 1,
            "trainer.keep_checkpoints": 1, "trainer.log_every": 1, "trainer.check_finite_every": 1,
            "trainer.num_workers": 0, "trainer.num_nodes": 1,
-           "trainer.torch_threads": 1, "trainer.monitor_every": 0, "trainer.monitor_images": 2, "views.num_global_views": 1, "views.num_local_views": 0,
+           "trainer.torch_threads": 1, "trainer.monitor_every": 0, "trainer.monitor_images": 2,
+           "backbone.embed_dim": 1, "backbone.depth": 1, "backbone.num_heads": 1, "backbone.patch_size": 1,
+           "views.num_global_views": 1, "views.num_local_views": 0,
            "views.global_size": 1, "views.local_size": 1, "optim.lr": 0.0, "optim.min_lr": 0.0,
            "optim.warmup_epochs": 0.0, "data.synthetic_organs": 1, "data.synthetic_images_per_organ": 1,
-           "data.synthetic_size": 8, "data.synthetic_labels": 1,
+           "data.synthetic_size": 8, "data.synthetic_labels": 1, "data.synthetic_index_offset": 0,
+           "data.synthetic_dominant": 0,
            "data.max_member_bytes": 1, "data.max_image_pixels": 1,
            "data.max_volume_voxels": 1, "data.max_array_voxels": 1}
 

@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import yaml
 
 __all__ = [
+    "unknown_key_message",
     "ConfigError", "apply_overrides", "build_tree", "coerce", "flatten", "is_section", "load_yaml_mapping",
     "parse_overrides", "set_dotted", "tree_to_dict", "valid_keys",
 ]
@@ -157,6 +158,28 @@ def valid_keys(tree: Any, shorthands: Mapping[str, str] | None = None, prefix: s
     return keys
 
 
+def unknown_key_message(dotted: str, valid: Iterable[str], kind: str = "config") -> str:
+    """``unknown config key 'trainer.max_step'; did you mean trainer.max_steps?`` (up to 3 close keys).
+
+    A key of a known section is compared with that section's keys; otherwise with every key. Without a close
+    key the message lists the section's valid keys (or the sections).
+    """
+    import difflib
+
+    valid = list(valid)
+    section, _, leaf = dotted.rpartition(".")
+    leaves = [k.rpartition(".")[2] for k in valid if k.rpartition(".")[0] == section] if section else []
+    if leaves:
+        close = [f"{section}.{m}" for m in difflib.get_close_matches(leaf, leaves, n=3, cutoff=0.6)]
+    else:
+        close = difflib.get_close_matches(dotted, valid, n=3, cutoff=0.75)
+    if close:
+        return f"unknown {kind} key {dotted!r}; did you mean {' or '.join(close)}?"
+    if leaves:
+        return f"unknown {kind} key {dotted!r}; valid keys of {section}: {', '.join(f'{section}.{k}' for k in leaves)}"
+    return f"unknown {kind} key {dotted!r}; valid keys: {', '.join(valid)}"
+
+
 def set_dotted(tree: Any, dotted: str, value: Any, shorthands: Mapping[str, str] | None = None,
                kind: str = "config") -> None:
     """Set one leaf by its dotted key, coercing ``value`` to the field's annotation.
@@ -178,8 +201,7 @@ def set_dotted(tree: Any, dotted: str, value: Any, shorthands: Mapping[str, str]
     for depth, part in enumerate(parts):
         fields = {f.name for f in dataclasses.fields(obj)} if is_section(obj) else set()
         if part not in fields:
-            valid = ", ".join(valid_keys(tree, shorthands))
-            raise ConfigError(f"unknown {kind} key {dotted!r}; valid keys: {valid}")
+            raise ConfigError(unknown_key_message(dotted, valid_keys(tree, shorthands), kind))
         current = getattr(obj, part)
         if depth == len(parts) - 1:
             if is_section(current):

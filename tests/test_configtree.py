@@ -7,7 +7,7 @@ from typing import Any, Literal
 import pytest
 
 from organfm.configtree import (ConfigError, build_tree, coerce, flatten, parse_overrides, set_dotted,
-                                tree_to_dict, valid_keys)
+                                tree_to_dict, unknown_key_message, valid_keys)
 
 
 @dataclass
@@ -72,9 +72,21 @@ def test_dynamic_section_and_mapping_values():
     assert cfg.dynamic.depth == 4 and cfg.inner.lr == 2.0
 
 
+def test_unknown_key_message_suggests_the_three_closest_keys():
+    valid = ["trainer.max_steps", "trainer.seed", "trainer.epochs", "trainer.log_every", "data.source"]
+    assert unknown_key_message("trainer.max_step", valid).endswith("did you mean trainer.max_steps?")
+    assert "did you mean trainer.max_steps?" in unknown_key_message("traner.max_steps", valid)  # a section typo
+    many = unknown_key_message("trainer.ep", ["trainer.epa", "trainer.epb", "trainer.epc", "trainer.epd"])
+    assert many.count(" or ") == 2  # three suggestions at most
+    assert unknown_key_message("nothing.like.it", valid) == \
+        "unknown config key 'nothing.like.it'; valid keys: " + ", ".join(valid)
+
+
 def test_errors_name_the_key_the_file_and_the_valid_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown task key 'inner\.lrr'; valid keys: .*inner\.lr"):
+    with pytest.raises(ConfigError, match=r"unknown task key 'inner\.lrr'; did you mean inner\.lr\?"):
         build_tree(Root(), None, ["inner.lrr=1"], kind="task")
+    with pytest.raises(ConfigError, match=r"unknown task key 'inner\.zzz'; valid keys of inner: inner\.lr"):
+        build_tree(Root(), None, ["inner.zzz=1"], kind="task")
     with pytest.raises(ConfigError, match="unknown config key 'seed.x'"):
         set_dotted(Root(), "seed.x", 1)
     with pytest.raises(ConfigError, match="config key 'inner' is a section"):

@@ -9,6 +9,7 @@ Registered here:
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
@@ -23,7 +24,8 @@ from organfm.backbones.unet import UNetBackbone
 from organfm.registry import Registry
 
 __all__ = ["Backbone", "OrganSetBackbone", "PlainConv3DBackbone", "Swin3DBackbone", "SwinUNETRBackbone",
-           "TimmBackbone", "UNetBackbone", "create_backbone", "list_backbones", "register_backbone"]
+           "TimmBackbone", "UNetBackbone", "create_backbone", "list_backbone_arguments", "list_backbones",
+           "register_backbone"]
 
 _BACKBONES: Registry[nn.Module] = Registry("backbone")
 register_backbone = _BACKBONES.register
@@ -46,6 +48,15 @@ def create_backbone(name: str, **kwargs: Any) -> nn.Module:
                              f"{name!r}: set backbone.strict_load=true and give weights of this architecture")
         return _BACKBONES.create(name, **kwargs)
     return TimmBackbone(name, **{k: v for k, v in kwargs.items() if v is not None})
+
+
+def list_backbone_arguments(name: str) -> list[str]:
+    """The keyword arguments backbone ``name``'s constructor takes (organfm backbones; [] for a timm name, whose
+    size comes from the name itself)."""
+    if name not in _BACKBONES:
+        return []
+    params = inspect.signature(_BACKBONES.get(name)).parameters.values()
+    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def list_backbones() -> list[str]:

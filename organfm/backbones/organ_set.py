@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from organfm.backbones.weights import load_backbone_weights, resolve_backbone_args
@@ -26,7 +27,11 @@ _DEFAULTS: dict[str, Any] = {"num_organs": 5, "image_size": 32, "patch_size": 8,
 
 
 class _Attention(nn.Module):
-    """Multi-head self-attention that also returns its weights (the last layer's feed SGM)."""
+    """Multi-head self-attention with a key-padding mask; fused (``F.scaled_dot_product_attention``) by default.
+
+    Only the [CLS] row of the last layer's attention is ever read (SGM's saliency), so the full (N, N) matrix is
+    never materialised on the fused path: ``cls_weights=True`` adds that one row, computed explicitly.
+    """
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -35,13 +40,26 @@ class _Attention(nn.Module):
         self.num_heads, self.scale = num_heads, (dim // num_heads) ** -0.5
         self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, ignore: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, N, E), ignore (B, N) bool keys to leave out -> (B, N, E), attention (B, heads, N, N)."""
+    def forward(self, x: torch.Tensor, ignore: torch.Tensor, *, cls_weights: bool = False,
+                fused: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, N, E), ignore (B, N) bool keys to leave out -> (B, N, E) and, with ``cls_weights``, the [CLS]
+        query's attention (B, heads, N) (else None). ``fused=False`` is the explicit reference path."""
         b, n, e = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, e // self.num_heads).permute(2, 0, 3, 1, 4)
+        if fused:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=~ignore[:, None, None, :])
+            weights = None
+            if cls_weights:
+                weights = self._weights(q[:, :, :1], k, ignore)[:, :, 0]
+        else:
+            attn = self._weights(q, k, ignore)
+            out, weights = attn @ v, (attn[:, :, 0] if cls_weights else None)
+        return self.proj(out.transpose(1, 2).reshape(b, n, e)), weights
+
+    def _weights(self, q: torch.Tensor, k: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
+        """Softmax attention of queries q (B, H, Q, e) over keys k (B, H, N, e) -> (B, H, Q, N)."""
         logits = (q @ k.transpose(-2, -1)) * self.scale
-        attn = logits.masked_fill(ignore[:, None, None, :], float("-inf")).softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, e)), attn
+        return logits.masked_fill(ignore[:, None, None, :], float("-inf")).softmax(dim=-1)
 
 
 class _Block(nn.Module):
@@ -52,8 +70,9 @@ class _Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor, ignore: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out, attn = self.attn(self.norm1(x), ignore)
+    def forward(self, x: torch.Tensor, ignore: torch.Tensor, *, cls_weights: bool = False,
+                fused: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        out, attn = self.attn(self.norm1(x), ignore, cls_weights=cls_weights, fused=fused)
         x = x + out
         return x + self.mlp(self.norm2(x)), attn
 
@@ -71,7 +90,13 @@ class OrganSetViT(nn.Module):
         depth: transformer blocks.
         num_heads: attention heads.
         mlp_ratio: MLP width / E.
+
+    Attributes:
+        fused_attention: attention through ``F.scaled_dot_product_attention`` (default); False runs the explicit
+            softmax(QK^T)V everywhere (the reference the fused path is tested against).
     """
+
+    fused_attention: bool = True
 
     def __init__(self, num_organs: int, image_size: int, patch_size: int, spatial_dims: int, in_chans: int,
                  embed_dim: int, depth: int, num_heads: int, mlp_ratio: float) -> None:
@@ -80,6 +105,8 @@ class OrganSetViT(nn.Module):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         if image_size % patch_size:
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1 (the last block's attention feeds SGM), got {depth}")
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         self.num_organs, self.spatial_dims, self.in_chans = num_organs, spatial_dims, in_chans
         self.image_size = image_size
@@ -121,11 +148,13 @@ class OrganSetViT(nn.Module):
         x = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
         valid = available.repeat_interleave(self.tokens_per_organ, dim=1)  # (B, O*n)
         ignore = torch.cat([valid.new_zeros(b, 1), ~valid], dim=1)
-        for block in self.blocks:
-            x, attn = block(x, ignore)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # only the last layer's [CLS] row is read (SGM), so only it is computed explicitly
+            x, attn = block(x, ignore, cls_weights=i == last, fused=self.fused_attention)
         x = self.norm(x)
         out_tokens = torch.where(valid[..., None], x[:, 1:], torch.zeros((), dtype=x.dtype, device=x.device))
-        return {"cls": x[:, 0], "tokens": out_tokens, "cls_attention": attn[:, :, 0, 1:].mean(dim=1)}
+        return {"cls": x[:, 0], "tokens": out_tokens, "cls_attention": attn[:, :, 1:].mean(dim=1)}
 
 
 class OrganSetBackbone(nn.Module):

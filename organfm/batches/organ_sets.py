@@ -4,8 +4,8 @@
 slots, ``data.synthetic_images_per_organ`` subjects (one image per organ each), ``data.synthetic_labels``
 diseases, ``data.synthetic_size`` pixels, ``data.synthetic_dim`` 2 or 3; ``mednist-subjects:<MedNIST.tar.gz>`` fills
 the organ slots with real MedNIST images of one region each (the semi-real variant). Anything else is a subject manifest
-CSV (``organfm.data.subjects``), read with ``data.split``, ``data.organs``, ``data.intensity`` and
-``data.on_error``. Batches are ``ResumableBatchSampler`` batches: a pure function of (seed, epoch, index).
+CSV (``organfm.data.subjects``), read with ``data.split`` (a manifest without a split column gives every
+subject), ``data.organs``, ``data.label_columns``, ``data.intensity``, ``data.window`` and ``data.on_error``. Batches are ``ResumableBatchSampler`` batches: a pure function of (seed, epoch, index).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from organfm.data.splits import selected_split
 from organfm.batches import BatchSource, SourceContext, register_batch_source
 from organfm.config import DataConfig
 from organfm.data.samplers import ResumableBatchSampler
@@ -28,19 +29,29 @@ def build_subjects(data: DataConfig, *, skip_log_dir: str | None = None) -> Data
 
         return SyntheticSubjects(num_subjects=data.synthetic_images_per_organ, num_organs=data.synthetic_organs,
                                  size=data.synthetic_size, num_diseases=data.synthetic_labels,
-                                 dim=data.synthetic_dim, seed=data.synthetic_seed)
+                                 dim=data.synthetic_dim, seed=data.synthetic_seed,
+                                 index_offset=data.synthetic_index_offset, dominant=data.synthetic_dominant)
     if data.source.startswith("mednist-subjects:"):  # the semi-real variant: MedNIST images as organ slots
         from organfm.synthesis.subjects import MedNISTSubjects
 
         return MedNISTSubjects(data.source.split(":", 1)[1], num_subjects=data.synthetic_images_per_organ,
                                num_organs=data.synthetic_organs, size=data.synthetic_size,
-                               num_diseases=data.synthetic_labels, seed=data.synthetic_seed)
+                               num_diseases=data.synthetic_labels, seed=data.synthetic_seed,
+                               index_offset=data.synthetic_index_offset, dominant=data.synthetic_dominant)
     from organfm.data.subjects import SubjectImages, read_subject_manifest
 
-    manifest = read_subject_manifest(data.source, organs=data.organs, split=data.split, on_error=data.on_error,
-                                     skip_log_dir=skip_log_dir)
+    # pretraining reads no label, so a manifest without a split column gives all its subjects (README)
+    manifest = read_subject_manifest(data.source, organs=data.organs, split=selected_split(data.split),
+                                     label_columns=data.label_columns, split_column_optional=True,
+                                     on_error=data.on_error, skip_log_dir=skip_log_dir)
     return SubjectImages(manifest, data.synthetic_size, dim=data.synthetic_dim, intensity=data.intensity,
-                         on_error=data.on_error, skip_log_dir=skip_log_dir)
+                         window=data.window, on_error=data.on_error, skip_log_dir=skip_log_dir)
+
+
+def _world(subjects) -> dict:
+    """Which synthetic subjects pretraining used, so an evaluation can draw others of the same world."""
+    return {"seed": int(subjects.seed), "index_offset": int(subjects.index_offset),
+            "num_subjects": len(subjects), "dominant": int(subjects.dominant)}
 
 
 class NormalizedSubjects(Dataset):
@@ -81,6 +92,7 @@ def organ_sets_source(ctx: SourceContext) -> BatchSource:
     # input_size is one organ image; the exported encoder takes (B, len(organs), *input_size)
     contract = {"input_size": [1] + [size] * dim, "mean": [ctx.views.mean], "std": [ctx.views.std],
                 "organs": organs,
+                **({"synthetic_subjects": _world(subjects)} if hasattr(subjects, "index_offset") else {}),
                 "intensity": {"mode": ctx.data.intensity, "window": ctx.data.window,
                               "note": "each organ image scaled to [0, 1], then (x - mean) / std; a missing organ is "
                                       "all-NaN (or pass available=(B, O) bool)"}}

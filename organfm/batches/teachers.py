@@ -8,6 +8,9 @@ dataset by its image hash. A teacher trained with texts (``imagetext``, or ``mmk
 """
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from organfm.data.errors import DataError
+from organfm.evaluation.shards import ShardRows
 
 __all__ = ["TEACHERS_COLUMN", "TEACHER_FILTERS", "caption_filter", "column_filter", "organ_filter", "parse_teachers",
            "sample_teacher", "teacher_features", "teacher_text"]
@@ -55,8 +59,14 @@ def _is_features_folder(spec: str) -> bool:
     return (Path(spec).expanduser() / INDEX_FILE).is_file()
 
 
+def _progress(line: str) -> None:
+    """One progress line of MMKD's preparation (minutes on a large set): on stderr, like the run's warnings."""
+    print(f"organfm mmkd: {line}", file=sys.stderr, flush=True)
+
+
 def teacher_features(name: str, spec: str, dataset: Any, store: Path, *, image_hash: str, image_size: int,
-                     batch_size: int = 128, seed: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+                     batch_size: int = 128, seed: int = 0, embed: bool = True,
+                     chunk: int = 4096) -> tuple[ShardRows, dict[str, Any]]:
     """Teacher ``name``'s features of every item of ``dataset``, embedded into ``store`` or read from ``spec``.
 
     Args:
@@ -67,26 +77,33 @@ def teacher_features(name: str, spec: str, dataset: Any, store: Path, *, image_h
         image_hash: the dataset's image-set hash (:func:`organfm.evaluation.embed.set_hash`).
         image_size: input size for contract-less specs (``random:``, ``timm:``).
         batch_size, seed: embedding batch size; ``random:`` initialisation seed.
+        embed: False reads ``store`` as another process (rank 0) left it, without running the model.
+        chunk: rows held in memory at a time while the stored features are checked.
 
     Returns:
-        ``((N, d) float32 features, the folder's index)``.
+        ``((N, d) features, read row by row from the folder's shards; the folder's index)``.
 
     Raises:
         ValueError: the teacher does not load, or its features cover other images than the dataset.
         DataError: an unreadable shard, a dimension mismatch or NaN features (naming the file).
     """
-    from organfm.evaluation.embed import INDEX_FILE, embed_dataset, load_features
+    from organfm.evaluation.embed import INDEX_FILE, embed_dataset, open_features
 
     folder = Path(spec).expanduser() if _is_features_folder(spec) else store
-    if folder == store:
+    if folder == store and embed:
+        _progress(f"embedding teacher {name} ({spec}) on {len(dataset)} images into {store}")
+        started = time.perf_counter()
         try:
-            embed_dataset(spec, dataset, store, shard_size=4096, batch_size=batch_size, image_size=image_size,
-                          seed=seed)
+            result = embed_dataset(spec, dataset, store, shard_size=4096, batch_size=batch_size,
+                                   image_size=image_size, seed=seed,
+                                   log=lambda line: _progress(f"teacher {name}: {line}"))
         except DataError:
             raise
         except Exception as e:  # a missing file, a foreign checkpoint, wrong architecture: name the teacher
             raise ValueError(f"teacher {name}: cannot embed with {spec} ({type(e).__name__}: {e})") from e
-    feats, index = load_features(folder, who=f"teacher {name}: ")
+        _progress(f"teacher {name}: {result.feature_dim} features per image, {result.written} shards written, "
+                  f"{result.reused} reused, {time.perf_counter() - started:.1f} s")
+    feats, index = open_features(folder, who=f"teacher {name}: ", chunk=chunk)
     if index.get("image_hash") != image_hash or len(feats) != len(dataset):
         raise ValueError(f"teacher {name}: {folder / INDEX_FILE} holds features of other images than the training "
                          f"data ({index.get('num_images')} images, hash {str(index.get('image_hash'))[:12]}; the data "
@@ -94,7 +111,7 @@ def teacher_features(name: str, spec: str, dataset: Any, store: Path, *, image_h
     return feats, index
 
 
-def organ_filter(feats: list[torch.Tensor], organ: torch.Tensor) -> torch.Tensor:
+def organ_filter(feats: Sequence[torch.Tensor | ShardRows], organ: torch.Tensor, *, chunk: int = 4096) -> torch.Tensor:
     """Keep, per image, the teachers whose feature lies nearest its own organ's prototype.
 
     The image-only analogue of MMKD-CLIP's quality filter (a teacher is kept for a pair when it ranks the
@@ -103,8 +120,9 @@ def organ_filter(feats: list[torch.Tensor], organ: torch.Tensor) -> torch.Tensor
     images that no teacher passes, keep every teacher (the seed's fall-back).
 
     Args:
-        feats: per teacher, (N, d_k) features.
+        feats: per teacher, (N, d_k) features (a tensor or a :class:`ShardRows` view, read in chunks).
         organ: (N,) organ ids, -1 unknown.
+        chunk: rows read at a time (two passes: prototypes, then the nearest prototype).
 
     Returns:
         (N, K) bool.
@@ -114,13 +132,30 @@ def organ_filter(feats: list[torch.Tensor], organ: torch.Tensor) -> torch.Tensor
     if not known.any():
         return keep
     ids = organ[known].unique()
+    slot = torch.full((int(organ.max()) + 1,), -1, dtype=torch.long)
+    slot[ids] = torch.arange(len(ids))
     for k, f in enumerate(feats):
-        z = F.normalize(f.float(), dim=-1)
-        protos = F.normalize(torch.stack([z[organ == o].mean(0) for o in ids]), dim=-1)  # (O, d)
-        nearest = ids[(z @ protos.T).argmax(1)]
-        keep[:, k] = ~known | (nearest == organ)
+        sums = None
+        for start, z in _chunks(f, chunk):
+            z = F.normalize(z.float(), dim=-1)
+            o = organ[start:start + len(z)]
+            sums = torch.zeros(len(ids), z.shape[1]) if sums is None else sums
+            sums.index_add_(0, slot[o[o >= 0]], z[o >= 0])
+        protos = F.normalize(sums, dim=-1)  # (O, d): the mean's direction
+        for start, z in _chunks(f, chunk):
+            nearest = ids[(F.normalize(z.float(), dim=-1) @ protos.T).argmax(1)]
+            o = organ[start:start + len(z)]
+            keep[start:start + len(z), k] = (o < 0) | (nearest == o)
     keep[~keep.any(1)] = True
     return keep
+
+
+def _chunks(f: torch.Tensor | ShardRows, size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    if isinstance(f, ShardRows):
+        yield from f.chunks(size)
+    else:
+        for start in range(0, len(f), size):
+            yield start, f[start:start + size]
 
 
 def sample_teacher(available: torch.Tensor, sample_seed: int) -> int:
@@ -132,20 +167,20 @@ def sample_teacher(available: torch.Tensor, sample_seed: int) -> int:
     return int(ids[torch.randint(ids.numel(), (1,), generator=g)])
 
 
-def teacher_text(name: str, spec: str, index: dict[str, Any], feats: torch.Tensor,
-                 texts: list[str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+def teacher_text(name: str, spec: str, index: dict[str, Any], feats: ShardRows | torch.Tensor,
+                 texts: list[str]) -> tuple[ShardRows | torch.Tensor, torch.Tensor] | None:
     """A teacher's joint-space targets when it has a text tower: image embeddings and its embeddings of texts.
 
     Args:
         name: the teacher (in errors).
         spec: its SPEC; its text tower is looked up there, or beside the weights its features came from.
         index: its features' index (``organfm embed``'s ``index.json``).
-        feats: (N, E) its stored pooled image features.
+        feats: (N, E) its stored pooled image features (a :class:`ShardRows` view, or a tensor).
         texts: the U distinct texts of the dataset.
 
     Returns:
-        ``((N, D_k) image embeddings, (U, D_k) text embeddings)``, both L2-normalised; None when the teacher
-        has no text tower.
+        ``((N, D_k) image embeddings (for a view: the view through the image head, read on demand);
+        (U, D_k) text embeddings)``, both L2-normalised; None when the teacher has no text tower.
 
     Raises:
         ValueError: the text tower does not load, or expects another feature size than the stored features.
@@ -163,7 +198,9 @@ def teacher_text(name: str, spec: str, index: dict[str, Any], feats: torch.Tenso
     if joint.image_dim != feats.shape[1]:
         raise ValueError(f"teacher {name}: its text tower ({folder}) maps {joint.image_dim}-d image features, its "
                          f"stored features are {feats.shape[1]}-d (features of another model?)")
-    return joint.embed_images(feats), joint.embed_texts(texts)
+    joint.eval()
+    images = feats.map(joint.embed_images) if isinstance(feats, ShardRows) else joint.embed_images(feats)
+    return images, joint.embed_texts(texts)
 
 
 def caption_filter(images: torch.Tensor, texts: torch.Tensor, text_ids: torch.Tensor, *, batch_size: int = 64,

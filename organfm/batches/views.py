@@ -37,7 +37,9 @@ def build_image_dataset(data: DataConfig, *, skip_log_dir: str | None = None, ui
                                seed=data.synthetic_seed)
     from organfm.data import build_dataset
 
-    kwargs = {k: v for k, v in asdict(data).items() if not k.startswith("synthetic_") and k != "source"}
+    # label_columns names a subject manifest's labels (organ sets), not an image dataset's
+    kwargs = {k: v for k, v in asdict(data).items()
+              if not k.startswith("synthetic_") and k not in ("source", "label_columns")}
     if kwargs.get("window") is not None:
         kwargs["window"] = tuple(kwargs["window"])
     return build_dataset(data.source, skip_log_dir=skip_log_dir, **kwargs)

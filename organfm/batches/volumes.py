@@ -11,12 +11,14 @@ embedded once by the frozen text encoder.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from organfm.data.splits import selected_split
 from organfm.batches import BatchSource, SourceContext, register_batch_source
 from organfm.configtree import ConfigError
 from organfm.data.acquisition import describe_acquisition
@@ -95,7 +97,7 @@ def volumes_source(ctx: SourceContext) -> BatchSource:
         volumes = synthetic_volumes(data.synthetic_organs * data.synthetic_images_per_organ, cube, data.synthetic_seed)
     else:
         spacing = o.get("spacing")
-        volumes, skipped = load_volumes(data.source, cube=cube, split=data.split, on_error=data.on_error,
+        volumes, skipped = load_volumes(data.source, cube=cube, split=selected_split(data.split), on_error=data.on_error,
                                         target_spacing=list(spacing) if spacing else None,
                                         skip_log_dir=str(Path(ctx.run_dir or ".") / "skips"),
                                         max_volume_voxels=data.max_volume_voxels, max_array_voxels=data.max_array_voxels)
@@ -103,6 +105,12 @@ def volumes_source(ctx: SourceContext) -> BatchSource:
     descriptions = [describe_acquisition(v.acquisition) for v in volumes]
     encoder = build_text_encoder(str(o["text_encoder"]), int(o["text_dim"]))
     unique = sorted(set(descriptions))
+    if len(unique) == 1 and float(o.get("text_weight") or 0) > 0:
+        # the log-ratio term compares volumes of different descriptions only: with one it is zero every step
+        warnings.warn(f"all {len(volumes)} volumes share one acquisition description ({unique[0]!r}): the text "
+                      "term (method.text_weight) carries nothing and every step logs loss_text 0; give volumes "
+                      "their acquisition metadata (modality, sequence, field strength, ...), or set "
+                      "method.text_weight=0 to say so", stacklevel=2)
     table = encoder.encode(unique)
     text = table[torch.tensor([unique.index(d) for d in descriptions])].float()
 

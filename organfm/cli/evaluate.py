@@ -15,14 +15,10 @@ with a text tower (<export>/text/: method imagetext, or mmkd with texts); other 
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from organfm.evaluation.models import parse_models
+    from organfm.api import evaluate
     from organfm.evaluation.report import format_cell
-    from organfm.evaluation.suite import evaluate_models
-    from organfm.evaluation.task import load_task
 
-    models = parse_models(args.models)
-    task = load_task(args.task, args.overrides)
-    results: dict[str, Any] = evaluate_models(task, models)
+    results: dict[str, Any] = evaluate(args.models, args.task, args.overrides)
     for row in results["rows"]:
         headline = next((m for m in ("accuracy", "mean_dice", "knn_accuracy") if m in row["metrics"]), None)
         if headline is not None:
@@ -34,12 +30,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register the ``evaluate`` subcommand on ``organfm``'s subparsers."""
-    p = subparsers.add_parser("evaluate", description=_HELP,
+    p = subparsers.add_parser("evaluate", description=_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="examples:\n  organfm evaluate --models coda=runs/coda-x,scratch=random:convnext_atto "
+                                     "--task mednist\n  organfm evaluate --models runs/triad-x --task adrenalmnist3d "
+                                     "protocols=[finetune3d]\n  organfm evaluate --models coda=runs/coda-x --task "
+                                     "mednist data.root=/data knn.k=[10,20] out_dir=eval/coda\n"
+                                     "results also go into each evaluated export's model card (README.md)",
                               help="kNN, linear probe, few-shot, fine-tuning, segmentation, clusters, zero-shot, "
                                    "image-text retrieval")
     p.add_argument("--models", required=True, metavar="NAME=SPEC[,NAME=SPEC...]",
                    help="models to compare, e.g. coda=runs/coda-x,scratch=random:convnext_atto")
-    p.add_argument("--task", required=True, metavar="FILE", help="task YAML (configs/tasks/*.yaml)")
+    p.add_argument("--task", required=True, metavar="FILE|NAME",
+                   help="task YAML, or a shipped task: mednist, pneumoniamnist, adrenalmnist3d, ... (organfm config list)")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(func=_evaluate)
     return p

@@ -24,7 +24,7 @@ from organfm.data.readers import DEFAULT_MAX_IMAGE_PIXELS, Reader, create_reader
 from organfm.data.records import Record
 from organfm.data.sample import IMAGE, INDEX, ORGAN, UNKNOWN_ORGAN, Sample
 from organfm.data.sources import index_source
-from organfm.data.splits import SPLITS, assign_splits, load_or_create_key, load_split, new_key, save_split
+from organfm.data.splits import SPLITS, assign_splits, selected_split, load_or_create_key, load_split, new_key, save_split
 from organfm.data.voxel_cap import DEFAULT_MAX_ARRAY_VOXELS, DEFAULT_MAX_VOLUME_VOXELS
 
 __all__ = ["OrganDataset", "build_dataset"]
@@ -237,7 +237,7 @@ def build_dataset(
             a MedMNIST-style .npz, a tar archive (.tar/.tar.gz, read in place), or one NIfTI/DICOM
             file (with ``label_map``: the image volume to cut organ crops from).
         split: the split to return (``"train"``, ``"val"``, ``"test"``, or a manifest's own name);
-            ``None`` returns every record.
+            ``"all"`` or ``None`` returns every record.
         organ_from: where organ names come from: auto, folder, manifest, dicom, file, label_map
             (see ``organfm.data.sources``).
         label_map: segmentation volume aligned with ``source``; gives one crop per (organ, axial slice).
@@ -294,6 +294,7 @@ def build_dataset(
     index = index_source(source, readers=readers, organ_from=organ_from, label_map=label_map, class_map=class_map,
                          class_map_key=class_map_key, organs=organs, min_pixels=min_pixels, crop_margin=crop_margin,
                          dim=dim, on_error=on_error, max_member_bytes=max_member_bytes)
+    split = selected_split(split)  # "all": every split
     records = index.records
     if organs is not None:
         records = [r for r in records if r.organ in set(organs)]
@@ -323,6 +324,9 @@ def build_dataset(
         "skipped_at_index": len(index.skipped), "build_seconds": round(time.perf_counter() - started, 3),
     }
     selected = [r for r in records if split is None or r.split == split]
+    if split is not None:  # an organ present in the source but absent from this split (a whole organ held out)
+        present = {r.organ for r in selected}
+        build_summary["organs_missing_from_split"] = [o for o in organ_names if o not in present]
     return OrganDataset(selected, organs=organ_names, readers=readers, archives=index.archives, intensity=intensity,
                         window=window, percentiles=percentiles, channels=channels, image_size=image_size, dim=dim,
                         on_error=on_error, skip_log_dir=skip_log_dir, assignment=assignment,

@@ -10,7 +10,18 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["write_atomic", "printable"]
+__all__ = ["file_mode", "write_atomic", "printable"]
+
+
+def file_mode() -> int:
+    """The permission bits ``open()`` gives a new file under the current umask (0644 under 022).
+
+    ``tempfile.mkstemp`` (and the safetensors writer) make owner-only files; a run file renamed from one gets
+    these bits instead, so colleagues on a shared server read what the umask lets them read.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, mode: int | None = None) -> None:
@@ -30,11 +41,7 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes, *, mode: int |
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        if mode is None:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask  # mkstemp makes 0600; a plain file gets what open() would give it
-        os.chmod(tmp, mode)
+        os.chmod(tmp, file_mode() if mode is None else mode)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

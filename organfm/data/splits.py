@@ -27,10 +27,16 @@ from organfm.data.errors import DataError
 from organfm.data.records import Record, content_hash
 from organfm.data.runfiles import write_atomic
 
-__all__ = ["SPLITS", "SavedSplit", "parse_split", "assign_splits", "save_split", "load_split", "key_path", "load_or_create_key",
+__all__ = ["ALL", "selected_split", "SPLITS", "SavedSplit", "parse_split", "assign_splits", "save_split", "load_split", "key_path", "load_or_create_key",
            "new_key"]
 
 SPLITS = ("train", "val", "test")
+ALL = "all"  # ``data.split=all``: every image of every split (``None`` says the same)
+
+
+def selected_split(split: str | None) -> str | None:
+    """The split to select, ``None`` for all of them (``"all"`` and ``None`` both mean every image)."""
+    return None if split is None or split == ALL else split
 
 
 def parse_split(value: object, where: str, *, empty: str = "empty to assign it by hashing") -> str | None:

@@ -9,8 +9,10 @@ A subject manifest is a CSV with one row per (subject, organ, image)::
 
 ``subject``, ``organ`` and ``path`` are required (relative paths are relative to the CSV); ``patient_id``
 and ``split`` are optional (a split is ``train``, ``val`` or ``test`` in any case; another name is an error
-naming the line, as in image manifests); every other column is a binary (0/1) subject-level label, the same
-on all rows of a subject. A UTF-8 byte-order mark (spreadsheet exports) is allowed. Organs a subject lacks are simply absent. Images go through ``organfm.data.readers`` (2D
+naming the line, as in image manifests; without a ``split`` column pretraining uses every subject). The label
+columns are the ones ``label_columns`` names (``data.label_columns``; other columns, such as ``age``, are
+ignored), or, when it is not given, every other column. A label is binary (0/1) and the same on all rows of a
+subject; an empty or non-0/1 cell in a label column is an error naming its line and column. A UTF-8 byte-order mark (spreadsheet exports) is allowed. Organs a subject lacks are simply absent. Images go through ``organfm.data.readers`` (2D
 images or 3D volumes) and are scaled to [0, 1] and resized to one size.
 
 Bad input is a :class:`DataError` naming the subject (or column) and the reason: a subject with no
@@ -89,6 +91,7 @@ class _Problems:
 
 
 def read_subject_manifest(path: str | Path, *, organs: list[str] | None = None, split: str | None = None,
+                          label_columns: list[str] | None = None, split_column_optional: bool = False,
                           on_error: str = "raise", skip_log_dir: str | Path | None = None,
                           check_files: bool = True) -> SubjectManifest:
     """Read and check a subject manifest.
@@ -97,7 +100,12 @@ def read_subject_manifest(path: str | Path, *, organs: list[str] | None = None, 
         path: the CSV.
         organs: the model's organ list (an organ outside it is an error); default: the manifest's organs in
             order of first appearance.
-        split: keep only this split's subjects (needs a ``split`` column; None keeps all).
+        split: keep only this split's subjects (needs a ``split`` column, unless ``split_column_optional``; None
+            keeps all).
+        label_columns: the columns that are labels, in order (each must exist; other columns are ignored); None:
+            every column besides subject, organ, path, patient_id and split.
+        split_column_optional: a manifest without a ``split`` column keeps every subject whatever ``split`` says
+            (pretraining, which reads no labels); False: asking for a split of such a manifest is an error.
         on_error: ``"raise"`` or ``"skip"`` (drop and count; see the module docstring).
         skip_log_dir: where skips are logged (``organfm.data.errors``).
         check_files: an image path that does not exist is a problem of its row.
@@ -117,7 +125,16 @@ def read_subject_manifest(path: str | Path, *, organs: list[str] | None = None, 
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise DataError(f"{path}: subject manifest lacks column(s) {', '.join(missing)} (needs subject, organ, path)")
-    label_names = [c for c in columns if c not in REQUIRED + OPTIONAL]
+    if label_columns is None:
+        label_names = [c for c in columns if c not in REQUIRED + OPTIONAL]
+    else:
+        label_names = [str(c).strip() for c in label_columns]
+        absent = [c for c in label_names if c not in columns]
+        reserved = [c for c in label_names if c in REQUIRED + OPTIONAL]
+        if absent or reserved:
+            raise DataError(f"{path}: label_columns names " + "; ".join(
+                ([f"{', '.join(absent)}, not column(s) of the manifest (its columns: {', '.join(columns)})"]
+                 if absent else []) + ([f"{', '.join(reserved)}, which cannot be labels"] if reserved else [])))
     known = list(organs) if organs is not None else list(dict.fromkeys(r["organ"] for r in rows))
     subjects: dict[str, Subject] = {}
     dropped: set[str] = set()
@@ -132,7 +149,7 @@ def read_subject_manifest(path: str | Path, *, organs: list[str] | None = None, 
             problems(f"{path}:{line}", "empty subject id")
             continue
         try:
-            labels = {n: _binary(row[n], n) for n in label_names}
+            labels = {n: _binary(row[n], n, every_column=label_columns is None) for n in label_names}
         except ValueError as e:
             problems(where, str(e))
             dropped.add(sid)
@@ -167,10 +184,10 @@ def read_subject_manifest(path: str | Path, *, organs: list[str] | None = None, 
     kept = [s for sid, s in subjects.items() if sid not in dropped]
     _check_patients(kept, path, problems, dropped)
     kept = [s for s in kept if s.id not in dropped]
-    if split is not None:
-        if "split" not in columns:
-            raise DataError(f"{path}: split={split!r} asked for, but the manifest has no split column")
+    if split is not None and "split" in columns:
         kept = [s for s in kept if s.split == split]
+    elif split is not None and not split_column_optional:
+        raise DataError(f"{path}: split={split!r} asked for, but the manifest has no split column")
     for name in list(label_names):
         classes = {s.labels[name] for s in kept}
         if len(classes) < 2:
@@ -182,10 +199,13 @@ def read_subject_manifest(path: str | Path, *, organs: list[str] | None = None, 
     return SubjectManifest(path, kept, known, label_names, problems.skips)
 
 
-def _binary(value: str, column: str) -> float:
+def _binary(value: str, column: str, *, every_column: bool) -> float:
     if value in ("0", "1", "0.0", "1.0"):
         return float(value)
-    raise ValueError(f"label {column!r} must be 0 or 1, got {value!r}")
+    what = "is empty" if value == "" else f"is {value!r}"
+    hint = (" (not a label? name the label columns with data.label_columns=[...]; other columns are ignored)"
+            if every_column else "")
+    raise ValueError(f"label column {column!r} {what}: a label must be 0 or 1{hint}")
 
 
 def _check_patients(subjects: list[Subject], path: Path, problems: _Problems, dropped: set[str]) -> None:
@@ -210,14 +230,16 @@ class SubjectImages(Dataset):
         size: S; every organ image is resized to it (bilinear / trilinear).
         dim: 2 or 3 (3: volumes; a 2D image is an error).
         intensity: ``organfm.data.intensity`` mode.
+        window: ``(center, width)`` for ``intensity="window"``.
         on_error: an unreadable organ image raises (``"raise"``), or the organ counts as missing and the skip is
             logged (``"skip"``); a subject left with no readable organ always raises.
         skip_log_dir: where skips are logged.
     """
 
     def __init__(self, manifest: SubjectManifest, size: int, *, dim: int = 2, intensity: str = "minmax",
-                 on_error: str = "raise", skip_log_dir: str | Path | None = None) -> None:
-        self.manifest, self.size, self.dim, self.intensity = manifest, size, dim, intensity
+                 window: list[float] | None = None, on_error: str = "raise",
+                 skip_log_dir: str | Path | None = None) -> None:
+        self.manifest, self.size, self.dim, self.intensity, self.window = manifest, size, dim, intensity, window
         self.problems = _Problems(on_error, skip_log_dir)
         self.organs = manifest.organs
         self._labels = torch.from_numpy(manifest.label_matrix())
@@ -229,12 +251,13 @@ class SubjectImages(Dataset):
         name = find_reader(image_path)
         if name is None:
             raise DataError(f"{image_path}: no reader for this file type")
-        array, _ = create_reader(name).read(image_path)
+        array, meta = create_reader(name).read(image_path)
         if self.dim == 2 and array.ndim == 4:  # a volume fed to a 2D model: its middle slice
             array = array[:, array.shape[1] // 2]
         if array.ndim != 1 + self.dim:
             raise DataError(f"{image_path}: a {array.ndim - 1}D image where {self.dim}D is expected")
-        x = torch.from_numpy(normalize_intensity(array.mean(0, keepdims=True), self.intensity))
+        x = torch.from_numpy(normalize_intensity(array.mean(0, keepdims=True), self.intensity, window=self.window,
+                                                 dtype=(meta or {}).get("dtype")))
         mode = "bilinear" if self.dim == 2 else "trilinear"
         return F.interpolate(x[None], size=(self.size,) * self.dim, mode=mode, align_corners=False)[0]
 

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from organfm.data.runfiles import file_mode
+
 __all__ = ["CheckpointWriteError", "atomic_write_text", "capture_rng", "export_backbone", "latest_checkpoint",
            "load_checkpoint", "load_latest_readable", "restore_rng", "save_checkpoint"]
 
@@ -35,6 +37,7 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600: follow the umask like any other file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -156,11 +159,13 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None,
-                    out_dir: str | Path | None = None, network: str | None = None) -> tuple[Path, Path]:
+                    out_dir: str | Path | None = None, network: str | None = None,
+                    license: str | None = None) -> tuple[Path, Path]:
     """Write the run's exported backbone (Coda/DINO: the teacher's) as safetensors + its data contract.
 
-    The safetensors keys are timm's own, so the file loads with
-    ``timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=dict(file=...), in_chans=1, num_classes=0)``.
+    The folder is also a timm / Hugging Face model folder (``organfm.engine.model_folder``): for a timm
+    architecture ``config.json`` + ``model.safetensors`` load with ``timm.create_model("local-dir:<out>",
+    pretrained=True)`` and the right ``pretrained_cfg``; every export gets a ``README.md`` model card.
 
     Args:
         run_dir: the run folder.
@@ -168,6 +173,8 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
         out_dir: where to write (default: ``<run_dir>/export``).
         network: ``"teacher"`` or ``"student"``; default: the method's choice (the EMA teacher for Coda and
             DINO, as the paper transfers it; the student for SupCon and RaSD, which have no teacher).
+        license: the licence named in the model card and ``config.json`` (default: the previous export's, else
+            ``other``).
 
     Returns:
         (weights path, contract JSON path).
@@ -192,8 +199,13 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
     health = read_health(run_dir)
     if health is not None:  # what the monitor said of the exported network (the run's latest measurement)
         contract["health"] = {k: health.get(k) for k in ("verdict", "reason", "step")}
-    text = contract.pop("text", None)
+    teachers = ((ckpt.get("config") or {}).get("method") or {}).get("teachers")
+    if teachers:  # a distilled student names what it learned from
+        contract["teachers"] = list(teachers)
     out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
+    contract["training_data"] = _training_data(run_dir)
+    contract["license"] = license or _previous_license(out / "backbone.json")
+    text = contract.pop("text", None)
     if text is not None:  # a network trained with texts: its text side goes to export/text/
         _export_text(text, ckpt["method"], f"{contract['network']}.text.", run_dir, out)
     weights_path, contract_path = out / "backbone.safetensors", out / "backbone.json"
@@ -203,9 +215,31 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
     if contract.get("backbone_args"):  # organfm's own backbones rebuild themselves from it
         metadata["backbone_args"] = json.dumps(contract["backbone_args"], sort_keys=True)
     save_file(weights, str(tmp), metadata=metadata)
+    os.chmod(tmp, file_mode())  # the safetensors writer makes owner-only files
     os.replace(tmp, weights_path)
     _atomic_write(contract_path, lambda f: f.write(json.dumps(contract, indent=2).encode()))
+    from organfm.engine.model_folder import write_model_folder
+
+    write_model_folder(out, contract, weights_path)
     return weights_path, contract_path
+
+
+def _training_data(run_dir: Path) -> dict[str, Any]:
+    """The run's data summary (``data.json``) in counts only, for the contract and the model card."""
+    from organfm.engine.model_folder import data_facts
+
+    try:
+        summary = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data_facts(summary if isinstance(summary, dict) else None)
+
+
+def _previous_license(contract_path: Path) -> str:
+    try:
+        return str(json.loads(contract_path.read_text(encoding="utf-8")).get("license") or "other")
+    except (OSError, ValueError, AttributeError):
+        return "other"
 
 
 def _export_text(description: dict, state: dict, prefix: str, run_dir: Path, out: Path) -> None:

@@ -5,9 +5,10 @@ knows nothing about any particular method.
 """
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -17,7 +18,8 @@ from organfm.engine.optim import clip_grad_per_parameter, set_optimizer_values
 from organfm.engine.schedules import Schedules
 from organfm.methods.base import Method, StepState
 
-__all__ = ["NonFiniteLossError", "TrainResult", "default_check_finite_every", "train"]
+__all__ = ["NonFiniteLossError", "StopRequest", "TrainResult", "default_check_finite_every", "ignore_stop_signals",
+           "train"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -90,15 +92,22 @@ def default_check_finite_every(optimizer: torch.optim.Optimizer, device: torch.d
     return log_every if device.type != "cpu" and fused else 1
 
 
-class _StopRequest:
+class StopRequest:
     """SIGINT/SIGTERM set a flag that the loop honours at the next step boundary (a clean checkpoint);
-    a second signal interrupts at once."""
+    a second signal interrupts at once.
+
+    Entered once per run, as early as the run starts (``organfm.engine.pretrain``), so a signal that lands
+    while the data or the model is still being built also ends the run at its first step boundary. A
+    cluster's preemption (SLURM's ``--signal``, ``timeout -s TERM``) signals the whole process group: the
+    DataLoader workers ignore both signals (:func:`ignore_stop_signals`) and the main process ends them.
+    """
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal: int | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> "_StopRequest":
+    def __enter__(self) -> "StopRequest":
         try:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -110,10 +119,22 @@ class _StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signal = signum
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def ignore_stop_signals(worker_id: int | None = None) -> None:
+    """A DataLoader ``worker_init_fn``: the worker ignores SIGINT/SIGTERM sent to its process group.
+
+    Without it a group-wide SIGTERM (SLURM preemption, ``timeout``) kills the workers first and the main
+    process dies with "DataLoader worker (pid ...) is killed by signal" before it can save the stop
+    checkpoint; the main process ends its workers itself when it stops.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Iterable[dict],
@@ -123,7 +144,7 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
           save: Callable[[int], Path], checkpoint_every: int = 200, log_every: int = 10,
           on_log: Callable[[int, dict[str, float]], None] | None = None,
           on_step: Callable[[int, StepState, bool], None] | None = None,
-          check_finite_every: int | None = None) -> TrainResult:
+          check_finite_every: int | None = None, stop: StopRequest | None = None) -> TrainResult:
     """Run optimisation steps ``start_step .. max_steps - 1``.
 
     Args:
@@ -151,6 +172,7 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
         check_finite_every: steps between host reads of the loss's finiteness (None: 1 on CPU, where the
             read is free, ``log_every`` on an accelerator with a fused optimizer); a non-finite loss stops
             the run before the weights change either way (see ``_FiniteGuard``).
+        stop: the run's :class:`StopRequest`, already entered (None: the loop installs its own).
     """
     raw = getattr(method, "module", method)  # the unwrapped method: teacher updates bypass DDP
     result = TrainResult(start_step=start_step, step=start_step, seconds=0.0)
@@ -160,16 +182,17 @@ def train(fabric, method: Method, optimizer: torch.optim.Optimizer, batches: Ite
                          device)
     t0 = time.perf_counter()
     step = start_step
-    with _StopRequest() as stop:
+    with (contextlib.nullcontext(stop) if stop is not None else StopRequest()) as stop:
         while step < max_steps:
             values = schedules.at(step)
-            state = StepState(step=step, epoch=step / max(1, steps_per_epoch), values=values)
+            state = StepState(step=step, epoch=step / max(1, steps_per_epoch), values=values,
+                              rank=int(getattr(fabric, "global_rank", 0)))
             set_optimizer_values(optimizer, lr=values["lr"], weight_decay=values["weight_decay"])
             logs_sum: dict[str, torch.Tensor] = {}
             for micro in range(accumulate_grad_batches):
                 batch = next(batch_iter)
                 with fabric.no_backward_sync(method, enabled=micro < accumulate_grad_batches - 1):
-                    out = method(batch, state)
+                    out = method(batch, replace(state, micro_batch=micro) if micro else state)
                     guard.after_forward(out.loss, step, result.last_checkpoint)
                     fabric.backward(out.loss / accumulate_grad_batches)
                 for k, v in out.logs.items():

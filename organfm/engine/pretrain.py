@@ -6,6 +6,7 @@ no method by name: the method's class declares its batch source, its schedules a
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -18,14 +19,14 @@ from typing import Any
 
 import torch
 
-from organfm.backbones import create_backbone
+from organfm.backbones import create_backbone, list_backbone_arguments
 from organfm.backbones.base import check_input_sizes
 from organfm.batches import BatchSource, SourceContext, create_batch_source
 from organfm.config import Config, ConfigError, config_to_dict, dump_config
 from organfm.data.errors import count_skips
 from organfm.engine.checkpoint import (atomic_write_text, capture_rng, export_backbone, latest_checkpoint,
                                        load_latest_readable, restore_rng, save_checkpoint)
-from organfm.engine.loop import TrainResult, train
+from organfm.engine.loop import StopRequest, TrainResult, ignore_stop_signals, train
 from organfm.engine.optim import build_optimizer
 from organfm.engine.progress import ProgressReporter
 from organfm.engine.runlock import RunLock
@@ -47,6 +48,10 @@ class PretrainSummary:
     organs: list[str]
     skipped: int = 0
     health: dict[str, Any] | None = None
+    splits: dict[str, int] | None = None  # images per split of the source; training reads ``split``
+    split: str | None = None
+    method: str = ""
+    backbone: str = ""
 
     def health_text(self) -> str:
         """``learning (kNN 0.612 -> 0.934)``: the verdict, and the kNN monitor where labels exist."""
@@ -64,12 +69,17 @@ class PretrainSummary:
         return (f"this run is {self.health['verdict'].upper()}: {self.health.get('reason')}. "
                 f"Its export may be no better than its initial weights. Try: {tips} (see {self.run_dir}/health.png)")
 
-    def line(self, method: str, backbone: str) -> str:
+    def line(self, method: str | None = None, backbone: str | None = None) -> str:
+        """The one summary line ``organfm pretrain`` prints (method and backbone: the run's own by default)."""
+        method, backbone = method or self.method, backbone or self.backbone
         r = self.result
         first, last = r.first_logs.get("loss", float("nan")), r.last_logs.get("loss", float("nan"))
         ips = (r.step - r.start_step) / max(r.seconds, 1e-9)
         state = "interrupted at" if r.interrupted else "done,"
         skipped = f" ({self.skipped} unreadable, skipped: see skips/)" if self.skipped else ""
+        if self.splits:  # said out loud: what training read and what it held out
+            held = ", ".join(f"{k} {v}" for k, v in self.splits.items())
+            skipped += f" (split {self.split or 'all'}; the source's splits: {held})"
         return (f"organfm pretrain {method} ({backbone}) {state} step {r.step}: {self.num_images} images{skipped}, "
                 f"{len(self.organs)} organs, loss {first:.4f} -> {last:.4f}, {r.seconds:.1f} s ({ips:.2f} steps/s); "
                 f"health: {self.health_text()}; checkpoint {self.checkpoint}; export {self.export}")
@@ -123,16 +133,21 @@ def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSu
     fabric.launch()
     fabric.seed_everything(tr.seed, verbose=False)
     lock = RunLock(run_dir).acquire() if fabric.is_global_zero else None
+    # from here on SIGINT/SIGTERM end the run at a step boundary with its checkpoint (a signal while the data
+    # is still being built: at the first step)
     try:
-        if lock is not None and lock.stale_pid:
-            _warn(f"{run_dir} was last used by pid {lock.stale_pid}, which ended without finishing (a crash or kill)")
-        return _pretrain(cfg, fabric, loggers, run_dir, ckpt_path, ckpt, start_step)
+        with StopRequest() as stop:
+            if lock is not None and lock.stale_pid:
+                _warn(f"{run_dir} was last used by pid {lock.stale_pid}, which ended without finishing (a crash or "
+                      "kill)")
+            return _pretrain(cfg, fabric, loggers, run_dir, ckpt_path, ckpt, start_step, stop)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, start_step: int) -> PretrainSummary:
+def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, start_step: int,
+              stop: StopRequest) -> PretrainSummary:
     tr = cfg.trainer
 
     world = fabric.world_size
@@ -146,6 +161,7 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
     steps_per_epoch = source.steps_per_epoch
     backbone = create_backbone(cfg.backbone.name, in_chans=1, pretrained_file=cfg.backbone.pretrained_file,
                                drop_path_rate=cfg.backbone.drop_path_rate, **source.backbone_kwargs,
+                               **_backbone_size(cfg),
                                **({} if cfg.backbone.strict_load else {"strict": False}))
     check_input_sizes(backbone, source.input_sizes, name=cfg.backbone.name)
     method = method_cls(backbone, **{**method_kwargs, **source.method_kwargs})
@@ -170,10 +186,16 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
                              f"{saved!r}, the config now says {cfg.backbone.name!r}; was {run_dir}/config.yaml "
                              f"edited?): {str(e).splitlines()[0]}") from None
         restore_rng(ckpt["rng"])
+    first_summary = source.summary(start_step)
+    missing = first_summary.get("organs_missing_from_split") or []
+    if missing and fabric.is_global_zero:
+        _warn(f"{len(missing)} organ(s) have no image in the {first_summary.get('split')!r} split and are not trained "
+              f"on: {', '.join(map(str, missing))} (the source's splits: {first_summary.get('splits')}); use "
+              "data.split=all to train on every image, or give those organs more subjects")
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        atomic_write_text(run_dir / "data.json", json.dumps(source.summary(start_step), indent=2, default=str))
+        atomic_write_text(run_dir / "data.json", json.dumps(first_summary, indent=2, default=str))
         source.write_run_files(run_dir)
 
     raw_method = method
@@ -200,14 +222,18 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
         fabric.barrier()
         return path
 
-    with ProgressReporter(total=max_steps, start=start_step, enabled=tr.progress and fabric.is_global_zero) as progress:
-        result = train(fabric, method, optimizer, loader, schedules, start_step=start_step, max_steps=max_steps,
-                       steps_per_epoch=steps_per_epoch, accumulate_grad_batches=tr.accumulate_grad_batches,
-                       clip_grad=o.clip_grad, clip_mode=o.clip_mode,
-                       freeze_last_layer_steps=math.ceil(o.freeze_last_layer_epochs * steps_per_epoch),
-                       save=save, checkpoint_every=tr.checkpoint_every, log_every=tr.log_every,
-                       check_finite_every=tr.check_finite_every,
-                       on_log=progress.update, on_step=monitor)
+    try:
+        with ProgressReporter(total=max_steps, start=start_step,
+                              enabled=tr.progress and fabric.is_global_zero) as progress:
+            result = train(fabric, method, optimizer, loader, schedules, start_step=start_step, max_steps=max_steps,
+                           steps_per_epoch=steps_per_epoch, accumulate_grad_batches=tr.accumulate_grad_batches,
+                           clip_grad=o.clip_grad, clip_mode=o.clip_mode,
+                           freeze_last_layer_steps=math.ceil(o.freeze_last_layer_epochs * steps_per_epoch),
+                           save=save, checkpoint_every=tr.checkpoint_every, log_every=tr.log_every,
+                           check_finite_every=tr.check_finite_every,
+                           on_log=progress.update, on_step=monitor, stop=stop)
+    finally:
+        loader.close()  # ends the DataLoader workers now (they ignore the signals that stop a run)
     for logger in loggers:
         logger.finalize("success")
     export = None
@@ -222,7 +248,29 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
     return PretrainSummary(run_dir=run_dir, result=result, checkpoint=checkpoint, export=export,
                            num_images=source.num_items(result.step), organs=list(source.contract["organs"]),
                            skipped=int(data_summary.get("skipped_logged", 0) or 0),
-                           health=monitor.report() if monitor is not None and monitor.records else None)
+                           health=monitor.report() if monitor is not None and monitor.records else None,
+                           splits=data_summary.get("splits") if isinstance(data_summary.get("splits"), dict) else None,
+                           split=data_summary.get("split"), method=cfg.method_name, backbone=cfg.backbone.name)
+
+
+_SIZE_KEYS = ("embed_dim", "depth", "num_heads", "patch_size")
+
+
+def _backbone_size(cfg: Config) -> dict[str, int]:
+    """The ``backbone.embed_dim/depth/num_heads/patch_size`` keys that are set, for a backbone that takes them.
+
+    Unset (None) keys are not passed, so the backbone's default (or its ``pretrained_file``'s) applies; a set key
+    the backbone has no argument for is refused here rather than silently ignored.
+    """
+    given = {k: int(getattr(cfg.backbone, k)) for k in _SIZE_KEYS if getattr(cfg.backbone, k) is not None}
+    accepted = set(list_backbone_arguments(cfg.backbone.name))
+    refused = [k for k in given if k not in accepted]
+    if refused:
+        keys = ", ".join(f"backbone.{k}" for k in refused)
+        raise ConfigError(f"{keys} cannot size backbone {cfg.backbone.name!r}, which has no such argument (they "
+                          "size organ_set_vit; a timm backbone takes its size from its name, e.g. "
+                          "vit_small_patch16_224): remove the key(s) or choose another backbone.name")
+    return given
 
 
 def _warn(message: str) -> None:
@@ -230,17 +278,36 @@ def _warn(message: str) -> None:
 
 
 def _device_batches(fabric, source: BatchSource):
-    """The source's batches on this process's device (a DataLoader through Fabric, anything else moved)."""
+    """The source's batches on this process's device, as a generator whose ``close()`` ends loader workers.
+
+    A DataLoader's workers get :func:`ignore_stop_signals` as their ``worker_init_fn``: a SIGTERM to the whole
+    process group (a cluster's preemption) then reaches only the main process, which stops at a step boundary
+    and ends the workers itself (``close()``).
+    """
     from torch.utils.data import DataLoader
 
-    if isinstance(source.batches, DataLoader):
-        loader = source.batches
+    loader = source.batches
+    if isinstance(loader, DataLoader):
         if fabric.device.type == "cuda":
             loader.pin_memory = True
-        moved = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
-    else:
-        moved = (fabric.to_device(batch) for batch in source.batches)
-    return moved if source.on_device is None else map(source.on_device, moved)
+        if loader.num_workers > 0:
+            loader.worker_init_fn = functools.partial(_worker_init, previous=loader.worker_init_fn)
+    iterator = iter(loader)
+    try:
+        for batch in iterator:
+            batch = fabric.to_device(batch)
+            yield batch if source.on_device is None else source.on_device(batch)
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # a multi-worker DataLoader iterator
+        if shutdown is not None:
+            shutdown()
+
+
+def _worker_init(worker_id: int, previous=None) -> None:
+    """A loader worker ignores the stop signals, then runs the loader's own ``worker_init_fn``."""
+    ignore_stop_signals(worker_id)
+    if previous is not None:
+        previous(worker_id)
 
 
 def _data_contract(cfg: Config, method, source: BatchSource) -> dict[str, Any]:
@@ -261,6 +328,8 @@ def _data_contract(cfg: Config, method, source: BatchSource) -> dict[str, Any]:
         "std": std,
         "intensity": c.get("intensity"),
         "organs": list(c["organs"]),
+        # synthetic subjects: the generator world and index range pretraining drew (an evaluation draws others)
+        **({"synthetic_subjects": c["synthetic_subjects"]} if "synthetic_subjects" in c else {}),
         "method": cfg.method_name,
         "pretrained_cfg": {"input_size": input_size, "mean": mean, "std": std, "num_classes": 0},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -6,7 +6,9 @@ Layout of an output folder::
     index.json           the model identity and contract, the data identity, the image count, the image-set
                          hash, the skipped rows and one entry per shard (file, item range, hash of its images,
                          reuse key, size and hash of the file, organ ids)
-    index.csv            one line per image: row, shard, organ, organ id, label, skipped, and the source key
+    index.csv            one line per image: row, shard, path (relative to the data root), organ, organ id,
+                         label, split, skipped, duplicate_of (the first row with the same bytes; duplicates
+                         are embedded, never dropped), and the source key
     shard-00000.npy      (n, E) float32 features of items [start, stop), in dataset order
     ...
 
@@ -43,10 +45,11 @@ import torch
 import torch.nn.functional as F
 
 from organfm.data.errors import DataError
+from organfm.evaluation.shards import ShardRows
 from organfm.outputs.folder import MARKER as MARKER_NAME
 
-__all__ = ["EmbedResult", "embed_dataset", "image_digests", "is_features_folder", "load_features",
-           "open_features_folder", "set_hash", "write_atomic", "INDEX_CSV", "INDEX_FILE"]
+__all__ = ["EmbedResult", "embed_dataset", "features_key", "image_digests", "is_features_folder", "load_features",
+           "open_features", "open_features_folder", "set_hash", "write_atomic", "INDEX_CSV", "INDEX_FILE"]
 
 INDEX_FILE = "index.json"
 INDEX_CSV = "index.csv"
@@ -83,6 +86,8 @@ class EmbedResult:
     rekeyed: int = 0
     repaired: int = 0
     skipped: int = 0
+    duplicates: int = 0
+    interrupted: bool = False
 
     def line(self) -> str:
         """The one-line summary ``organfm embed`` prints."""
@@ -92,6 +97,11 @@ class EmbedResult:
         recomputed = f" ({'; '.join(why)})" if why else ""
         skipped = (f"; {self.skipped} unreadable, skipped: zero rows flagged in {INDEX_CSV}, see skips/"
                    if self.skipped else "")
+        if self.duplicates:
+            skipped += f"; {self.duplicates} exact duplicates embedded, marked in {INDEX_CSV} (duplicate_of)"
+        if self.interrupted:
+            return (f"{self.out_dir}: interrupted after {self.written + self.reused} shards (a stop signal); the "
+                    "finished shards are kept: run the same command again to resume")
         return (f"{self.out_dir}: {self.num_images} images x {self.feature_dim} features, image hash "
                 f"{self.image_hash[:12]}; {self.written} shards written{recomputed}, {self.reused} reused{skipped}")
 
@@ -147,7 +157,9 @@ def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = True) 
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; features are meant to be shared
+        from organfm.data.runfiles import file_mode
+
+        os.chmod(tmp, file_mode())  # mkstemp makes owner-only files; features follow the umask
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -230,17 +242,47 @@ def _index_csv(rows: list[dict[str, Any]]) -> str:
     import io
 
     buf = io.StringIO()
-    fields = ["row", "shard", "organ", "organ_id", "label", "skipped", "key"]
+    fields = ["row", "shard", "path", "organ", "organ_id", "label", "split", "skipped", "duplicate_of", "key"]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
 
 
+def _data_root(source: Any) -> Path | None:
+    """The folder the rows' paths are relative to: the source folder, or the folder of a source file."""
+    if not source or source == "synthetic":
+        return None
+    path = Path(str(source)).expanduser()
+    return path if path.is_dir() else path.parent
+
+
+def _row_ids(record: Any, row: int, root: Path | None, first_of: dict[str, int]) -> dict[str, Any]:
+    """``path`` (relative to the data root; ``archive::member`` inside archives), ``split``, ``duplicate_of``."""
+    if record is None:
+        return {"path": "", "split": "", "duplicate_of": ""}
+    path = str(record.path)
+    if root is not None:
+        try:
+            path = Path(path).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:  # outside the root (a manifest's absolute paths): kept as written
+            pass
+    if record.member is not None:
+        path = f"{path}::{record.member}"
+    if record.row is not None:
+        path = f"{path}[{record.row}]"
+    if record.index is not None:
+        path = f"{path}#{record.index}"
+    digest = getattr(record, "content_hash", "") or ""
+    duplicate_of = first_of.setdefault(digest, row) if digest else row
+    return {"path": path, "split": record.split or "", "duplicate_of": "" if duplicate_of == row else duplicate_of}
+
+
 def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, data_identity: dict[str, Any]
                   | None = None, shard_size: int = 4096, batch_size: int = 128, image_size: int | None = None,
                   device: str = "cpu", seed: int = 0, on_change: str = "recompute",
-                  log: Callable[[str], None] | None = None) -> EmbedResult:
+                  log: Callable[[str], None] | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> EmbedResult:
     """Write (or complete, or reuse) the features of ``spec`` for every item of ``dataset``.
 
     Args:
@@ -260,6 +302,8 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
         seed: initialisation seed of ``random:`` specs.
         on_change: a stored shard whose images changed: ``"recompute"`` it, or ``"error"``.
         log: receives one line per written shard.
+        should_stop: asked after each shard; True ends the call there (the finished shards and the index are
+            kept, ``EmbedResult.interrupted`` is set; a SIGTERM from a cluster, see ``organfm embed``).
 
     Returns:
         :class:`EmbedResult`.
@@ -306,6 +350,8 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
     organ_names = list(getattr(dataset, "organs", []))
     labels = _column(dataset, "labels", n)
     records = _column(dataset, "records", n)
+    root = _data_root((data_identity or {}).get("source"))
+    first_of: dict[str, int] = {}  # content hash -> first row: duplicates are embedded, and marked
     index: dict[str, Any] = {"format": FORMAT, "version": 2, "model": model_info,
                              "data": {"identity": data_identity or {}, "organs": organ_names},
                              "num_images": n, "feature_dim": None, "image_hash": None, "shards": [], "skipped": [],
@@ -320,6 +366,10 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
                                                   "again to resume")
 
     for start in range(0, n, shard_size):
+        if start and should_stop is not None and should_stop():  # a shard boundary: what is written is whole
+            return EmbedResult(out_dir=out, num_images=n, feature_dim=int(index["feature_dim"] or 0),
+                               image_hash="", written=written, reused=reused, changed=changed, rekeyed=rekeyed,
+                               repaired=repaired, skipped=len(index["skipped"]), interrupted=True)
         stop = min(n, start + shard_size)
         items = [dataset[i] for i in range(start, stop)]
         skipped = [i for i, item in zip(range(start, stop), items) if int(item.get("index", i)) != i]
@@ -336,7 +386,8 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
         for i, organ, label in zip(range(start, stop), organs, row_labels):
             rows.append({"row": i, "shard": name, "organ": organ_names[organ] if 0 <= organ < len(organ_names)
                          else ("" if organ < 0 else str(organ)), "organ_id": organ, "label": label,
-                         "skipped": int(i in skipped), "key": records[i].key if records is not None else ""})
+                         "skipped": int(i in skipped), "key": records[i].key if records is not None else "",
+                         **_row_ids(records[i] if records is not None else None, i, root, first_of)})
         prev = old_shards.get((start, stop))
         if prev is not None and prev.get("key") == key:
             if _intact(out / prev["file"], prev):
@@ -394,18 +445,43 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
             write_atomic(csv_path, lambda f: f.write(table), binary=False)
     return EmbedResult(out_dir=out, num_images=n, feature_dim=int(index["feature_dim"]),
                        image_hash=index["image_hash"], written=written, reused=reused, changed=changed,
-                       rekeyed=rekeyed, repaired=repaired, skipped=len(index["skipped"]))
+                       rekeyed=rekeyed, repaired=repaired, skipped=len(index["skipped"]),
+                       duplicates=sum(1 for r in rows if r["duplicate_of"] != ""))
+
+
+def features_key(index: dict[str, Any]) -> str:
+    """What a folder's stored features are, for caches built on them (MMKD's projected targets, the joint
+    files): each shard's reuse key (weights, input size, mean/std, data settings, pixels, organs, labels,
+    skips) and the size and hash of its bytes."""
+    shards = [[s.get("key"), s.get("file_hash"), s.get("bytes"), s["start"], s["stop"]] for s in index["shards"]]
+    return hashlib.blake2b(json.dumps([index.get("model", {}).get("input_size"), shards]).encode(),
+                           digest_size=16).hexdigest()
 
 
 def load_features(folder: str | os.PathLike[str], *, who: str = "") -> tuple[torch.Tensor, dict[str, Any]]:
-    """All features of a complete features folder, checked.
+    """All features of a complete features folder, checked, as one (N, E) tensor in memory.
+
+    For large sets read them row by row instead: :func:`open_features`.
+
+    Raises:
+        DataError: as :func:`open_features`.
+    """
+    rows, index = open_features(folder, who=who)
+    return rows.read(0, len(rows)), index
+
+
+def open_features(folder: str | os.PathLike[str], *, who: str = "",
+                  chunk: int = 4096) -> tuple[ShardRows, dict[str, Any]]:
+    """The features of a complete features folder as an (N, E) :class:`~organfm.evaluation.shards.ShardRows`
+    view (read on demand, never loaded whole), checked shard by shard in chunks of ``chunk`` rows.
 
     Args:
         folder: an :func:`embed_dataset` output folder.
         who: prefix of error messages (e.g. ``"teacher coda: "``).
+        chunk: rows held in memory at a time by the check.
 
     Returns:
-        ``(features (N, E) float32, index)``.
+        ``(rows, index)``.
 
     Raises:
         DataError: no index, an incomplete folder, a missing shard, a shard whose dimension or row count
@@ -419,22 +495,20 @@ def load_features(folder: str | os.PathLike[str], *, who: str = "") -> tuple[tor
         raise DataError(f"{who}{folder / INDEX_FILE}: incomplete features (an interrupted embed); run "
                         "`organfm embed` again to finish it")
     dim = index.get("feature_dim")
-    parts = []
+    files = []
     for shard in index["shards"]:
         path = folder / shard["file"]
-        try:
-            a = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise DataError(f"{who}{path}: cannot read features ({type(e).__name__}: {e})") from e
-        if a.ndim != 2 or a.shape[1] != dim or a.shape[0] != shard["stop"] - shard["start"]:
-            raise DataError(f"{who}{path}: features of shape {tuple(a.shape)}, but the index says "
+        one = ShardRows([path], who=who)
+        if one.width != dim or len(one) != shard["stop"] - shard["start"]:
+            raise DataError(f"{who}{path}: features of shape {one.shape}, but the index says "
                             f"({shard['stop'] - shard['start']}, {dim}) (dimension mismatch)")
-        if not np.isfinite(a).all():
-            bad = int((~np.isfinite(a)).any(axis=1).sum())
+        bad = sum(int((~torch.isfinite(rows)).any(1).sum()) for _, rows in one.chunks(chunk))
+        if bad:
             raise DataError(f"{who}{path}: {bad} feature rows hold NaN or inf")
-        parts.append(torch.from_numpy(a.astype(np.float32)))
-    feats = torch.cat(parts)
-    if feats.shape[0] != index["num_images"]:
-        raise DataError(f"{who}{folder / INDEX_FILE}: shards hold {feats.shape[0]} rows for {index['num_images']} "
+        one.close()
+        files.append(path)
+    rows = ShardRows(files, who=who)
+    if len(rows) != index["num_images"]:
+        raise DataError(f"{who}{folder / INDEX_FILE}: shards hold {len(rows)} rows for {index['num_images']} "
                         "images")
-    return feats, index
+    return rows, index

@@ -118,10 +118,13 @@ class FeatureCache:
         self.misses += 1
         feats = extract()
         self.root.mkdir(parents=True, exist_ok=True)
+        from organfm.data.runfiles import file_mode
+
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(feats.contiguous(), f)
+            os.chmod(tmp, file_mode())  # mkstemp makes 0600; the cache is shared like any file
             os.replace(tmp, path)  # concurrent writers of one key both write whole files: last one wins
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

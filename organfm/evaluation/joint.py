@@ -47,7 +47,7 @@ def embed_joint(folder: str | Path, *, texts: list[str] | None = None) -> dict[s
     Raises:
         ValueError: the model has no text tower, or ``texts`` does not have one entry per image.
     """
-    from organfm.evaluation.embed import load_features, write_atomic
+    from organfm.evaluation.embed import features_key, load_features, write_atomic
     from organfm.text.tower import load_joint_text
 
     folder = Path(folder)
@@ -61,6 +61,7 @@ def embed_joint(folder: str | Path, *, texts: list[str] | None = None) -> dict[s
         raise DataError(f"{folder}: {len(texts)} texts for {len(feats)} images")
     digest = lambda data: hashlib.blake2b(data, digest_size=16).hexdigest()  # noqa: E731
     record = {"image_hash": index["image_hash"], "model_hash": index["model"]["model_hash"],
+              "features": features_key(index),  # re-embedded features (another input size) rewrite the joint files
               "text_tower": digest((text_dir / "text.safetensors").read_bytes()),
               "texts": None if texts is None else digest("\n".join(texts).encode())}
     old = folder / JOINT_INDEX

@@ -12,8 +12,11 @@ A spec is one of:
 - ``timm:<arch>:<file>``: a timm architecture with local weights (``.safetensors``/``.pth``) and no
   contract; mean/std come from timm's pretrained config, averaged to one channel.
 
-The model hash (weights-file bytes, or the spec string for ``random:``) keys the feature cache, so a
-re-exported run with new weights never reuses stale features. An export that also holds a text tower
+The model hash (weights-file bytes, or the spec string and seed for ``random:``) names the *weights*, so a
+re-exported run with new weights never reuses stale features. It does not cover the input size, which a
+``random:``/``timm:`` contract takes from the caller: every feature cache keys on the size too (the
+``organfm embed`` shard reuse key holds the input size, mean/std and data settings; the evaluation cache,
+the split's identity). An export that also holds a text tower
 (``<export>/text/``, written for models trained with texts) names it in ``contract["text"]``, which the
 zero-shot and retrieval protocols read.
 """

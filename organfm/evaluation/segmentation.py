@@ -155,7 +155,8 @@ def load_segmentation_split(task: Any) -> SegmentationSplit:
                          "(or data.label_map)")
     for what, path in (("image", image), ("label map", label_map)):
         if not os.path.exists(path):
-            raise FileNotFoundError(f"segmentation {what} {path} not found (data.root={task.data.root!r})")
+            raise FileNotFoundError(f"segmentation {what} {path} not found (data.root={task.data.root!r}; unset: "
+                                    "ORGANFM_DATA, else the shared/data folder beside the checkout)")
     class_map = load_class_map(task.data_path(task.data.class_map), task.data.class_map_key) \
         if task.data.class_map else None
     images, masks, names = load_ct_segmentation_slices(image, label_map, class_map=class_map, classes=s.classes,

@@ -11,6 +11,11 @@ The probe is fitted once, on training subjects with their own organs, and applie
 as a deployed model meets subjects with fewer organs than it was fitted on. ``organfm evaluate`` runs it as
 protocol ``subjects``: subjects from ``data.source`` (``synthetic``, or a subject manifest CSV with a ``split``
 column, relative to ``data.root``), settings in ``subjects.*`` (``configs/tasks/panfm_synthetic.yaml``).
+
+The subjects are prepared as the model was trained, from its export's data contract: the organ image size and
+dimensionality (``input_size``), the intensity mode and window of manifest images (``intensity``) and the
+normalisation (``mean``/``std``). Synthetic evaluation subjects come from the pretraining generator's world
+(the same ``seed``) at indices past those pretraining drew (``index_offset``); an overlap is refused.
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from organfm.evaluation.protocol import ModelRun, make_row, register_protocol
 from organfm.views.organ_masking import organ_entropy, organ_saliency
 
 __all__ = ["SubjectSet", "SubjectsConfig", "drop_organs", "embed_subjects", "evaluate_subjects", "load_subject_sets",
-           "probe_auroc"]
+           "probe_auroc", "subject_geometry"]
 
 DROPS = ("dominant", "random", "mnar")
 
@@ -132,7 +137,9 @@ def evaluate_subjects(backbone: torch.nn.Module, train: SubjectSet, test: Subjec
     Returns:
         ``auroc`` (D,) list and ``auroc_mean``; ``loo_drop`` {organ: mean AUROC drop}; ``drop_order``;
         ``curves`` {drop: [mean AUROC with k = 0, 1, ..., O-1 organs dropped]}; ``entropy`` (mean organ-attention
-        entropy on test subjects, nats); ``saliency`` {organ: mean saliency where available}.
+        entropy on test subjects, nats); ``saliency`` {organ: mean saliency where available}; with ``dominant``,
+        ``dominant_drop``: AUROC with all organs and with the dominant one dropped, on the test subjects that
+        have it (``subjects``: how many), and their difference ``drop``.
     """
     embed = lambda s, a, att=False: embed_subjects(backbone, s.images, a, mean=mean, std=std,  # noqa: E731
                                                     device=device, with_attention=att)
@@ -179,9 +186,25 @@ def evaluate_subjects(backbone: torch.nn.Module, train: SubjectSet, test: Subjec
         curves[kind] = curve
     ent = organ_entropy(sal, test.available)
     counts = test.available.sum(0).clamp(min=1)
-    return {"auroc": auroc.tolist(), "auroc_mean": base, "loo_drop": loo, "drop_order": [organs[o] for o in order],
-            "curves": curves, "entropy": float(ent.mean()),
-            "saliency": dict(zip(organs, ((sal * test.available).sum(0) / counts).tolist()))}
+    out = {"auroc": auroc.tolist(), "auroc_mean": base, "loo_drop": loo, "drop_order": [organs[o] for o in order],
+           "curves": curves, "entropy": float(ent.mean()),
+           "saliency": dict(zip(organs, ((sal * test.available).sum(0) / counts).tolist()))}
+    has = (test.available[:, dominant] & (test.available.sum(-1) > 1)) if dominant is not None else None
+    if has is not None and has.any():
+        # only subjects that have the dominant organ lose anything when it is dropped: averaging over the others
+        # would dilute the drop by the organ's missing rate
+        sub = SubjectSet(test.images[has], test.available[has], test.labels[has.numpy()], test.organs)
+        dropped = sub.available.clone()
+        dropped[:, dominant] = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            full = float(np.nanmean(probe_auroc(train_x, train.labels, embed(sub, sub.available)[0].numpy(),
+                                                sub.labels, models=models)))
+            without = float(np.nanmean(probe_auroc(train_x, train.labels, embed(sub, dropped)[0].numpy(),
+                                                   sub.labels, models=models)))
+        out["dominant_drop"] = {"organ": organs[dominant], "subjects": int(has.sum()), "auroc_all": full,
+                                "auroc_dropped": without, "drop": full - without}
+    return out
 
 
 @dataclass
@@ -189,36 +212,106 @@ class SubjectsConfig:
     """``subjects.*`` task keys: which subjects, and how to split and drop."""
 
     num_subjects: int = 400  # synthetic: subjects drawn (first train_fraction train, the rest test)
-    num_organs: int = 5
-    size: int = 32
+    # the organ slots, image side and dimensionality; None: the model's (its export's contract); a set value
+    # that disagrees with the model is an error
+    num_organs: int | None = None
+    size: int | None = None
     num_diseases: int = 2
-    dim: int = 2
-    seed: int = 1000  # synthetic generator seed: other subjects than the default pretraining set (seed 0)
+    dim: int | None = None
+    # synthetic: the generator world (its seed; the default pretraining world is seed 0) and the first subject
+    # index drawn, past any pretraining range (the export records the range it drew; an overlap is refused)
+    seed: int = 0
+    index_offset: int = 1_000_000
     train_fraction: float = 0.5
-    dominant: int | None = None  # organ dropped first; None: the largest leave-one-out drop
+    # organ dropped first (and, for synthetic subjects, the generator's dominant organ); None: the largest
+    # leave-one-out drop, with the generator's dominant organ that of the pretraining world (else 0)
+    dominant: int | None = None
     drops: list[str] = field(default_factory=lambda: list(DROPS))
     repeats: int = 3
     c: float = 1.0
 
 
-def load_subject_sets(source: str, cfg: SubjectsConfig,
-                      organs: list[str] | None = None) -> tuple[SubjectSet, SubjectSet]:
+def load_subject_sets(source: str, cfg: SubjectsConfig, organs: list[str] | None = None, *,
+                      geometry: dict[str, Any] | None = None,
+                      label_columns: list[str] | None = None) -> tuple[SubjectSet, SubjectSet]:
     """(train, test) subjects: ``"synthetic"``, or a manifest's ``train`` and ``test`` splits (a subject or patient
-    in both is refused by the manifest reader)."""
+    in both is refused by the manifest reader).
+
+    Args:
+        source: ``"synthetic"`` or a subject manifest CSV.
+        cfg: the task's ``subjects.*`` settings.
+        organs: the model's organ list (manifests).
+        geometry: ``num_organs``, ``size``, ``dim``, ``intensity``, ``window``, ``dominant`` as the model was
+            trained (:func:`subject_geometry`); None: from ``cfg`` (minmax intensity).
+        label_columns: a manifest's label columns (None: every extra column).
+    """
+    g = geometry or {"num_organs": cfg.num_organs or 5, "size": cfg.size or 32, "dim": cfg.dim or 2,
+                     "intensity": "minmax", "window": None,
+                     "dominant": cfg.dominant if cfg.dominant is not None else 0}
     if source == "synthetic":
         from organfm.synthesis.subjects import SyntheticSubjects
 
-        data = SyntheticSubjects(cfg.num_subjects, cfg.num_organs, cfg.size, cfg.num_diseases, dim=cfg.dim,
-                                 seed=cfg.seed)
+        data = SyntheticSubjects(cfg.num_subjects, g["num_organs"], g["size"], cfg.num_diseases, dim=g["dim"],
+                                 seed=cfg.seed, index_offset=cfg.index_offset, dominant=g["dominant"])
         cut = int(cfg.train_fraction * cfg.num_subjects)
         return SubjectSet.from_dataset(data, range(cut)), SubjectSet.from_dataset(data, range(cut, len(data)))
     from organfm.data.subjects import SubjectImages, read_subject_manifest
 
     sets = []
     for split in ("train", "test"):
-        manifest = read_subject_manifest(source, organs=organs, split=split)
-        sets.append(SubjectSet.from_dataset(SubjectImages(manifest, cfg.size, dim=cfg.dim)))
+        manifest = read_subject_manifest(source, organs=organs, split=split, label_columns=label_columns)
+        sets.append(SubjectSet.from_dataset(SubjectImages(manifest, g["size"], dim=g["dim"], intensity=g["intensity"],
+                                                          window=g["window"])))
     return sets[0], sets[1]
+
+
+def subject_geometry(contract: dict[str, Any], backbone: torch.nn.Module, cfg: SubjectsConfig) -> dict[str, Any]:
+    """How subjects must be prepared for this model: organ slots, image side, dimensionality, intensity.
+
+    The export's contract decides (``input_size``, ``intensity``; a random-init model has none, and the backbone
+    built for it does); a ``subjects.*`` value that disagrees with the model is an error, not a crash later.
+
+    Raises:
+        ValueError: the task's ``subjects.num_organs/size/dim`` disagree with the model, or the backbone is not an
+            organ-set encoder.
+    """
+    if not hasattr(backbone, "tokens_per_organ"):
+        raise ValueError(f"protocol subjects needs an organ-set encoder (organ_set_vit), got "
+                         f"{type(backbone).__name__}")
+    size, dim = int(backbone.model.image_size), int(backbone.spatial_dims)
+    input_size = contract.get("input_size") if contract.get("backbone_args") else None
+    if input_size:  # an export: its contract and the backbone it rebuilds must agree
+        if (len(input_size) - 1, int(input_size[-1])) != (dim, size):
+            raise ValueError(f"the export's input_size {input_size} disagrees with its backbone "
+                             f"({dim}D, {size} px)")
+    model = {"num_organs": int(backbone.num_organs), "size": size, "dim": dim}
+    for key, value in model.items():
+        asked = getattr(cfg, key)
+        if asked is not None and int(asked) != value:
+            raise ValueError(f"subjects.{key}={asked} but the model takes {key} {value} (from its export's "
+                             f"contract): drop subjects.{key} from the task, or evaluate a model of that size")
+    intensity = contract.get("intensity")
+    mode = intensity.get("mode") if isinstance(intensity, dict) else intensity
+    window = intensity.get("window") if isinstance(intensity, dict) else None
+    world = contract.get("synthetic_subjects") or {}
+    dominant = cfg.dominant if cfg.dominant is not None else int(world.get("dominant", 0))
+    return {**model, "intensity": mode or "minmax", "window": window, "dominant": dominant}
+
+
+def _check_disjoint(contract: dict[str, Any], cfg: SubjectsConfig) -> None:
+    """Evaluation subjects of the pretraining world must not be subjects pretraining saw."""
+    world = contract.get("synthetic_subjects")
+    if not world:
+        return
+    if int(world["seed"]) != cfg.seed:
+        warnings.warn(f"subjects.seed={cfg.seed} is another synthetic world than the model was pretrained on "
+                      f"(seed {world['seed']}): organ anatomy and disease marks differ", stacklevel=2)
+        return
+    start, stop = int(world["index_offset"]), int(world["index_offset"]) + int(world["num_subjects"])
+    if cfg.index_offset < stop and start < cfg.index_offset + cfg.num_subjects:
+        raise ValueError(f"evaluation subjects [{cfg.index_offset}, {cfg.index_offset + cfg.num_subjects}) of "
+                         f"synthetic world seed {cfg.seed} overlap the pretraining subjects [{start}, {stop}): "
+                         f"set subjects.index_offset >= {stop}")
 
 
 @register_protocol("subjects", config=SubjectsConfig, inputs="own", splits=())
@@ -226,8 +319,13 @@ def subjects(run: ModelRun, data: Any = None) -> list[dict[str, Any]]:
     """Rows: AUROC per disease with all organs, per-organ leave-one-out drop, each robustness curve."""
     task, cfg = run.task, run.task.subjects
     source = task.data.source if task.data.source == "synthetic" else task.data_path(task.data.source)
-    train, test = load_subject_sets(source, cfg, run.contract.get("organs") or None)
-    res = evaluate_subjects(run.make_backbone(), train, test, mean=run.mean[0], std=run.std[0], dominant=cfg.dominant,
+    backbone = run.make_backbone()
+    geometry = subject_geometry(run.contract, backbone, cfg)
+    if source == "synthetic":
+        _check_disjoint(run.contract, cfg)
+    train, test = load_subject_sets(source, cfg, run.contract.get("organs") or None, geometry=geometry,
+                                    label_columns=task.data.label_columns)
+    res = evaluate_subjects(backbone, train, test, mean=run.mean[0], std=run.std[0], dominant=cfg.dominant,
                             drops=tuple(cfg.drops), repeats=cfg.repeats, seed=run.task.seed, c=cfg.c,
                             device=run.device)
     rows = [make_row(run.name, "subjects", "all organs",
@@ -235,6 +333,11 @@ def subjects(run: ModelRun, data: Any = None) -> list[dict[str, Any]]:
                       **{f"auroc_{d}": [v] for d, v in enumerate(res["auroc"])}}),
             make_row(run.name, "subjects", "leave one organ out",
                      {f"auroc_drop_{o}": [v] for o, v in res["loo_drop"].items()})]
+    if "dominant_drop" in res:
+        d = res["dominant_drop"]
+        rows.append(make_row(run.name, "subjects", f"drop {d['organ']} where present",
+                             {"auroc_all": [d["auroc_all"]], "auroc_dropped": [d["auroc_dropped"]],
+                              "auroc_drop": [d["drop"]]}, subjects=d["subjects"]))
     for kind, curve in res["curves"].items():
         rows.append(make_row(run.name, "subjects", f"drop {kind}",
                              {f"auroc_k{k}": [v] for k, v in enumerate(curve)}, drop_order=res["drop_order"]))

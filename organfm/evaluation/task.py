@@ -38,7 +38,9 @@ class TaskDataConfig(DataConfig):
     ``synthetic`` source; the ``synthetic_*`` keys are unused here).
     """
 
-    root: str = "../shared/data"  # folder holding the shared data; relative paths below resolve against it
+    # folder holding the shared data; relative paths below resolve against it. None: $ORGANFM_DATA, else the
+    # shared/data folder beside the checkout (organfm.presets.default_data_root), never the current folder
+    root: str | None = None
     source: str = ""  # npz | folder | manifest | tar | NIfTI volume (with label_map: organ crops)
     split: str | None = None
     label: Literal["organ", "label"] = "organ"  # organ: the organ/folder name; label: the record's label
@@ -79,8 +81,11 @@ class TaskSettings:
         """``path`` resolved against ``data.root`` (absolute paths and None pass through)."""
         if path is None:
             return None
+        from organfm.presets import default_data_root
+
         p = Path(os.path.expanduser(path))
-        return str(p if p.is_absolute() else Path(os.path.expanduser(self.data.root)) / p)
+        root = self.data.root if self.data.root is not None else default_data_root()
+        return str(p if p.is_absolute() else Path(os.path.expanduser(root)) / p)
 
 
 def _task_class() -> type:
@@ -110,7 +115,7 @@ def _validate(cfg: Any) -> None:
     unknown = [p for p in cfg.protocols if p not in valid]
     if unknown or not cfg.protocols:
         raise ConfigError(f"protocols: unknown {unknown or 'empty list'}; valid: {', '.join(valid)}")
-    if cfg.data.split is not None:
+    if cfg.data.split not in (None, "all"):
         raise ConfigError(f"data.split={cfg.data.split!r}: a task reads every split; choose them with "
                           "data.split_file or data.split_fractions")
     needs_data = [p for p in cfg.protocols if get_protocol(p).inputs != "own"]
@@ -147,7 +152,7 @@ def load_task(file: str | os.PathLike[str] | None = None, overrides: list[str] |
     """Resolve a task: dataclass defaults < ``file`` (YAML) < ``overrides`` (``key=value`` strings).
 
     Args:
-        file: a task YAML (nested sections or dotted keys).
+        file: a task YAML (nested sections or dotted keys), or a shipped task's name (``mednist``).
         overrides: dotted ``key=value`` strings, values parsed as YAML (``protocols=[knn,linear]``).
 
     Returns:
@@ -156,6 +161,9 @@ def load_task(file: str | os.PathLike[str] | None = None, overrides: list[str] |
     Raises:
         ConfigError: a missing file, an unknown key (the message lists the valid ones), a bad value.
     """
+    from organfm.presets import resolve_task_file
+
+    file = resolve_task_file(file) if file is not None and not isinstance(file, dict) else file
     cfg = build_tree(TaskConfig(), file, overrides or [], shorthands=_SHORTHANDS, kind="task")
     _validate(cfg)
     return cfg

@@ -28,7 +28,9 @@ if TYPE_CHECKING:  # task.py builds TaskConfig from the registered protocols, wh
 __all__ = ["SplitData", "TaskData", "dataset_kwargs", "load_task_data", "public_metadata"]
 
 # keys of the task's data section that are not ``build_dataset`` arguments
-_NOT_DATASET_ARGS = {"root", "source", "split", "label", "class_names", "max_train", "max_val", "max_test"}
+# label_columns: subject manifests' (Pan-FM), not an image dataset's
+_NOT_DATASET_ARGS = {"root", "source", "split", "label", "class_names", "max_train", "max_val", "max_test",
+                     "label_columns"}
 _PATH_ARGS = ("label_map", "class_map", "split_file")
 
 # manifest columns that may identify a person never reach a report
@@ -84,8 +86,8 @@ def load_task_data(task: TaskConfig, limits: Mapping[str, int | None]) -> TaskDa
     d = task.data
     source = task.data_path(d.source)
     if source is None or not Path(source).exists():
-        raise FileNotFoundError(f"data source {d.source!r} not found under data.root={d.root!r} "
-                                "(pass data.root=<folder holding the shared data>)")
+        raise FileNotFoundError(f"data source {d.source!r} not found ({source}; data.root={d.root!r}): pass "
+                                "data.root=<folder holding the shared data> or set ORGANFM_DATA")
     dataset = build_dataset(source, split=None, **dataset_kwargs(task))
     labels, class_names = _labels(dataset, task)
     splits: dict[str, SplitData] = {}

@@ -29,11 +29,15 @@ class StepState:
         step: optimisation steps done before this one (0-based index of this step).
         epoch: ``step / steps_per_epoch``, fractional.
         values: this step's scheduled values, by name (``lr``, ``weight_decay`` and the method's own).
+        rank: this process's global rank (a method drawing random masks seeds them by it, so ranks differ).
+        micro_batch: index of this micro-batch within the step's gradient accumulation (0 without it).
     """
 
     step: int
     epoch: float = 0.0
     values: dict[str, float] = field(default_factory=dict)
+    rank: int = 0
+    micro_batch: int = 0
 
     def __getitem__(self, name: str) -> float:
         try:

@@ -1,9 +1,11 @@
 """``imagetext``: CLIP [0] pretraining, MMKD-CLIP's stage 1 [1]: an image backbone and a text tower trained on
 image-text pairs. (Not named ``clip``: the engine's gradient clipping owns that word.)
 
-    L = ½[CE(σ·I·Tᵀ, P) + CE(σ·T·Iᵀ, P)],  σ = exp(logit_scale) clamped at 100 (logit_scale <= ln 100)
+    L = ½[CE(σ·I·Tᵀ, P) + CE(σ·T·Iᵀ, P)],  σ = exp(logit_scale)
 
-with I, T the L2-normalised joint embeddings of a batch and P the positives: the diagonal, or, with
+with logit_scale clamped to [0, ln 100] in place after each optimizer step (as CLIP does; a clamp in the
+forward would stop its gradient above ln 100, and it could never come back down),
+I, T the L2-normalised joint embeddings of a batch and P the positives: the diagonal, or, with
 ``repeated_positives`` (the default), every pair of items whose texts are identical. Captions templated
 from organ names repeat within a batch; plain CLIP would push a liver image away from another liver image's
 identical caption (the UniCL fix). With distinct texts both are the seed's symmetric InfoNCE.
@@ -19,12 +21,10 @@ starting point (``method.text_init``).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from organfm.losses.distill import clip_loss
+from organfm.losses.distill import clamp_logit_scale, clip_loss
 from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.registry import register_method
 from organfm.monitor.signals import alignment, uniformity
@@ -52,7 +52,7 @@ class ImageText(Method):
         text_width: width of a ``small`` tower.
         embed_dim: D, the joint space.
         init_temp: initial temperature (logit_scale = ln(1/T)).
-        max_logit_scale: σ is clamped at this value.
+        max_logit_scale: σ is kept at or below this value (the parameter is clamped after each step).
         repeated_positives: identical texts in a batch are positives of each other.
     """
 
@@ -72,7 +72,7 @@ class ImageText(Method):
         tower = build_text_tower(text_tower, tokenizer_file=tokenizer_file, width=text_width)
         self.student = nn.ModuleDict({"backbone": backbone, "text": JointText(
             tower, image_dim=backbone.num_features, embed_dim=embed_dim, init_temp=init_temp)})
-        self.max_log_scale, self.repeated_positives = math.log(max_logit_scale), repeated_positives
+        self.max_logit_scale, self.repeated_positives = max_logit_scale, repeated_positives
 
     def exported_text(self) -> JointText:
         return self.student["text"]
@@ -85,7 +85,7 @@ class ImageText(Method):
         joint: JointText = self.student["text"]
         images = joint.image(self.student["backbone"](batch["global"][0]))
         texts = joint.text(joint.tower.tokenize(batch["text"]))
-        sigma = joint.logit_scale.clamp(0.0, self.max_log_scale).exp()
+        sigma = joint.logit_scale.exp()
         groups = batch["text_id"] if self.repeated_positives else None
         loss = clip_loss(images, texts.to(images.dtype), sigma, groups)
         with torch.no_grad():  # a caption ranks its own image's text first (ties with identical texts count)
@@ -94,6 +94,10 @@ class ImageText(Method):
             top1 = (sims.max(1).values <= own + 1e-6).float().mean()
         return StepOutput(loss=loss, logs={"loss": loss.detach(), "logit_scale": sigma.detach(),
                                            "i2t_top1": top1})
+
+    def after_step(self, state: StepState) -> None:
+        """σ stays in [1, max_logit_scale]: the parameter is clamped in place after the step."""
+        clamp_logit_scale(self.student["text"].logit_scale, self.max_logit_scale)
 
     @torch.no_grad()
     def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:

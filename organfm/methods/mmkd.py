@@ -7,13 +7,17 @@ each image comes with the projected targets of ONE of its available teachers, dr
 
     L = CLIP(s_a, s_b) + w_fd·[MSE(s_a, t_a) + MSE(s_b, t_b)] + ½[CE(c·s_a·t_bᵀ) + CE(c·s_b·t_aᵀ)]
 
-(``organfm.losses.distill``; c a learnable scale initialised at ln(1/0.07), used as is).
+(``organfm.losses.distill``; c a learnable scale initialised at ln(1/0.07), used as is; σ = exp(logit_scale),
+the parameter clamped to [0, ln max_logit_scale] in place after each optimizer step, ``after_step``).
 
 - With texts (``method.texts`` not ``none``; the seed's setting): a = the image, b = its text; the student has a
   text side (``student.text``, a :class:`~organfm.text.tower.JointText`, exported beside the backbone, optionally
   started from a stage-1 ``imagetext`` (CLIP) model with ``method.text_init``). t_a, t_b are the sampled teacher's image
   and text targets. A teacher without a text tower has no t_b: for those rows t_b is the student's own
-  (detached) text embedding, so their text FD is 0 and their ICL row is the CLIP term at scale c.
+  (detached) text embedding, so their text FD is 0 and their ICL row (student image vs. the batch's t_b) has a
+  positive that is the student's own text; in a batch that mixes teachers, its negatives are the other rows'
+  t_b, teacher targets for the rows whose teacher has text. So the row is not the CLIP term; it is only in a
+  batch where no teacher has text.
 - Images only (``texts=none``, the default): a, b = two views of the image, t_a = t_b = the teacher's image
   target, through a linear head.
 
@@ -29,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from organfm.batches.teachers import TEACHER_FILTERS
-from organfm.losses.distill import DistillLoss
+from organfm.losses.distill import DistillLoss, clamp_logit_scale
 from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.imagetext import TEXT_SOURCE_KEYS
 from organfm.methods.registry import register_method
@@ -48,11 +52,15 @@ class MMKD(Method):
         teachers: ``NAME=SPEC`` per teacher (run folder, export, ``random:<arch>``, ``timm:<arch>:<file>``, or an
             ``organfm embed`` output folder). Read by the batch source; required to train.
         embed_dim: D, the shared space of student embeddings and projected teacher features.
-        fd_weight: w_fd (the official recipe's ``kdweight`` = 50).
+        fd_weight: w_fd (the official recipe's ``kdweight`` = 50, with ``fd_scale=per_dim``).
+        fd_scale: ``per_dim`` (FD is the elementwise mean over D, the reference: for unit vectors ||s - t||²/D,
+            so a given w_fd weakens as embed_dim grows) or ``sum`` (summed over D: the same strength at any D;
+            w_fd = 50 per_dim at D = 128 is w_fd ≈ 0.39 sum).
         icl_weight: w_icl.
         task_weight: weight of the CLIP task term between the two views.
         init_temp: initial temperature of both scales: logit_scale = ln(1/T), c = ln(1/T).
-        max_logit_scale: the task's σ = exp(logit_scale) is clamped at this value.
+        max_logit_scale: the task's σ = exp(logit_scale) is kept at or below this value (the parameter is clamped
+            in place after each optimizer step, not in the forward, so a scale above it still has a gradient).
         projector_hidden: width of the projector's shared MLPs.
         projector_noise: sigma of the projector's input noise.
         projector_dropout: dropout in the projector's MLPs.
@@ -83,7 +91,8 @@ class MMKD(Method):
     smoke_overrides = ("method.teachers=[a=random:test_convnext,b=random:test_resnet]", "method.projector_steps=20")
 
     def __init__(self, backbone: nn.Module, *, teachers: list[str] = (), embed_dim: int = 128,
-                 fd_weight: float = 50.0, icl_weight: float = 1.0, task_weight: float = 1.0,
+                 fd_weight: float = 50.0, fd_scale: str = "per_dim", icl_weight: float = 1.0,
+                 task_weight: float = 1.0,
                  init_temp: float = 0.07, max_logit_scale: float = 100.0, projector_hidden: int = 256,
                  projector_noise: float = 0.01, projector_dropout: float = 0.2, projector_steps: int = 200,
                  projector_lr: float = 2e-3, projector_contrastive: float = 0.0, teacher_filter: str = "all",
@@ -114,7 +123,7 @@ class MMKD(Method):
                                              init_temp=init_temp)
         self.icl_scale = nn.Parameter(torch.tensor(math.log(1 / init_temp)))  # used as is (the official code)
         self.loss_fn = DistillLoss(fd_weight=fd_weight, icl_weight=icl_weight, task_weight=task_weight,
-                                   max_logit_scale=max_logit_scale)
+                                   max_logit_scale=max_logit_scale, fd_scale=fd_scale)
 
     def exported_text(self) -> JointText | None:
         return self.student["text"] if self.with_texts else None
@@ -146,9 +155,14 @@ class MMKD(Method):
                              "method.embed_dim must match the projected features")
         terms = self.loss_fn.terms(s_1, s_2, t, t, self.logit_scale, self.icl_scale)
         logs = {f"loss_{k}" if k != "loss" else k: v.detach() for k, v in terms.items()}
-        logs["logit_scale"] = self.logit_scale.detach().clamp(0, self.loss_fn.max_log_scale).exp()
+        logs["logit_scale"] = self.logit_scale.detach().exp()
         logs["icl_scale"] = self.icl_scale.detach()
         return StepOutput(loss=terms["loss"], logs=logs)
+
+    def after_step(self, state: StepState) -> None:
+        """The task's logit scale is clamped to [0, ln max_logit_scale] in place (the reference's clamp)."""
+        scale = self.student["text"].logit_scale if self.with_texts else self.logit_scale
+        clamp_logit_scale(scale, self.loss_fn.max_logit_scale)
 
     @torch.no_grad()
     def health_signals(self, batch: dict, state: StepState) -> dict[str, float]:
@@ -169,7 +183,7 @@ class MMKD(Method):
         terms = self.loss_fn.terms(s_img, s_txt, t_img, t_txt, joint.logit_scale, self.icl_scale,
                                    groups=batch["text_id"])
         logs = {f"loss_{k}" if k != "loss" else k: v.detach() for k, v in terms.items()}
-        logs["logit_scale"] = joint.logit_scale.detach().clamp(0, self.loss_fn.max_log_scale).exp()
+        logs["logit_scale"] = joint.logit_scale.detach().exp()
         logs["icl_scale"] = self.icl_scale.detach()
         logs["teacher_text_fraction"] = has.float().mean()
         return StepOutput(loss=terms["loss"], logs=logs)

@@ -13,6 +13,7 @@ teacher pass already produced, so it costs no extra forward (``organfm.views.org
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,9 +90,17 @@ class PanFM(EMATeacherMethod):
         self.teacher = build_ema_teacher(self.student)
         self.cls_loss = DINOLoss(out_dim, student_temp=student_temp, center_momentum=center_momentum)
         self.token_loss = MaskedTokenLoss(out_dim, student_temp=student_temp, center_momentum=center_momentum)
-        # masks are a pure function of (this seed, step): drawn at construction under the run seed, saved with
-        # the method, so a resumed run draws exactly the masks of an uninterrupted one
+        # masks are a pure function of (this seed, step, rank, micro-batch): the seed is drawn at construction
+        # under the run seed and saved with the method, so a resumed run draws exactly the masks of an
+        # uninterrupted one
         self.register_buffer("mask_seed", torch.randint(0, 2**62, ()))
+
+    def mask_generator(self, state: StepState) -> torch.Generator:
+        """The generator of this micro-batch's masks: a pure function of (mask seed, step, rank, micro-batch), so
+        DDP ranks and accumulation micro-batches draw different masks and a resumed run draws the same ones."""
+        key = [int(self.mask_seed), state.step, state.rank, state.micro_batch]
+        words = np.random.SeedSequence(key).generate_state(2, np.uint32)
+        return torch.Generator().manual_seed(int(words[0]) << 31 | int(words[1]) >> 1)
 
     def choose_masks(self, saliency: torch.Tensor, available: torch.Tensor,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +124,7 @@ class PanFM(EMATeacherMethod):
         with torch.no_grad():
             t = self.teacher["backbone"].forward_features(images, available)
             saliency = organ_saliency(t["cls_attention"], available, n, per_token=self.saliency_per_token)
-        generator = torch.Generator().manual_seed(int(self.mask_seed) + 1_000_003 * state.step)
+        generator = self.mask_generator(state)
         organ_mask, guided = self.choose_masks(saliency, available, generator)
         token_mask = organ_token_mask(organ_mask, n)
         s = self.student["backbone"].forward_features(images, available, token_mask=token_mask)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from organfm.backbones.swin3d import Swin3DBackbone
 from organfm.losses.log_ratio import LogRatioLoss
 from organfm.losses.masked_l1 import MaskedL1Loss
 from organfm.methods.base import Method, StepOutput, StepState
@@ -87,7 +88,8 @@ class Triad(Method):
         spacing: resample volumes to this voxel size in mm (D, H, W) and centre-crop/pad to the cube;
             None resizes the whole volume to the cube (the paper).
         synthetic_volumes: RaSD synthetic 3D volumes added to the user's volumes.
-        decoder_dim: width of the light decoder.
+        decoder_dim: width of the light decoder; None: the reference's per encoder, the Swin bottleneck width
+            (``swin3d``: embed·16, the spec's 768, so the adapter is the identity) or 24 (the U-Net path).
         text_weight: weight of the log-ratio term; 0 switches the text constraint off.
         text_encoder: the frozen text encoder of the descriptions (``hash``).
         text_dim: size of the text embedding.
@@ -100,7 +102,8 @@ class Triad(Method):
 
     batch_source = "volumes"
     source_keys = ("cube", "mask_patch_size", "model_patch_size", "mask_ratio", "flip_prob", "spacing",
-                   "synthetic_volumes", "text_encoder", "text_dim", "encoder_channels", "encoder_strides")
+                   "synthetic_volumes", "text_encoder", "text_dim", "encoder_channels", "encoder_strides",
+                   "text_weight")
     export_prefix = "student.backbone.model."
     # the reference's optimiser: AdamW (0.9, 0.95), weight decay 0.05, lr 1e-4, warmup then half-cycle cosine
     section_defaults = {
@@ -114,7 +117,7 @@ class Triad(Method):
 
     def __init__(self, backbone: nn.Module, *, cube: int = 32, mask_patch_size: int = 8, model_patch_size: int = 2,
                  mask_ratio: float = 0.6, flip_prob: float = 0.2, spacing: list[float] | None = None,
-                 synthetic_volumes: int = 0, decoder_dim: int = 24, text_weight: float = 0.1,
+                 synthetic_volumes: int = 0, decoder_dim: int | None = None, text_weight: float = 0.1,
                  text_encoder: str = "hash", text_dim: int = 256, text_hidden: int = 512,
                  log_ratio_eps: float = 1e-4, encoder_channels: list[int] | None = None,
                  encoder_strides: list[int] | None = None) -> None:
@@ -131,6 +134,8 @@ class Triad(Method):
         self.text_weight = text_weight
         total = int(getattr(backbone, "total_stride", 2 ** (len(backbone.skip_channels) - 1)))
         num_up = total.bit_length() - 1
+        if decoder_dim is None:
+            decoder_dim = int(backbone.skip_channels[-1]) if isinstance(backbone, Swin3DBackbone) else 24
         if 2 ** num_up != total:
             raise ValueError(f"the encoder's total stride {total} must be a power of 2")
         student = nn.ModuleDict({"backbone": backbone,

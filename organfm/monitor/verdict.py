@@ -87,6 +87,10 @@ def judge(now: dict[str, float], start: dict[str, float] | None, *,
             bucket.append((text, advice))
 
     # --- collapse -----------------------------------------------------------------------------------------
+    if now.get("non_finite"):
+        return Verdict(COLLAPSED, "the exported network's embeddings of the monitor images are NaN or infinite",
+                       ["lower optim.lr", "check the data and views.mean/views.std"],
+                       {"finite": {"ok": False, "text": "non-finite embeddings"}})
     ratio, ratio0 = now.get("embed_std_ratio"), start.get("embed_std_ratio")
     if _finite(ratio):
         # pooled ReLU features of a fresh network already point one way (spread ~0.05): collapse is a fall

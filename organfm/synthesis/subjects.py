@@ -9,8 +9,11 @@ Pan-FM's embedded default (issue 13; seed-systems.md §2, P5). A subject has one
 
 Organs are missing not at random: an organ's chance of being absent rises with disease 0
 (``mnar_strength``), as sicker UK-Biobank participants skip more imaging visits. Every subject keeps at
-least one organ. Items are a pure function of (seed, index): labels and availability come from one
-random stream and pixels from another, so :meth:`labels_and_availability` never renders an image.
+least one organ. Items are a pure function of (seed, index_offset + index): labels and availability come
+from one random stream and pixels from another, so :meth:`labels_and_availability` never renders an image.
+The seed fixes the *world* (organ anatomy, disease-mark places); ``index_offset`` picks other subjects of the
+same world, so held-out evaluation subjects (same seed, indices past the pretraining range) are new draws from
+the distribution the model was pretrained on rather than from another world.
 """
 from __future__ import annotations
 
@@ -44,7 +47,8 @@ class SyntheticSubjects(Dataset):
         size: S, image side in pixels.
         num_diseases: D binary labels per subject.
         dim: 2 (images) or 3 (volumes).
-        seed: the generator seed.
+        seed: the generator seed (the world: anatomy and mark places, and every subject's draws).
+        index_offset: item ``i`` is the world's subject ``index_offset + i`` (disjoint ranges: disjoint subjects).
         dominant: index of the dominant organ.
         dominant_strength: amplitude of the dominant organ's disease blob (intensities are in [0, 1]).
         subtle_strength: amplitude of every other organ's disease blob.
@@ -58,7 +62,7 @@ class SyntheticSubjects(Dataset):
     """
 
     def __init__(self, num_subjects: int = 256, num_organs: int = 5, size: int = 32, num_diseases: int = 2, *,
-                 dim: int = 2, seed: int = 0, dominant: int = 0, dominant_strength: float = 0.35,
+                 dim: int = 2, seed: int = 0, index_offset: int = 0, dominant: int = 0, dominant_strength: float = 0.35,
                  subtle_strength: float = 0.12, noise: float = 0.05, missing_prob: float = 0.2,
                  mnar_strength: float = 1.0, dominant_missing_prob: float = 0.1) -> None:
         if dim not in (2, 3):
@@ -67,10 +71,12 @@ class SyntheticSubjects(Dataset):
             raise ValueError(f"need >= 1 subject, organ and disease; got {num_subjects}, {num_organs}, {num_diseases}")
         if not 0 <= dominant < num_organs:
             raise ValueError(f"dominant organ {dominant} is not one of the {num_organs} organs")
+        if index_offset < 0:
+            raise ValueError(f"index_offset must be >= 0, got {index_offset}")
         if size < 8:
             raise ValueError(f"size must be >= 8 pixels, got {size}")
         self.num_subjects, self.num_organs, self.size, self.num_diseases = num_subjects, num_organs, size, num_diseases
-        self.dim, self.seed, self.dominant = dim, seed, dominant
+        self.dim, self.seed, self.index_offset, self.dominant = dim, seed, index_offset, dominant
         self.dominant_strength, self.subtle_strength, self.noise = dominant_strength, subtle_strength, noise
         self.missing_prob, self.mnar_strength = missing_prob, mnar_strength
         self.dominant_missing_prob = dominant_missing_prob
@@ -93,7 +99,7 @@ class SyntheticSubjects(Dataset):
         """Subject ``index``'s labels (D,) float32 and available organs (O,) bool, without rendering pixels."""
         if not 0 <= index < self.num_subjects:
             raise IndexError(f"subject {index} out of range [0, {self.num_subjects})")
-        rng = np.random.default_rng([self.seed, 1, index])
+        rng = np.random.default_rng([self.seed, 1, self.index_offset + index])
         labels = (rng.random(self.num_diseases) < 0.5).astype(np.float32)
         shift = self.mnar_strength * (2.0 * labels[0] - 1.0)
         base = np.full(self.num_organs, self.missing_prob)
@@ -130,7 +136,8 @@ class SyntheticSubjects(Dataset):
         labels, available = self.labels_and_availability(index)
         images = np.zeros((self.num_organs, 1) + (self.size,) * self.dim, dtype=np.float32)
         for o in np.flatnonzero(available):
-            images[o, 0] = self._organ_image(int(o), labels, np.random.default_rng([self.seed, 2, index, int(o)]))
+            rng = np.random.default_rng([self.seed, 2, self.index_offset + index, int(o)])
+            images[o, 0] = self._organ_image(int(o), labels, rng)
         return {"images": torch.from_numpy(images), "available": torch.from_numpy(available),
                 "labels": torch.from_numpy(labels), "organ_ids": torch.arange(self.num_organs), "index": index}
 
@@ -139,7 +146,8 @@ class SyntheticSubjects(Dataset):
         avail = np.stack([self.labels_and_availability(i)[1] for i in range(self.num_subjects)])
         return {"source": "synthetic_subjects", "num_subjects": self.num_subjects, "organs": self.organs,
                 "dominant_organ": self.organs[self.dominant], "dim": self.dim, "size": self.size,
-                "num_diseases": self.num_diseases, "seed": self.seed, "mnar_strength": self.mnar_strength,
+                "num_diseases": self.num_diseases, "seed": self.seed, "index_offset": self.index_offset,
+                "mnar_strength": self.mnar_strength,
                 "organ_availability": dict(zip(self.organs, avail.mean(0).round(3).tolist()))}
 
 

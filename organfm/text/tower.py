@@ -178,6 +178,9 @@ def save_joint_text(joint: JointText, folder: str | Path, state_dict: dict[str, 
     weights = {k: v.detach().cpu().contiguous() for k, v in (state_dict or joint.state_dict()).items()}
     tmp = folder / f".{_WEIGHTS}.tmp"
     save_file(weights, str(tmp), metadata={"format": FORMAT})
+    from organfm.data.runfiles import file_mode
+
+    os.chmod(tmp, file_mode())  # the safetensors writer makes owner-only files
     os.replace(tmp, folder / _WEIGHTS)
     tmp = folder / f".{_DESC}.tmp"
     tmp.write_text(json.dumps(joint.describe(), indent=2))

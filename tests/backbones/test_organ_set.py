@@ -111,3 +111,80 @@ def test_export_reloads_and_keeps_the_no_leakage_property(tmp_path):
         assert torch.equal(reloaded(x, available), bb(x, available))
         noisy = _fill_missing(x, available, 1e3 * torch.randn_like(x))
         assert torch.equal(reloaded(noisy, available), reloaded(x, available))
+
+
+def _peaked(depth: int = 3, **kw) -> torch.nn.Module:
+    """A backbone whose attention is far from uniform and differs between layers and heads (a fresh init is
+    near uniform everywhere, where taking the wrong layer or head would go unnoticed)."""
+    torch.manual_seed(0)
+    bb = create_backbone("organ_set_vit", **{**SMALL, "depth": depth, **kw}).eval()
+    with torch.no_grad():
+        for p in bb.model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return bb
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_fused_attention_gives_the_outputs_of_the_explicit_one(dim):
+    bb = _peaked(spatial_dims=dim)
+    x, available = _sets(dim=dim)
+    token_mask = torch.zeros(4, 3 * bb.tokens_per_organ, dtype=torch.bool)
+    token_mask[:, :bb.tokens_per_organ] = True
+    with torch.no_grad():
+        fused = bb.forward_features(x, available, token_mask=token_mask)
+        bb.model.fused_attention = False
+        explicit = bb.forward_features(x, available, token_mask=token_mask)
+    for key in ("cls", "tokens", "cls_attention"):
+        assert torch.allclose(fused[key], explicit[key], atol=1e-5), key
+
+
+def test_fused_attention_gradients_match_the_explicit_ones():
+    bb = _peaked()
+    x, available = _sets()
+    grads = []
+    for fused in (True, False):
+        bb.model.fused_attention = fused
+        bb.zero_grad()
+        out = bb.forward_features(x, available)
+        (out["cls"].pow(2).sum() + out["cls_attention"].sum()).backward()
+        grads.append(bb.model.blocks[0].attn.qkv.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-4)
+
+
+def test_cls_attention_is_the_last_layers_cls_row_averaged_over_heads():
+    """Recomputed by hand from the input of the last block: fails if the first layer's or one head's is taken."""
+    bb = _peaked(depth=3)
+    x, available = _sets()
+    seen = {}
+    blocks = bb.model.blocks
+    hooks = [blocks[i].register_forward_pre_hook(lambda m, args, i=i: seen.__setitem__(i, args)) for i in (0, 2)]
+    with torch.no_grad():
+        got = bb.forward_features(x, available)["cls_attention"]
+    for h in hooks:
+        h.remove()
+
+    def cls_rows(block, inputs):  # (B, heads, N-1): the [CLS] query's softmax over keys, token keys only
+        hidden, ignore = inputs
+        attn = block.attn
+        b, n, e = hidden.shape
+        q, k, _ = attn.qkv(block.norm1(hidden)).view(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)
+        logits = (q[:, :, 0:1] @ k.transpose(-2, -1))[:, :, 0] * attn.scale
+        return logits.masked_fill(ignore[:, None], float("-inf")).softmax(-1)[:, :, 1:]
+
+    with torch.no_grad():
+        last, first = cls_rows(blocks[2], seen[2]), cls_rows(blocks[0], seen[0])
+    assert torch.allclose(got, last.mean(1), atol=1e-6)
+    # the reference tells the alternatives apart on this network
+    assert (last.mean(1) - first.mean(1)).abs().max() > 1e-3
+    assert (last.mean(1) - last[:, 0]).abs().max() > 1e-3
+
+
+def test_size_arguments_set_width_depth_heads_and_patch():
+    bb = create_backbone("organ_set_vit", num_organs=2, image_size=32, patch_size=16, embed_dim=48, depth=3,
+                         num_heads=6)
+    assert bb.num_features == 48 and len(bb.model.blocks) == 3 and bb.model.blocks[0].attn.num_heads == 6
+    assert bb.tokens_per_organ == 4 and bb.backbone_args["embed_dim"] == 48
+    with pytest.raises(ValueError, match="divisible"):
+        create_backbone("organ_set_vit", embed_dim=48, num_heads=5)
+    with pytest.raises(ValueError, match="depth"):
+        create_backbone("organ_set_vit", depth=0)

@@ -44,3 +44,29 @@ def test_a_manifest_feeds_the_same_batches(tmp_path):
     b = next(iter(src.batches))
     assert b["images"].shape == (4, 2, 1, 16, 16) and src.contract["organs"] == ["heart", "liver"]
     assert b["available"].sum() == 6
+
+
+def test_a_manifest_with_a_non_label_column_and_no_split_column_trains_with_label_columns(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rows = ["subject,organ,path,disease,age"]
+    for i in range(4):
+        Image.fromarray((np.random.default_rng(i).random((12, 12)) * 255).astype(np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append(f"s{i},heart,{i}.png,{i % 2},{40 + i}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    # data.split keeps its default (train): a manifest without a split column gives all its subjects
+    src = _source(source=str(tmp_path / "m.csv"), label_columns=["disease"])
+    b = next(iter(src.batches))
+    assert b["labels"].shape == (4, 1) and sorted(b["labels"][:, 0].tolist()) == [0, 0, 1, 1]
+    assert src.summary(0)["labels"] == ["disease"] and "synthetic_subjects" not in src.contract
+
+
+def test_the_synthetic_contract_records_the_world_and_an_offset_draws_other_subjects():
+    src = _source()
+    assert src.contract["synthetic_subjects"] == {"seed": 0, "index_offset": 0, "num_subjects": 12, "dominant": 0}
+    later = _source(synthetic_index_offset=12)
+    assert later.contract["synthetic_subjects"]["index_offset"] == 12
+    from organfm.synthesis.subjects import SyntheticSubjects
+
+    assert torch.equal(later.batches.dataset.subjects[0]["images"], SyntheticSubjects(24, 3, 16, 6)[12]["images"])

@@ -13,7 +13,7 @@ from organfm.data import build_dataset
 from organfm.data.errors import DataError
 from organfm.synthesis import SyntheticOrgans
 from organfm.text.tokenizer import WordTokenizer
-from tests.batches.test_features import _ctx
+from tests.batches.test_features import _ctx, stored_targets
 from tests.evaluation.test_zeroshot import tiny_joint, write_export, write_manifest
 
 TEXTS = {0: "left kidney cyst", 1: "fatty liver", 2: "clear lung", 3: "left kidney cyst", 4: "fatty liver",
@@ -100,7 +100,7 @@ def test_text_batches_carry_the_sampled_teachers_text_target_and_resume_exactly(
     assert src.method_kwargs["tokenizer_file"].endswith("text/tokenizer.json")
     stream = iter(src.batches)
     b = [next(stream) for _ in range(3)][2]
-    stored = torch.load(next((tmp_path / "run" / "teacher_features").glob("projected-*.pt")), weights_only=True)
+    stored = stored_targets(tmp_path / "run" / "teacher_features", ["clip", "r"])
     assert stored["has_text"].tolist() == [True, False] and stored["projected_text"].shape == (2, 2, 8)
     assert b["text"] == [f"a medical image of the organ {int(o):02d}" for o in b["organ"]]
     has = b["teacher_id"] == 0
@@ -124,7 +124,7 @@ def test_caption_filter_needs_texts_and_a_teacher_with_a_text_tower(tmp_path):
     with pytest.raises(ValueError, match="no teacher has a text tower"):
         create_batch_source("features", ctx)
     src = create_batch_source("features", _text_ctx(tmp_path, tmp_path / "c", teacher_filter="caption"))
-    stored = torch.load(next((tmp_path / "c" / "teacher_features").glob("projected-*.pt")), weights_only=True)
+    stored = stored_targets(tmp_path / "c" / "teacher_features", ["clip", "r"])
     assert stored["available"][:, 1].all() and stored["available"].any(1).all()  # the text-less teacher stays
     b = next(iter(src.batches))
     assert b["available"][torch.arange(4), b["teacher_id"]].all()

@@ -76,3 +76,16 @@ def test_no_dicom_identifier_reaches_descriptions_logs_or_exports(tmp_path, make
     assert summary.export is not None and len(texts) > 3
     for word in IDENTIFIERS:
         assert not any(word.encode() in t for t in texts), word
+
+
+def test_one_shared_description_is_warned_about_unless_the_text_term_is_off(tmp_path):
+    import warnings
+
+    import pytest
+
+    data = _npz_data(tmp_path)  # npz volumes carry no acquisition metadata: one description for all
+    with pytest.warns(UserWarning, match="share one acquisition description.*text term"):
+        create_batch_source("volumes", _ctx(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create_batch_source("volumes", _ctx(data, text_weight=0.0))

@@ -75,23 +75,24 @@ def test_compare_pairs_by_seed_when_seeds_match_else_welch() -> None:
     assert st.compare(a, {0: 0.8, 1: 0.7}).n == "n = 3 vs 2 pretraining runs"
 
 
-def test_intra_gate_compares_final_teacher_entropy_with_ln_k() -> None:
-    ln_k = math.log(4096)  # 8.318; the threshold 0.9 ln K = 7.486
-    ok = st.intra_gate([7.0, 7.4], 4096)
-    assert ok.learning is True and not ok.blocks and ok.text == f"teacher entropy 7.00–7.40 of ln K = {ln_k:.2f}: learning"
-    slow = st.intra_gate([7.0, 8.03], 4096)  # one run still near uniform: the arm is not learning
-    assert slow.blocks and slow.text == "teacher entropy 7.00–8.03 of ln K = 8.32: not learning — no verdict"
-    assert st.intra_gate([7.49], 4096).blocks and not st.intra_gate([7.48], 4096).blocks
-    missing = st.intra_gate([7.0, None], 4096)
-    assert missing.blocks and missing.text == "teacher entropy not recorded — no verdict on the intra branch"
-    assert st.intra_gate(None, None).blocks
-    none = st.intra_gate(None, None, has_intra=False)
+def test_health_gate_needs_every_run_learning_by_its_own_verdict() -> None:
+    ok = st.health_gate(["learning", "learning"])
+    assert ok.learning is True and not ok.blocks and ok.text == "health: learning in 2/2 runs"
+    # a collapsed teacher (entropy near 0) passed the old entropy gate; it blocks this one
+    collapsed = st.health_gate(["learning", "collapsed"])
+    assert collapsed.blocks and collapsed.text == "health: learning in 1/2 runs (1 collapsed) — no verdict"
+    slow = st.health_gate(["not learning yet"] * 3)
+    assert slow.blocks and "learning in 0/3 runs (3 not learning yet)" in slow.text
+    missing = st.health_gate(["learning", None])
+    assert missing.blocks and missing.text == "health verdict not recorded — no verdict"
+    assert st.health_gate(None).blocks
+    none = st.health_gate(None, applies=False)
     assert none.learning is None and not none.blocks
 
 
 def test_verdict_needs_a_test_a_learning_intra_branch_and_holm() -> None:
     up, down = st.Comparison(0.02, 0.01, 3, 3, "paired t", 0.01, 3), st.Comparison(-0.02, 0.01, 3, 3, "paired t", 0.01, 0)
-    learning, stuck = st.intra_gate([5.0], 4096), st.intra_gate([8.1], 4096)
+    learning, stuck = st.health_gate(["learning"]), st.health_gate(["collapsed"])
     assert st.verdict(up, 0.03, (learning,)) == "supported (Holm p < 0.05)"
     assert st.verdict(up, 0.06, (learning,)) == "not shown (Holm p ≥ 0.05)"       # raw p 0.01 does not count
     assert st.verdict(down, 0.03, ()) == "**contradicted** (opposite sign, Holm p < 0.05)"
@@ -99,3 +100,67 @@ def test_verdict_needs_a_test_a_learning_intra_branch_and_holm() -> None:
     one = st.Comparison(0.02, math.nan, 1, 1, "none", math.nan)
     assert st.verdict(one, math.nan, (learning,)) == "no test with n = 1 pretraining run — no verdict"
     assert st.pvalue(0.0004) == "< 0.001" and st.pvalue(0.0234) == "0.023" and st.pvalue(math.nan) == "–"
+
+
+def test_mde_of_the_paired_t_against_known_answers_and_a_simulation() -> None:
+    # Cohen's tables: a paired/one-sample t at alpha 0.05 needs n = 34 for d_z = 0.5 at power 0.8 (33 is short)
+    assert st.mde(1.0, 34, 0.05) < 0.5 < st.mde(1.0, 33, 0.05)
+    d10 = st.mde(1.0, 10, 0.05)
+    assert d10 == pytest.approx(0.996, abs=2e-3)
+    assert st.paired_power(d10, 10, 0.05) == pytest.approx(0.8, abs=1e-6)
+    # simulation: n = 10 normal differences with mean d10 (sd 1) reject at alpha 0.05 in 80 % of draws
+    from scipy import stats
+    x = np.random.default_rng(0).standard_normal((40000, 10)) + d10
+    t = x.mean(1) / (x.std(1, ddof=1) / math.sqrt(10))
+    assert (np.abs(t) > stats.t.ppf(0.975, 9)).mean() == pytest.approx(0.8, abs=0.01)
+    # large n: (z_{1-a/2} + z_power) / sqrt(n); units follow sd; no test below 2 pairs
+    assert st.mde(1.0, 400, 0.05) == pytest.approx((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) / 20, rel=0.01)
+    assert st.mde(0.02, 6, 0.05 / 9) == pytest.approx(0.02 * st.mde(1.0, 6, 0.05 / 9))
+    assert st.mde(1.0, 1, 0.05) == math.inf and math.isnan(st.mde(math.nan, 6, 0.05))
+    # the arithmetic: n = 3 in a 21-row family needs t_{1-0.05/42, 2} / sqrt 3 ~ 11.8 sd to be significant,
+    # and an effect of 15 sd for power 0.8
+    assert stats.t.ppf(1 - 0.05 / 42, 2) / math.sqrt(3) == pytest.approx(11.8, abs=0.05)
+    assert st.mde(1.0, 3, 0.05 / 21) == pytest.approx(15.0, abs=0.1)
+
+
+def test_contrast_tests_the_interaction_on_the_same_models() -> None:
+    coda_1, dino_1 = {0: 0.80, 1: 0.82, 2: 0.78, 3: 0.90}, {0: 0.70, 1: 0.75, 2: 0.74}
+    coda_100, dino_100 = {0: 0.95, 1: 0.96, 2: 0.94}, {0: 0.93, 1: 0.95, 2: 0.94}
+    c = st.contrast([(1, coda_1), (-1, dino_1), (-1, coda_100), (1, dino_100)])
+    by_hand = [(0.80 - 0.70) - (0.95 - 0.93), (0.82 - 0.75) - (0.96 - 0.95), (0.78 - 0.74) - (0.94 - 0.94)]
+    assert c.n_a == c.n_b == 3 and c.test == "paired t" and c.wins == 3   # seed 3 has no DINO run: left out
+    assert c.delta == pytest.approx(np.mean(by_hand)) and c.sd == pytest.approx(np.std(by_hand, ddof=1))
+    assert c.p == pytest.approx(st.paired_t(by_hand)[2])
+    # A - B is the two-term contrast, the same paired t as compare
+    assert st.contrast([(1, coda_100), (-1, dino_100)]).p == pytest.approx(st.compare(coda_100, dino_100).p)
+    one = st.contrast([(1, {0: 0.9}), (-1, {0: 0.8})])
+    assert one.test == "none" and math.isnan(one.p) and one.n == "n = 1 pretraining run"
+
+
+def test_learning_seeds_exclude_runs_that_are_not_learning_and_count_them() -> None:
+    g = st.learning_seeds({0: "learning", 1: "collapsed", 2: "learning", 3: None, 4: "learning"})
+    assert g.kept == (0, 2, 4) and g.excluded == ((1, "collapsed"), (3, "not recorded")) and not g.blocks
+    assert g.text == "3 learning, 2 excluded (seed 1: collapsed, seed 3: not recorded)"
+    few = st.learning_seeds({0: "learning", 1: "learning", 2: "not learning yet"})
+    assert few.blocks and few.text.endswith("— fewer than 3: no verdict")
+    random = st.learning_seeds({0: None, 1: None, 2: None}, applies=False)
+    assert random.kept == (0, 1, 2) and not random.blocks
+
+
+def test_preregistered_verdict_says_inconclusive_not_no_effect() -> None:
+    mde6 = st.mde(1.0, 6, 0.05 / 9)
+    weak = st.Comparison(0.004, 0.01, 6, 6, "paired t", 0.40, 4)                     # 0.4 sd, far below the MDE
+    v = st.preregistered_verdict(weak, 1.0, mde6)
+    assert v == f"not supported — inconclusive (MDE {mde6:.2f} sd > observed 0.40 sd)" and "no effect" not in v
+    strong = st.Comparison(0.03, 0.01, 6, 6, "paired t", 0.0004, 6)
+    assert st.preregistered_verdict(strong, 0.003, mde6) == "supported"
+    assert st.preregistered_verdict(dataclass_replace(strong, delta=-0.03), 0.003, mde6).startswith("not supported (opposite")
+    ok, few = st.learning_seeds({s: "learning" for s in range(6)}), st.learning_seeds({0: "learning", 1: "collapsed"})
+    assert st.preregistered_verdict(strong, 0.003, mde6, gates=(ok, few)).startswith("no verdict")
+    two = st.Comparison(0.03, 0.01, 2, 2, "paired t", 0.1, 2)
+    assert st.preregistered_verdict(two, 0.2, st.mde(1.0, 2, 0.05)) == "no verdict (n = 2 paired runs)"
+
+
+def dataclass_replace(c: st.Comparison, **kw: float) -> st.Comparison:
+    import dataclasses
+    return dataclasses.replace(c, **kw)

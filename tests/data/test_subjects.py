@@ -119,3 +119,42 @@ def test_a_utf8_byte_order_mark_is_tolerated(tmp_path):
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as spreadsheet exports write it
     m = read_subject_manifest(path)
     assert [s.id for s in m.subjects] == ["s1", "s2", "s3", "s4"] and m.label_names == ["diabetes", "stroke"]
+
+
+AGED = "subject,organ,path,split,disease,age\n"
+AGED_ROWS = ["s1,heart,s1h.png,train,1,41", "s1,liver,s1l.png,train,1,41", "s2,liver,s2l.png,train,0,57",
+             "s3,heart,s3h.png,test,1,63", "s4,heart,s4h.png,test,0,38"]
+
+
+def test_label_columns_name_the_labels_and_other_columns_are_ignored(tmp_path):
+    path = _manifest(tmp_path, AGED_ROWS, header=AGED)
+    m = read_subject_manifest(path, label_columns=["disease"])
+    assert m.label_names == ["disease"] and m.label_matrix()[:, 0].tolist() == [1, 0, 1, 0]
+    # without label_columns every extra column is a label, so the age column is refused, with the way out
+    with pytest.raises(DataError, match=r"subjects.csv:2 subject 's1'.*label column 'age' is '41'.*label_columns"):
+        read_subject_manifest(path)
+    with pytest.raises(DataError, match="label_columns names weight, not column"):
+        read_subject_manifest(path, label_columns=["disease", "weight"])
+
+
+@pytest.mark.parametrize("cell, match", [("", r"subjects.csv:4 subject 's2'.*label column 'disease' is empty"),
+                                         ("yes", r"subjects.csv:4 subject 's2'.*label column 'disease' is 'yes'"),
+                                         ("2", r"subjects.csv:4 subject 's2'.*must be 0 or 1")])
+def test_empty_and_non_binary_label_cells_are_errors_naming_line_and_column(tmp_path, cell, match):
+    rows = list(AGED_ROWS)
+    rows[2] = f"s2,liver,s2l.png,train,{cell},57"
+    with pytest.raises(DataError, match=match):
+        read_subject_manifest(_manifest(tmp_path, rows, header=AGED), label_columns=["disease"])
+    # an empty cell in an ignored column is fine
+    rows = list(AGED_ROWS)
+    rows[2] = "s2,liver,s2l.png,train,0,"
+    assert len(read_subject_manifest(_manifest(tmp_path, rows, header=AGED), label_columns=["disease"]).subjects) == 4
+
+
+def test_the_split_column_is_optional_for_pretraining(tmp_path):
+    rows = [",".join(r.split(",")[:3] + r.split(",")[4:5]) for r in AGED_ROWS]
+    path = _manifest(tmp_path, rows, header="subject,organ,path,disease\n")
+    m = read_subject_manifest(path, split="train", split_column_optional=True)
+    assert [s.id for s in m.subjects] == ["s1", "s2", "s3", "s4"] and all(s.split is None for s in m.subjects)
+    with pytest.raises(DataError, match="no split column"):
+        read_subject_manifest(path, split="test")

@@ -130,3 +130,50 @@ def test_skipped_items_are_reported_at_the_end(tmp_path):
     # the broken file passes the index (its header is checked lazily) and is skipped each time training draws it
     assert s.skipped >= 1 and data["skipped_logged"] == s.skipped
     assert f"({s.skipped} unreadable, skipped" in s.line("coda", "test_convnext")
+
+
+PANFM_TINY = ["data.synthetic_organs=3", "data.synthetic_images_per_organ=8", "data.synthetic_size=16",
+              "trainer.batch_size=4", "trainer.num_workers=0", "trainer.progress=false", "trainer.max_steps=1",
+              "trainer.monitor_every=0", *HEAD]
+
+
+def test_backbone_keys_size_the_organ_set_vit_and_its_export_records_them(tmp_path):
+    s = pretrain(load_config("panfm", None, PANFM_TINY + [
+        "backbone.embed_dim=24", "backbone.depth=3", "backbone.num_heads=3", "backbone.patch_size=4",
+        f"trainer.out_dir={tmp_path / 'vit'}"]))
+    contract = json.loads((s.export.parent / "backbone.json").read_text())
+    args = contract["backbone_args"]
+    assert (args["embed_dim"], args["depth"], args["num_heads"], args["patch_size"]) == (24, 3, 3, 4)
+    assert contract["synthetic_subjects"] == {"seed": 0, "index_offset": 0, "num_subjects": 8, "dominant": 0}
+    weights = load_file(s.export)
+    assert weights["tokenizers.0.weight"].shape == (24, 1, 4, 4) and "blocks.2.attn.qkv.weight" in weights
+
+
+def test_backbone_size_keys_are_refused_by_a_backbone_without_them(tmp_path):
+    from organfm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="backbone.depth, backbone.num_heads cannot size backbone 'test_convnext'"):
+        run(tmp_path, "convnext", extra=["trainer.max_steps=1", "backbone.depth=3", "backbone.num_heads=2"])
+
+
+def test_the_summary_counts_every_split_and_warns_of_an_organ_missing_from_train(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    lines = ["path,organ,split"]
+    for i in range(12):
+        organ, split = ("lung", "train") if i < 10 else ("liver", "test")  # the one liver patient went to test
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        lines.append(f"{i}.png,{organ},{split}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    summary = run(tmp_path, "splits", extra=["trainer.max_steps=1", "trainer.batch_size=4",
+                                             f"data.source={tmp_path / 'm.csv'}", "trainer.monitor_every=0"])
+    err = capsys.readouterr().err
+    assert "1 organ(s) have no image in the 'train' split and are not trained on: liver" in err
+    assert "data.split=all" in err
+    assert "(split train; the source's splits: test 2, train 10)" in summary.line()
+    everything = run(tmp_path, "all", extra=["trainer.max_steps=1", "trainer.batch_size=4", "data.split=all",
+                                              f"data.source={tmp_path / 'm.csv'}", "trainer.monitor_every=0"])
+    assert everything.num_images == 12 and "liver" in everything.organs
+    assert "no image in the" not in capsys.readouterr().err

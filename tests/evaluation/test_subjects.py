@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from organfm.backbones import create_backbone
@@ -59,4 +60,82 @@ def test_subjects_is_a_registered_protocol_with_its_task_keys():
     spec = get_protocol("subjects")
     assert spec.inputs == "own" and spec.splits == ()
     task = load_task("configs/tasks/panfm_synthetic.yaml", ["subjects.repeats=1"])
-    assert task.protocols == ["subjects"] and task.subjects.repeats == 1 and task.subjects.num_organs == 5
+    assert task.protocols == ["subjects"] and task.subjects.repeats == 1
+    # the size comes from the model; the subjects are the pretraining world's (seed 0), past its indices
+    assert task.subjects.num_organs is None and task.subjects.size is None
+    assert task.subjects.seed == 0 and task.subjects.index_offset >= 100_000 and task.subjects.dominant == 0
+    assert task.subjects.num_subjects >= 1000 and task.subjects.train_fraction == 0.5
+
+
+def _run(backbone, contract, overrides=(), cache_dir="."):
+    from organfm.evaluation.features import FeatureCache
+    from organfm.evaluation.protocol import ModelRun
+    from organfm.evaluation.task import load_task
+
+    task = load_task("configs/tasks/panfm_synthetic.yaml", ["subjects.repeats=1", "subjects.num_subjects=40",
+                                                            "subjects.drops=[dominant]", *overrides])
+    return ModelRun("m", lambda: backbone, {"mean": [0.5], "std": [0.5], **contract}, task, "cpu",
+                    FeatureCache(cache_dir))
+
+
+def _export_contract(bb, **extra):
+    size = bb.model.image_size
+    return {"backbone_args": dict(bb.backbone_args), "input_size": [1, size, size],
+            "organs": ["heart", "brain", "liver"], **extra}
+
+
+def test_the_protocol_takes_the_subjects_size_from_the_models_contract():
+    from organfm.evaluation.subjects import subjects
+
+    torch.manual_seed(0)
+    bb = create_backbone("organ_set_vit", num_organs=3, image_size=48, patch_size=16, embed_dim=16, depth=1,
+                         num_heads=2)
+    rows = subjects(_run(bb, _export_contract(bb)))  # a 48 px model: subjects are drawn at 48 px
+    assert rows[0]["setting"] == "all organs" and 0 <= rows[0]["metrics"]["auroc_mean"]["mean"] <= 1
+    assert any(r["setting"] == "drop heart where present" and r["subjects"] > 0 for r in rows)
+    with pytest.raises(ValueError, match="subjects.size=32 but the model takes size 48"):
+        subjects(_run(bb, _export_contract(bb), ["subjects.size=32"]))
+
+
+def test_the_protocol_refuses_evaluation_subjects_that_pretraining_saw():
+    from organfm.evaluation.subjects import subjects
+
+    bb = create_backbone("organ_set_vit", num_organs=3, image_size=16, patch_size=8, embed_dim=16, depth=1,
+                         num_heads=2)
+    world = {"seed": 0, "index_offset": 0, "num_subjects": 256, "dominant": 0}
+    with pytest.raises(ValueError, match="overlap the pretraining subjects"):
+        subjects(_run(bb, _export_contract(bb, synthetic_subjects=world), ["subjects.index_offset=200"]))
+
+
+def test_manifest_subjects_follow_the_contracts_intensity_mode(tmp_path, monkeypatch):
+    from organfm.evaluation import subjects as module
+
+    seen = {}
+
+    def spy(source, cfg, organs=None, *, geometry=None, label_columns=None):
+        seen.update(geometry)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(module, "load_subject_sets", spy)
+    bb = create_backbone("organ_set_vit", num_organs=3, image_size=16, patch_size=8, embed_dim=16, depth=1,
+                         num_heads=2)
+    contract = _export_contract(bb, intensity={"mode": "window", "window": [40.0, 400.0]})
+    with pytest.raises(RuntimeError, match="stop"):
+        module.subjects(_run(bb, contract, ["data.source=subjects.csv"]))
+    assert seen["intensity"] == "window" and seen["window"] == [40.0, 400.0] and seen["size"] == 16
+
+
+def test_manifest_images_are_read_with_the_given_intensity(tmp_path):
+    from PIL import Image
+
+    from organfm.evaluation.subjects import SubjectsConfig, load_subject_sets
+
+    rows = []
+    for s in range(4):
+        Image.fromarray(np.full((8, 8), 100 + 20 * s, dtype=np.uint8)).save(tmp_path / f"h{s}.png")
+        rows.append(f"s{s},heart,h{s}.png,{'train' if s < 2 else 'test'},{s % 2}")
+    (tmp_path / "m.csv").write_text("subject,organ,path,split,disease\n" + "\n".join(rows) + "\n")
+    geometry = {"num_organs": 1, "size": 8, "dim": 2, "intensity": "dtype", "window": None, "dominant": 0}
+    train, _ = load_subject_sets(str(tmp_path / "m.csv"), SubjectsConfig(), geometry=geometry)
+    # dtype scaling keeps the grey level (100/255); minmax would have made a flat image 0
+    assert torch.allclose(train.images[0, 0], torch.full((1, 8, 8), 100 / 255), atol=1e-6)

@@ -31,7 +31,7 @@ def test_overrides_win_and_are_typed(tmp_path):
 
 
 def test_unknown_keys_and_bad_values_are_errors():
-    with pytest.raises(ConfigError, match=r"unknown task key 'knn\.kk'.*valid keys: .*knn\.k"):
+    with pytest.raises(ConfigError, match=r"unknown task key 'knn\.kk'; did you mean knn\.k\b"):
         load_task(None, ["data.source=x", "knn.kk=3"])
     with pytest.raises(ConfigError, match="unknown task key 'bogus'"):
         load_task(None, ["data.source=x", "bogus=1"])

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from organfm.losses.distill import DistillLoss, clip_loss, feature_distillation, interactive_contrastive
+from organfm.losses.distill import (DistillLoss, clamp_logit_scale, clip_loss, feature_distillation,
+                                    interactive_contrastive)
 
 
 def _unit(*shape, seed=0):
@@ -61,13 +63,36 @@ def test_feature_distillation_is_the_sum_of_two_mses():
     assert feature_distillation(s_a, s_b, t_a, t_b).item() == 1.0 + 4.0
 
 
-def test_total_weights_and_logit_scale_clamp_at_ln_100():
+def test_total_weights_and_the_logit_scale_used_as_is_with_a_gradient_above_ln_100():
     s_a, s_b, t_a, t_b = (_unit(4, 8, seed=k) for k in range(10, 14))
-    big = torch.tensor(10.0)  # exp(10) >> 100: clamped to 100
+    big = torch.tensor(6.0, requires_grad=True)  # exp(6) > 100: the forward does not clamp (the method does, after)
     c = torch.tensor(1.0)
     terms = DistillLoss(fd_weight=7.0, icl_weight=3.0).terms(s_a, s_b, t_a, t_b, big, c)
-    assert torch.allclose(terms["task"], clip_loss(s_a, s_b, 100.0), atol=1e-5)
+    assert torch.allclose(terms["task"], clip_loss(s_a, s_b, math.exp(6.0)), atol=1e-5)
     assert torch.allclose(terms["loss"], terms["task"] + 7.0 * terms["fd"] + 3.0 * terms["icl"], atol=1e-6)
+    terms["loss"].backward()
+    assert big.grad.abs() > 0
+
+
+def test_clamp_logit_scale_in_place():
+    p = torch.nn.Parameter(torch.tensor(7.0))
+    clamp_logit_scale(p, 100.0)
+    assert math.isclose(p.item(), math.log(100.0), rel_tol=1e-6)
+    p.data.fill_(-2.0)
+    clamp_logit_scale(p, 100.0)
+    assert p.item() == 0.0
+
+
+def test_fd_scale_sum_is_d_times_per_dim_so_its_strength_does_not_depend_on_d():
+    for d in (8, 64):
+        s_a, s_b, t_a, t_b = (_unit(4, d, seed=k) for k in range(30, 34))
+        per_dim = DistillLoss(fd_scale="per_dim").terms(s_a, s_b, t_a, t_b, torch.tensor(1.0), torch.tensor(1.0))
+        summed = DistillLoss(fd_scale="sum").terms(s_a, s_b, t_a, t_b, torch.tensor(1.0), torch.tensor(1.0))
+        assert torch.allclose(summed["fd"], d * per_dim["fd"], rtol=1e-5)
+        # random unit vectors: ||s - t||² ≈ 2 at every D, so the summed term is ≈ 4 (two modalities) at any D
+        assert 2.0 < summed["fd"].item() < 6.0
+    with pytest.raises(ValueError, match="fd_scale must be one of per_dim, sum"):
+        DistillLoss(fd_scale="mean")
 
 
 def test_gradients_reach_the_student_and_both_scales_not_the_teacher():

@@ -45,11 +45,22 @@ def test_loss_is_symmetric_infonce_over_the_joint_embeddings_with_repeated_texts
         assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name} got no gradient"
 
 
-def test_logit_scale_is_clamped_at_ln_100(tokenizer_file):
+def test_logit_scale_above_ln_100_has_a_gradient_and_comes_back_down_after_the_step(tokenizer_file):
     m = create_method("imagetext", backbone=tiny_backbone(), tokenizer_file=tokenizer_file, embed_dim=8, text_width=16)
+    scale = m.student["text"].logit_scale
     with torch.no_grad():
-        m.student["text"].logit_scale.fill_(10.0)
-    assert math.isclose(m(_batch(), state()).logs["logit_scale"].item(), 100.0, rel_tol=1e-5)
+        scale.fill_(10.0)
+    out = m(_batch(), state())
+    assert math.isclose(out.logs["logit_scale"].item(), math.exp(10.0), rel_tol=1e-5)  # used as is in the forward
+    out.loss.backward()
+    assert scale.grad is not None and scale.grad.abs() > 0  # a forward clamp would give exactly 0 here
+    torch.optim.SGD([scale], lr=0.0).step()
+    m.after_step(state())
+    assert math.isclose(scale.item(), math.log(100.0), rel_tol=1e-6)
+    with torch.no_grad():
+        scale.fill_(-1.0)
+    m.after_step(state())
+    assert scale.item() == 0.0
 
 
 def test_exported_text_side_and_bad_settings(tokenizer_file):

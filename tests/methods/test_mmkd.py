@@ -103,3 +103,27 @@ def test_with_texts_the_loss_reduces_to_clip_when_the_teacher_is_the_student(tmp
     out = m(b, state())
     assert out.logs["loss_fd"].item() < 1e-10
     assert torch.allclose(out.loss.detach(), clip_loss(s_img, s_txt, 1 / 0.07, b["text_id"]), atol=1e-5)
+
+
+def test_after_step_brings_a_logit_scale_above_ln_100_back_down_and_the_forward_keeps_its_gradient():
+    m = create_method("mmkd", backbone=tiny_backbone(), embed_dim=16)
+    with torch.no_grad():
+        m.logit_scale.fill_(6.0)  # exp(6) ≈ 403 > 100
+    out = m(_mmkd_batch(), state())
+    assert math.isclose(out.logs["logit_scale"].item(), math.exp(6.0), rel_tol=1e-5)
+    out.loss.backward()
+    assert m.logit_scale.grad.abs() > 0
+    m.after_step(state())
+    assert math.isclose(m.logit_scale.item(), math.log(100.0), rel_tol=1e-6)
+
+
+def test_fd_scale_sum_multiplies_the_fd_term_by_embed_dim():
+    b = _mmkd_batch()
+    torch.manual_seed(0)
+    per_dim = create_method("mmkd", backbone=tiny_backbone(), embed_dim=16)
+    summed = create_method("mmkd", backbone=tiny_backbone(), embed_dim=16, fd_scale="sum")
+    summed.load_state_dict(per_dim.state_dict())
+    fd_mean, fd_sum = per_dim(b, state()).logs["loss_fd"], summed(b, state()).logs["loss_fd"]
+    assert torch.allclose(fd_sum, 16 * fd_mean, rtol=1e-5)
+    with pytest.raises(ValueError, match="method.fd_scale must be one of per_dim, sum"):
+        create_method("mmkd", backbone=tiny_backbone(), fd_scale="mean")

@@ -1,6 +1,8 @@
 """Pan-FM (P2-P4): one teacher pass feeds targets and SGM, the student sees the masked set, every rule holds."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -119,3 +121,36 @@ def test_3d_organ_volumes_train():
     out = method(batch, state())
     assert torch.isfinite(out.loss) and out.logs["masked_organs"] == 2 / 3
     grads_reach_exactly_the_student(method, out)
+
+
+def test_masks_differ_across_ranks_and_micro_batches_and_repeat_for_the_same_draw():
+    method = _method(masking="random")
+    available = torch.ones(64, 4, dtype=torch.bool)
+
+    def draw(**where):
+        s = dataclasses.replace(state(step=3), **where)
+        return method.choose_masks(None, available, method.mask_generator(s))[0]
+
+    base = draw()
+    assert torch.equal(base, draw())  # the same (seed, step, rank, micro-batch): the same masks (exact resume)
+    assert not torch.equal(base, draw(rank=1))
+    assert not torch.equal(base, draw(micro_batch=1))
+    assert not torch.equal(draw(rank=1), draw(micro_batch=1))
+
+
+def test_the_cls_center_is_updated_from_the_teacher_not_the_student():
+    method = _method(masking="random")
+    with torch.no_grad():  # a student that differs from the teacher, so the two sources give different centres
+        for p in method.student.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    batch = _batch()
+    available = batch["available"].bool()
+    with torch.no_grad():
+        teacher = method.teacher["head"](method.teacher["backbone"].forward_features(batch["images"], available)["cls"])
+        student = method.student["head"](method.student["backbone"].forward_features(batch["images"], available)["cls"])
+    m = method.cls_loss.center_momentum
+    before = method.cls_loss.center.clone()
+    method(batch, state())
+    expected = m * before + (1 - m) * teacher.mean(0, keepdim=True)
+    assert torch.allclose(method.cls_loss.center, expected, atol=1e-6)
+    assert not torch.allclose(method.cls_loss.center, m * before + (1 - m) * student.mean(0, keepdim=True), atol=1e-4)

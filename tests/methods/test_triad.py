@@ -99,3 +99,15 @@ def test_text_pairing_depends_on_step_and_batch_not_on_the_global_rng():
     b = m(batch, StepState(step=5)).logs["loss_text"]
     c = m(batch, StepState(step=6)).logs["loss_text"]
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_decoder_width_follows_the_encoder():
+    # the Swin path: width = the bottleneck (embed x 16; the spec's 768 at embed 48), so the adapter is the identity
+    swin = create_backbone("swin3d", in_chans=1, embed_dim=6)
+    m = create_method("triad", backbone=swin, cube=64, mask_patch_size=16, text_dim=8, text_hidden=16)
+    decoder = m.student["decoder"]
+    assert isinstance(decoder.adapter, torch.nn.Identity) and decoder.blocks[0][0].in_channels == 96
+    assert [b[0].out_channels for b in decoder.blocks] == [48, 24, 12, 6, 6]
+    # the U-Net path keeps the reference's 24; an explicit width wins
+    assert _method().student["decoder"].blocks[0][0].in_channels == 24
+    assert _method(decoder_dim=8).student["decoder"].blocks[0][0].in_channels == 8

@@ -69,3 +69,8 @@ def test_organ_attention_must_leave_its_fresh_init_value():
 
 def test_nothing_measured_is_not_called_learning():
     assert judge({}, None).verdict == NOT_LEARNING
+
+
+def test_non_finite_embeddings_are_collapsed():
+    v = judge({"non_finite": 1.0}, START)
+    assert v.verdict == COLLAPSED and "NaN" in v.reason

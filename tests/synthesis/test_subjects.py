@@ -74,3 +74,23 @@ def test_mednist_subjects_hold_real_region_images_with_the_planted_marks(mednist
     sick = torch.stack([it["labels"][0] for it in items]) == 1
     gap = (images[sick].mean(0) - images[~sick].mean(0)).abs().amax((-2, -1))
     assert gap[0] > gap[1] and gap[0] > gap[2]  # the dominant slot carries the strong mark
+
+
+def test_an_index_offset_draws_other_subjects_of_the_same_world():
+    base = SyntheticSubjects(20, 3, 16, seed=0)
+    later = SyntheticSubjects(10, 3, 16, seed=0, index_offset=10)
+    # the same world: item i of the offset set is subject 10 + i of the base set, pixels and all
+    for i in range(10):
+        a, b = base[10 + i], later[i]
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["labels"], b["labels"])
+    assert base._anatomy[0][0].tolist() == later._anatomy[0][0].tolist()
+    # another seed is another world (anatomy differs), which an offset is not
+    assert base._anatomy[0][0].tolist() != SyntheticSubjects(20, 3, 16, seed=1)._anatomy[0][0].tolist()
+    assert later.summary()["index_offset"] == 10
+    with pytest.raises(ValueError, match="index_offset"):
+        SyntheticSubjects(4, 3, 16, index_offset=-1)
+
+
+def test_the_dominant_organ_can_be_fixed():
+    data = SyntheticSubjects(8, 3, 16, dominant=2)
+    assert data.summary()["dominant_organ"] == data.organs[2]
