@@ -31,7 +31,6 @@ from results_page import write_section  # noqa: E402
 from runs import finished, pretrain_or_resume  # noqa: E402
 
 METHODS = ("coda", "dino", "supcon", "imagetext", "mmkd", "rasd", "panfm", "triad")
-STEPS = 300
 OUT = HERE / "results" / "learning"
 DOCS = HERE.parent / "docs" / "results.md"
 MARKERS = ("<!-- learning:begin -->", "<!-- learning:end -->")
@@ -56,6 +55,16 @@ def data_for(method: str, data_root: Path) -> tuple[str, list[str]]:
     return "synthetic organs", []
 
 
+def recipe_steps(method: str) -> int:
+    """The recipe's horizon: ``trainer.max_steps``, else epochs x steps per epoch."""
+    import math as _math
+
+    from organfm.config import load_config
+
+    tr = load_config(None, HERE.parent / "configs" / "small" / f"{method}.yaml").trainer
+    return tr.max_steps or _math.ceil(tr.epochs * tr.steps_per_epoch)
+
+
 def run_dir(method: str, seed: int) -> Path:
     return OUT / "pretrain" / f"{method}-seed{seed}"
 
@@ -75,16 +84,17 @@ def pretrain_one(method: str, seed: int, data_root: Path) -> dict[str, Any]:
 
     if method == "mmkd":
         for teacher in ("coda", "dino"):
-            if not finished(run_dir(teacher, seed), STEPS):
+            if not finished(run_dir(teacher, seed), recipe_steps(teacher)):
                 pretrain_one(teacher, seed, data_root)
     data_name, overrides = overrides_for(method, seed, data_root)
     config = HERE.parent / "configs" / "small" / f"{method}.yaml"
     run = run_dir(method, seed)
     path = OUT / "runs" / f"{method}-seed{seed}.json"
+    steps = recipe_steps(method)
     t0 = time.time()
-    reused = finished(run, STEPS)
+    reused = finished(run, steps)
     if not reused:
-        pretrain_or_resume(run, STEPS, lambda: load_config(None, config, overrides))
+        pretrain_or_resume(run, steps, lambda: load_config(None, config, overrides))
     wall = time.time() - t0
     health = read_health(run)
     if health is None:
@@ -95,7 +105,7 @@ def pretrain_one(method: str, seed: int, data_root: Path) -> dict[str, Any]:
     loop = _loop_seconds(history) or old.get("loop_seconds")
     monitor = health.get("monitor_seconds", 0.0)
     record = {
-        "method": method, "seed": seed, "data": data_name, "steps": STEPS,
+        "method": method, "seed": seed, "data": data_name, "steps": steps,
         "command": f"organfm pretrain --config configs/small/{method}.yaml " + " ".join(
             o for o in overrides if not o.startswith(("trainer.out_dir", "trainer.progress"))),
         "wall_minutes": old.get("wall_minutes") if reused and old else round(wall / 60, 2),
@@ -204,7 +214,7 @@ def report(runs: list[dict[str, Any]]) -> str:
     not_learning = [f"- {r['method']} seed {r['seed']}: **{r['verdict']}** — {r['reason']}"
                     for r in runs if r["verdict"] != "learning"]
     body = ["## Does each method learn at the small scale?", "",
-            "Every method's small recipe (`configs/small/<method>.yaml`, 300 steps) on this 2-core CPU, by "
+            "Every method's small recipe (`configs/small/<method>.yaml`, 300 steps; Pan-FM 1,200) on this 2-core CPU, by "
             "`python benchmarks/learning.py` (one run file per method and pretraining seed in "
             "`benchmarks/results/learning/runs/`). The verdict is the run's own (`health.json`, "
             "`organfm/monitor/verdict.py`): `learning` needs the exported network to have left its initial weights, "
