@@ -219,6 +219,8 @@ def pretrain_run(arm: str, seed: int, scale: Scale, *, run: Path, **kwargs: Any)
         run.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps(recipe, indent=1))
         pretrain_or_resume(run, scale.steps, lambda: load_arm_config(method, file, overrides))
+        if not finished(run, scale.steps):  # stopped by a signal at a checkpoint: no run file for a partial run
+            raise SystemExit(f"[{arm} seed {seed}] stopped before step {scale.steps}; run the same command to resume")
     logs = final_logs(run)
     from organfm.monitor import read_health
 

@@ -95,6 +95,8 @@ def pretrain_one(method: str, seed: int, data_root: Path) -> dict[str, Any]:
     reused = finished(run, steps)
     if not reused:
         pretrain_or_resume(run, steps, lambda: load_config(None, config, overrides))
+        if not finished(run, steps):  # stopped by a signal at a checkpoint: no run file for a partial run
+            raise SystemExit(f"[{method} seed {seed}] stopped before step {steps}; run the same command to resume")
     wall = time.time() - t0
     health = read_health(run)
     if health is None:
