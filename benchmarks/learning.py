@@ -57,12 +57,10 @@ def data_for(method: str, data_root: Path) -> tuple[str, list[str]]:
 
 def recipe_steps(method: str) -> int:
     """The recipe's horizon: ``trainer.max_steps``, else epochs x steps per epoch."""
-    import math as _math
-
     from organfm.config import load_config
 
     tr = load_config(None, HERE.parent / "configs" / "small" / f"{method}.yaml").trainer
-    return tr.max_steps or _math.ceil(tr.epochs * tr.steps_per_epoch)
+    return tr.max_steps or math.ceil(tr.epochs * tr.steps_per_epoch)
 
 
 def run_dir(method: str, seed: int) -> Path:

@@ -129,8 +129,8 @@ class HealthMonitor:
             z = m.monitor_embeddings(self.batch).float()
             if not bool(torch.isfinite(z).all()):  # the loop's finiteness guard names the step; say it here too
                 return {"non_finite": 1.0}
-            out: dict[str, float] = {"embed_std": embedding_std(z),
-                                     "embed_std_ratio": embedding_std(z) * math.sqrt(z.shape[1]),
+            spread = embedding_std(z)
+            out: dict[str, float] = {"embed_std": spread, "embed_std_ratio": spread * math.sqrt(z.shape[1]),
                                      "rankme": rankme(z), "embed_dim": float(z.shape[1])}
             labels = self.batch.get("monitor_label")
             if labels is not None and int(labels.unique().numel()) >= 2:

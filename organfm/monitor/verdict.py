@@ -148,10 +148,8 @@ def judge(now: dict[str, float], start: dict[str, float] | None, *,
               ["hold the teacher momentum below 1 (teacher.momentum_end=0.99)", "train longer"])
 
     if collapsed:
-        text, advice = collapsed[0]
-        return Verdict(COLLAPSED, text, _unique(a for _, adv in collapsed for a in adv), checks)
+        return Verdict(COLLAPSED, collapsed[0][0], _unique(a for _, adv in collapsed for a in adv), checks)
     if stuck:
-        text, advice = stuck[0]
         return Verdict(NOT_LEARNING, "; ".join(s for s, _ in stuck),
                        _unique(a for _, adv in stuck for a in adv), checks)
     if not checks:
