@@ -104,18 +104,29 @@ def _default_run_dir(cfg: Config) -> Path:
 
 def pretrain(cfg: Config, *, resume_dir: str | Path | None = None) -> PretrainSummary:
     """Pretrain ``cfg.method_name`` as configured; resume from ``resume_dir``'s latest checkpoint if given."""
-    from lightning.fabric import Fabric
-    from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
-
     tr = cfg.trainer
     run_dir = Path(resume_dir or tr.out_dir or _default_run_dir(cfg))
     tr.out_dir = str(run_dir)
+    # the thread count and the deterministic mode are process-wide: set for this run, given back after it, so a
+    # caller's later work (and the next run in the same process) sees what it had
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if tr.torch_threads:
         torch.set_num_threads(tr.torch_threads)
     if tr.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
+    try:
+        return _start(cfg, run_dir, resume_dir)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
+
+def _start(cfg: Config, run_dir: Path, resume_dir: str | Path | None) -> PretrainSummary:
+    from lightning.fabric import Fabric
+    from lightning.fabric.loggers import CSVLogger, TensorBoardLogger
+
+    tr = cfg.trainer
     ckpt = ckpt_path = None
     if resume_dir is not None:
         ckpt_path, ckpt = load_latest_readable(run_dir, warn=_warn)

@@ -19,6 +19,8 @@ from organfm.engine.pretrain import pretrain
 TINY = ["backbone.name=test_convnext", "data.synthetic_organs=3", "data.synthetic_images_per_organ=4",
         "data.synthetic_size=32", "views.global_size=32", "views.local_size=32", "views.num_local_views=1",
         "trainer.batch_size=4", "trainer.num_workers=0", "trainer.progress=false", "trainer.deterministic=true",
+        # bit-identity holds at one thread count: pinned, so the in-process run and the children agree
+        "trainer.torch_threads=1",
         "trainer.checkpoint_every=1", "trainer.keep_checkpoints=2", "method.out_dim=32", "method.hidden_dim=16",
         "method.bottleneck_dim=8"]
 STEPS = 6

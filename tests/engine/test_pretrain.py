@@ -100,6 +100,15 @@ def test_checkpoints_are_pruned_and_loadable_weights_only(tmp_path):
     assert ckpt["step"] == 5 and ckpt["config"]["method"]["name"] == "coda"
 
 
+def test_a_run_gives_back_the_process_thread_count_and_deterministic_mode(tmp_path):
+    # both are process-wide: a run that kept them would change every later run in the process (a pinned
+    # thread count changes float reductions, so a later "bit-identical" resume would differ by 1e-9)
+    before = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    wanted = 1 if before[0] > 1 else 2
+    run(tmp_path, "r", extra=["trainer.max_steps=1", f"trainer.torch_threads={wanted}", "trainer.monitor_every=0"])
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
+
+
 def test_non_finite_loss_stops_with_step_and_checkpoint(tmp_path):
     with pytest.raises(NonFiniteLossError, match="at step 0.*Last good checkpoint: none yet"):
         run(tmp_path, "nan", extra=["trainer.max_steps=2", "views.mean=nan"])
