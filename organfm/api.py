@@ -87,11 +87,13 @@ def evaluate(models: str | Mapping[str, str | os.PathLike[str]], task: str | os.
     """
     from organfm.evaluation.models import parse_models
     from organfm.evaluation.suite import evaluate_models
-    from organfm.evaluation.task import load_task
+    from organfm.evaluation.task import changed_settings, load_task
 
     specs = parse_models(models) if isinstance(models, str) else {k: str(v) for k, v in models.items()}
     cfg = load_task(task, _items(overrides))
-    results = evaluate_models(cfg, specs)
+    # the report names what the overrides changed: the task file's note was written for its own values
+    changed = changed_settings(load_task(task), cfg) if overrides else {}
+    results = evaluate_models(cfg, specs, changed=changed)
     _record_on_exports(specs, cfg, results)
     return results
 

@@ -176,6 +176,8 @@ class TrainerConfig:
     # items (0: off); health.json / health.png in the run folder say whether the run is learning
     monitor_every: int = 100
     monitor_images: int = 256
+    # views.png in the run folder (and TensorBoard): the first batch's augmented views, as the network sees them
+    views_png: bool = True
 
 
 @dataclass

@@ -16,14 +16,14 @@ with a text tower (<export>/text/: method imagetext, or mmkd with texts); other 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from organfm.api import evaluate
-    from organfm.evaluation.report import format_cell
+    from organfm.evaluation.report import headline
 
     results: dict[str, Any] = evaluate(args.models, args.task, args.overrides)
     for row in results["rows"]:
-        headline = next((m for m in ("accuracy", "mean_dice", "knn_accuracy") if m in row["metrics"]), None)
-        if headline is not None:
-            print(f"{row['model']:>12} {row['protocol']:<16} {row['setting']:<16} {headline} "
-                  f"{format_cell(row['metrics'][headline])} (n={row['metrics'][headline]['n']})")
+        text = headline(row)
+        if text:
+            n = max(int(s.get("n", 1)) for s in row["metrics"].values())
+            print(f"{row['model']:>12} {row['protocol']:<16} {row['setting']:<16} {text} (n={n})")
     print(f"results: {results['out_dir']}/results.json, report: {results['out_dir']}/report.html")
     return 0
 

@@ -40,16 +40,18 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.out is None:  # the run's own export/ folder
         weights, contract = export_backbone(args.run_dir, checkpoint=args.checkpoint, network=args.network,
-                                            license=args.license)
-        print(f"exported {weights} and {contract}")
-        return 0
-    # --out overwrites backbone.* and text/ by name: only in a new, empty or earlier export folder
-    check_output_folder(args.out, "export", recognise=lambda p: (p / "backbone.json").is_file())
-    with FolderLock(args.out, "export"):
-        weights, contract = export_backbone(args.run_dir, checkpoint=args.checkpoint, out_dir=args.out,
-                                            network=args.network, license=args.license)
-        write_marker(args.out, "export")
+                                            license=args.license, format=args.format)
+    else:  # --out overwrites backbone.* and text/ by name: only in a new, empty or earlier export folder
+        check_output_folder(args.out, "export", recognise=lambda p: (p / "backbone.json").is_file())
+        with FolderLock(args.out, "export"):
+            weights, contract = export_backbone(args.run_dir, checkpoint=args.checkpoint, out_dir=args.out,
+                                                network=args.network, license=args.license, format=args.format)
+            write_marker(args.out, "export")
     print(f"exported {weights} and {contract}")
+    if args.format is not None:
+        from organfm.interop import FORMAT_FILES
+
+        print(f"{args.format}: " + ", ".join(str(weights.parent / name) for name in FORMAT_FILES[args.format]))
     return 0
 
 
@@ -119,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "which timm.create_model('local-dir:FOLDER', pretrained=True) loads; README.md "
                                    "is its model card.",
                        epilog="examples:\n  organfm export runs/coda-x\n"
-                              "  organfm export runs/coda-x --out models/coda --license cc-by-4.0",
+                              "  organfm export runs/coda-x --out models/coda --license cc-by-4.0\n"
+                              "  organfm export runs/triad-x --format nnunet   # plainconv3d -> nnUNetv2_train "
+                              "-pretrained_weights\n"
+                              "  organfm export runs/triad-swin --format monai # swin3d -> SwinUNETR.swinViT "
+                              "(docs/triad.md)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir")
     p.add_argument("--checkpoint", default=None, help="a specific checkpoint (default: the latest)")
@@ -129,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--license", default=None,
                    help="licence of the weights in the model card and config.json (default: the previous export's, "
                         "else 'other')")
+    p.add_argument("--format", choices=("nnunet", "monai"), default=None,
+                   help="also write the encoder for another framework: nnunet (plainconv3d: nnunet_pretrained.pth "
+                        "for nnUNetv2_train -pretrained_weights, + nnunet_architecture.json for the plans), monai "
+                        "(swin3d: monai_swinvit.pt for SwinUNETR(use_v2=True).swinViT, + monai_swinunetr.json)")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("config", help="print the resolved config (or list the shipped recipes and tasks)",

@@ -3,9 +3,12 @@
 Slices are ordered by ``ImagePositionPatient`` projected on the slice normal (not by file name or
 ``InstanceNumber``, which scanners and anonymisers renumber). A series that is not one regular stack is
 refused with a :class:`DataError` naming the folder and the files involved: several series, mixed
-orientations or image sizes, duplicate positions, or a gap where slices are missing. For a standard axial
-series the result is in the NIfTI reader's display orientation (D inferior -> superior, H anterior ->
-posterior, W patient right -> left).
+orientations or image sizes, duplicate positions, or a gap where slices are missing. The series' affine is
+built from ImageOrientationPatient, ImagePositionPatient, PixelSpacing and the slice step (in DICOM's LPS,
+then flipped to NIfTI's RAS), and the volume is brought to the NIfTI reader's display orientation
+(``organfm.data.orientation``: D inferior -> superior, H anterior -> posterior, W patient right -> left)
+whatever the acquisition plane, so a sagittal or coronal series gives the same array as a NIfTI file of the
+same anatomy.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import numpy as np
 
 from organfm.data.acquisition import acquisition_from_dicom
 from organfm.data.errors import DataError
+from organfm.data.orientation import LPS_TO_RAS, reorient_to_display
 from organfm.data.voxel_cap import DEFAULT_MAX_VOLUME_VOXELS, check_voxels
 
 __all__ = ["find_series_files", "read_dicom_series"]
@@ -47,7 +51,7 @@ def find_series_files(folder: str | Path) -> list[Path]:
 
 def read_dicom_series(folder: str | Path, files: Sequence[str | Path] | None = None, *,
                       max_volume_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read a series as a (D, H, W) float32 volume in modality units (HU for CT).
+    """Read a series as a (D, H, W) float32 volume in modality units (HU for CT), in display orientation.
 
     Every slice's header is read first (pixel data deferred, never loaded), and Rows x Columns x
     slices is checked against ``max_volume_voxels`` before any pixel is decoded.
@@ -151,9 +155,32 @@ def read_dicom_series(folder: str | Path, files: Sequence[str | Path] | None = N
         np.multiply(pixels, slope, out=volume[k], casting="unsafe")
         volume[k] += intercept
     pixel = slices[0][1].get("PixelSpacing") or [1.0, 1.0]
-    spacing = (depth, float(pixel[0]), float(pixel[1]))
-    return volume, {"path": where, "spacing": spacing, "num_slices": len(slices),
-                    "acquisition": acquisition_from_dicom(slices[0][1], spacing)}
+    stored_spacing = (depth, float(pixel[0]), float(pixel[1]))
+    affine = _ras_affine(iop[0], [float(v) for v in slices[0][1].ImagePositionPatient], stored_spacing)
+    display, spacing = reorient_to_display(volume, affine, stored_spacing)
+    return np.ascontiguousarray(display), {"path": where, "spacing": spacing, "num_slices": len(slices),
+                                           "acquisition": acquisition_from_dicom(slices[0][1], spacing)}
+
+
+def _ras_affine(iop: np.ndarray, first_position: Sequence[float], spacing: Sequence[float]) -> np.ndarray:
+    """(4, 4) voxel -> RAS+ mm of a (slice, row, column) stack, from its DICOM geometry.
+
+    Args:
+        iop: ImageOrientationPatient: direction of a row (column index grows), then of a column (row index
+            grows), in LPS.
+        first_position: ImagePositionPatient of the first slice in position order (the centre of its first pixel).
+        spacing: (slice step, PixelSpacing[0] between rows, PixelSpacing[1] between columns) in mm.
+    """
+    row, col = np.asarray(iop[:3], dtype=float), np.asarray(iop[3:], dtype=float)
+    # slices were sorted by their position along row x col, so the slice axis points along +normal; a single
+    # slice has no step (NaN): 1 mm keeps the affine invertible, only its direction matters for orientation
+    step = spacing[0] if np.isfinite(spacing[0]) and spacing[0] > 0 else 1.0
+    lps = np.eye(4)
+    lps[:3, 0] = np.cross(row, col) * step
+    lps[:3, 1] = col * spacing[1]  # the row index walks down a column
+    lps[:3, 2] = row * spacing[2]
+    lps[:3, 3] = first_position
+    return LPS_TO_RAS @ lps
 
 
 def _has_pixels(path: Path, ds: Any = None) -> bool:

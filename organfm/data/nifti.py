@@ -1,10 +1,10 @@
 """NIfTI reader (nibabel, imported on first use): 2D images and 3D volumes in one display orientation.
 
-Every volume is reoriented from its affine to the radiological display convention, whatever its
-storage order: axis D runs inferior -> superior (axial slices), H anterior -> posterior (image
-top = anterior), W patient right -> left (image left = patient right). So slice ``k`` of any file is
-an axial slice that looks like a CT viewer's, and image and label map line up when their affines
-agree.
+Every volume is reoriented from its affine to the radiological display convention
+(``organfm.data.orientation``, shared with the DICOM series reader), whatever its storage order: axis D
+runs inferior -> superior (axial slices), H anterior -> posterior (image top = anterior), W patient
+right -> left (image left = patient right). So slice ``k`` of any file is an axial slice that looks like
+a CT viewer's, and image and label map line up when their affines agree.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from organfm.data.errors import DataError
+from organfm.data.orientation import display_orientation, reorient_to_display
 from organfm.data.readers import Header, location, register_reader
 from organfm.data.voxel_cap import DEFAULT_MAX_VOLUME_VOXELS, check_voxels, inflate_bounded
 
@@ -54,7 +55,7 @@ class NiftiReader:
         where = location(path, member)
         image = _load(path, data, where, self.max_volume_voxels)
         shape = _spatial_shape(image.shape, where)
-        ornt = _orientation(image.affine)
+        ornt = display_orientation(image.affine)
         axial = [axis for axis, (ras_axis, _) in enumerate(ornt) if int(ras_axis) == 2][0]  # the S axis
         return Header(num_items=shape[axial], stacked=True)
 
@@ -66,8 +67,6 @@ class NiftiReader:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        import nibabel as nib
-
         where = location(path, member)
         image = _load(path, data, where, self.max_volume_voxels)
         shape = _spatial_shape(image.shape, where)
@@ -75,16 +74,10 @@ class NiftiReader:
             voxels = np.asanyarray(image.dataobj).reshape(shape)
         except Exception as e:  # truncated or corrupt data: EOFError, zlib/gzip errors, ValueError
             raise DataError(f"{where}: cannot read voxel data ({type(e).__name__}: {e})") from e
-        ornt = _orientation(image.affine)
-        ras = nib.orientations.apply_orientation(voxels, ornt)  # axes now point to R, A, S
-        # (X:R, Y:A, Z:S) -> (D=S, H=posterior-down, W=patient-left): transpose, then flip H and W
-        display = ras.transpose(2, 1, 0)[:, ::-1, ::-1]
         zooms = [float(z) for z in image.header.get_zooms()[:3]] + [1.0] * (3 - len(image.header.get_zooms()[:3]))
-        ras_spacing = [1.0, 1.0, 1.0]
-        for axis, (ras_axis, _) in enumerate(ornt):
-            ras_spacing[int(ras_axis)] = zooms[axis]
+        display, spacing = reorient_to_display(voxels, image.affine, zooms)
         meta = {"path": where, "dtype": str(image.get_data_dtype()), "photometric": "MONOCHROME2",
-                "modality": None, "spacing": (ras_spacing[2], ras_spacing[1], ras_spacing[0]), "window": None}
+                "modality": None, "spacing": spacing, "window": None}
         self._cache[key] = (display, meta)
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -99,16 +92,6 @@ class NiftiReader:
             raise DataError(f"{location(path, member)}: no axial slice {index} ({volume.shape[0]} slices)")
         meta = dict(meta, path=f"{meta['path']}#{index}", spacing=meta["spacing"][1:])
         return np.ascontiguousarray(volume[None, index], dtype=np.float32), meta
-
-
-def _orientation(affine: np.ndarray) -> np.ndarray:
-    """Per array axis: (RAS axis it points along, +1/-1); storage order when the affine is degenerate."""
-    import nibabel as nib
-
-    ornt = nib.orientations.io_orientation(affine)
-    if np.isnan(ornt).any():  # e.g. a zero column in a hand-made affine: no orientation to recover
-        return np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-    return ornt
 
 
 def _load(path: str, data: bytes | None, where: str, max_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> Any:

@@ -9,12 +9,14 @@ metadata (``organfm.data.acquisition``).
 Sources: a ``.npz`` (``<split>_images`` of shape (N, D, H, W), MedMNIST 3D; optional per-volume
 ``<split>_<field>`` arrays for the acquisition fields), a NIfTI file, a DICOM series folder, a folder
 holding NIfTI files and/or DICOM series folders (recursively), or a CSV manifest with a ``path`` column
-(NIfTI file or DICOM series folder, relative to the manifest) and optional acquisition-field columns.
+(NIfTI file or DICOM series folder, relative to the manifest) and optional acquisition-field columns. A
+NIfTI file's acquisition plane comes from its affine and its other fields from a BIDS JSON sidecar beside it
+(``x.json`` for ``x.nii.gz``), when there is one; a manifest column overrides either.
 """
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from organfm.data.acquisition import FIELDS
+from organfm.data.acquisition import FIELDS, acquisition_from_sidecar, orientation_from_affine
 from organfm.data.errors import DataError, append_skip_log
 from organfm.data.voxel_cap import (DEFAULT_MAX_ARRAY_VOXELS, DEFAULT_MAX_VOLUME_VOXELS, check_voxels,
                                     load_npz_array, npz_headers)
@@ -45,7 +47,8 @@ class LoadedVolume:
 
 def preprocess_volume(volume: np.ndarray, *, cube: int, where: str, spacing: Sequence[float] | None = None,
                       target_spacing: Sequence[float] | None = None,
-                      percentiles: tuple[float, float] = (0.5, 99.5)) -> torch.Tensor:
+                      percentiles: tuple[float, float] = (0.5, 99.5),
+                      intensity: Mapping[str, Any] | None = None) -> torch.Tensor:
     """(D, H, W) voxels -> (cube, cube, cube) float32 in [0, 1].
 
     Args:
@@ -56,6 +59,8 @@ def preprocess_volume(volume: np.ndarray, *, cube: int, where: str, spacing: Seq
         target_spacing: resample to this voxel size, then centre-crop/pad to the cube; None: resize the whole
             volume to the cube (Triad's linear zoom).
         percentiles: clip range before min-max.
+        intensity: a model contract's intensity (``mode``, ``window``, ``percentiles``, ``dtype``;
+            ``organfm.data.intensity``) in place of the percentile clip; None: the percentile clip (pretraining).
 
     Raises:
         DataError: not 3D, a singleton axis (a 2D image), or NaN/Inf voxels.
@@ -72,9 +77,17 @@ def preprocess_volume(volume: np.ndarray, *, cube: int, where: str, spacing: Seq
     bad = int((~np.isfinite(v)).sum())
     if bad:
         raise DataError(f"{where}: {bad} NaN/Inf voxels")
-    lo, hi = (float(p) for p in np.percentile(v, percentiles))
-    v = np.clip(v, lo, hi)
-    v = ((v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)).astype(np.float32)
+    if intensity is None:
+        lo, hi = (float(p) for p in np.percentile(v, percentiles))
+        v = np.clip(v, lo, hi)
+        v = ((v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)).astype(np.float32)
+    else:
+        from organfm.data.intensity import normalize_intensity
+
+        mode = str(intensity.get("mode") or "percentile")
+        v = normalize_intensity(v, "percentile" if mode == "percentile_minmax" else mode,
+                                window=intensity.get("window"), percentiles=intensity.get("percentiles") or percentiles,
+                                dtype=intensity.get("dtype"))
     t = torch.from_numpy(np.ascontiguousarray(v))[None, None]
     if target_spacing is None:
         t = F.interpolate(t, size=(cube,) * 3, mode="trilinear", align_corners=False)
@@ -117,7 +130,12 @@ def _nifti_loader(path: Path, max_voxels: int = DEFAULT_MAX_VOLUME_VOXELS) -> Lo
         from organfm.data.nifti import NiftiReader
 
         volume, meta = NiftiReader(cache_size=0, max_volume_voxels=max_voxels).read_volume(str(path))
-        return np.asarray(volume), {"spacing": list(meta["spacing"]), "orientation": "axial"}
+        # a BIDS sidecar (x.json beside x.nii.gz) describes the acquisition as a DICOM header would
+        acquisition = acquisition_from_sidecar(path)
+        orientation = orientation_from_affine(image.affine)
+        if orientation is not None:
+            acquisition["orientation"] = orientation
+        return np.asarray(volume), dict(acquisition, spacing=list(meta["spacing"]))
 
     return load
 

@@ -160,7 +160,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None,
                     out_dir: str | Path | None = None, network: str | None = None,
-                    license: str | None = None) -> tuple[Path, Path]:
+                    license: str | None = None, format: str | None = None) -> tuple[Path, Path]:
     """Write the run's exported backbone (Coda/DINO: the teacher's) as safetensors + its data contract.
 
     The folder is also a timm / Hugging Face model folder (``organfm.engine.model_folder``): for a timm
@@ -175,9 +175,14 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
             DINO, as the paper transfers it; the student for SupCon and RaSD, which have no teacher).
         license: the licence named in the model card and ``config.json`` (default: the previous export's, else
             ``other``).
+        format: also write the encoder for another framework (``organfm.interop``): ``"nnunet"`` (plainconv3d:
+            an nnU-Net v2 ``-pretrained_weights`` checkpoint + the plans' architecture block) or ``"monai"``
+            (swin3d: MONAI ``SwinUNETR(use_v2=True).swinViT`` state dict + its arguments). A backbone the
+            format cannot hold is refused before anything is written.
 
     Returns:
-        (weights path, contract JSON path).
+        (weights path, contract JSON path); a format's files are ``organfm.interop.FORMAT_FILES[format]`` in
+        the same folder.
     """
     from safetensors.torch import save_file
 
@@ -194,6 +199,10 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
         raise ValueError(f"{ckpt_path} holds no parameters under {prefix!r}"
                          + (f" (this method has no {network})" if network else ""))
     contract = dict(ckpt["contract"], step=ckpt["step"], network=prefix.split(".", 1)[0])
+    if format is not None:  # refuse a backbone the format cannot hold before any file is written
+        from organfm.interop import check_export_format
+
+        check_export_format(format, weights, contract)
     from organfm.monitor import read_health
 
     health = read_health(run_dir)
@@ -221,6 +230,11 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
     from organfm.engine.model_folder import write_model_folder
 
     write_model_folder(out, contract, weights_path)
+    from organfm.interop import remove_stale_formats, save_export_format
+
+    remove_stale_formats(out, keep=format)
+    if format is not None:
+        save_export_format(format, out, weights, contract)
     return weights_path, contract_path
 
 

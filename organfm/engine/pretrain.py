@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -28,12 +28,13 @@ from organfm.engine.checkpoint import (atomic_write_text, capture_rng, export_ba
                                        load_latest_readable, restore_rng, save_checkpoint)
 from organfm.engine.loop import StopRequest, TrainResult, ignore_stop_signals, train
 from organfm.engine.optim import build_optimizer
-from organfm.engine.progress import ProgressReporter
+from organfm.engine.progress import ProgressReporter, TimedBatches
 from organfm.engine.runlock import RunLock
 from organfm.engine.schedules import ScheduleContext, build_schedules
 from organfm.methods import get_method
 from organfm.methods.base import StepState
 from organfm.monitor import LEARNING, HealthMonitor
+from organfm.monitor.views import VIEWS_FILE, ViewsSnapshot
 
 __all__ = ["PretrainSummary", "pretrain"]
 
@@ -213,7 +214,13 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
     if tr.compile:
         method = torch.compile(method)
     method, optimizer = fabric.setup(method, optimizer)
-    loader = _device_batches(fabric, source)
+    # the progress line's data-wait share: the time the loop spends in next() on the batches
+    loader = timed = TimedBatches(_device_batches(fabric, source))
+    # views.png once per run folder: a resumed run keeps the picture of the batches the run started with
+    if tr.views_png and fabric.is_global_zero and (start_step == 0 or not (run_dir / VIEWS_FILE).exists()):
+        snapshot = ViewsSnapshot(run_dir, spatial_dims=len(source.contract["input_size"]) - 1, step=start_step,
+                                 log_image=_logged_image(loggers), title=cfg.method_name)
+        loader = _tap_first(loader, snapshot)
     contract = _data_contract(cfg, raw_method, source)
     monitor = None
     if tr.monitor_every and source.monitor is not None:
@@ -234,8 +241,8 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
         return path
 
     try:
-        with ProgressReporter(total=max_steps, start=start_step,
-                              enabled=tr.progress and fabric.is_global_zero) as progress:
+        with ProgressReporter(total=max_steps, start=start_step, enabled=tr.progress and fabric.is_global_zero,
+                              steps_per_epoch=steps_per_epoch, data_seconds=lambda: timed.seconds) as progress:
             result = train(fabric, method, optimizer, loader, schedules, start_step=start_step, max_steps=max_steps,
                            steps_per_epoch=steps_per_epoch, accumulate_grad_batches=tr.accumulate_grad_batches,
                            clip_grad=o.clip_grad, clip_mode=o.clip_mode,
@@ -312,6 +319,32 @@ def _device_batches(fabric, source: BatchSource):
         shutdown = getattr(iterator, "_shutdown_workers", None)  # a multi-worker DataLoader iterator
         if shutdown is not None:
             shutdown()
+
+
+def _tap_first(batches: Iterator[Any], look: Callable[[Any], Any]) -> Iterator[Any]:
+    """``batches`` unchanged, with ``look(first batch)`` called before the first is handed on.
+
+    Closing this generator closes ``batches`` (which ends the loader's workers), as the loop's caller expects.
+    """
+    try:
+        for i, batch in enumerate(batches):
+            if i == 0:
+                look(batch)
+            yield batch
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
+def _logged_image(loggers) -> Callable[[str, Any, int], None] | None:
+    """``log(tag, (H, W, 3) uint8, step)`` into the run's TensorBoard log, or None without one."""
+    from lightning.fabric.loggers import TensorBoardLogger
+
+    board = next((lg for lg in loggers if isinstance(lg, TensorBoardLogger)), None)
+    if board is None:
+        return None
+    return lambda tag, image, step: board.experiment.add_image(tag, image, global_step=step, dataformats="HWC")
 
 
 def _worker_init(worker_id: int, previous=None) -> None:

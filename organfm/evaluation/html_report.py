@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from organfm.evaluation.report import format_cell, health_cell
+from organfm.evaluation.report import format_cell, headline, health_cell
 
 __all__ = ["render_html", "thumbnails"]
 
@@ -175,6 +175,10 @@ def render_html(results: dict[str, Any], plots: Mapping[str, Path], scatter: Map
         sizes = ", ".join(f"{esc(n)} {s['n']}" for n, s in data.get("splits", {}).items())
         parts.append(f"<p>Data <span class='mono'>{esc(str(data.get('source')))}</span>: {sizes}; classes: "
                      f"{esc(', '.join(data.get('classes', [])))}.</p>")
+    lines = [f"<li>{esc(r['model'])} {esc(r['protocol'])} ({esc(r['setting'])}): {esc(text)}</li>"
+             for r in results.get("rows", []) if (text := headline(r))]
+    if lines:
+        parts.append("<h2>Headline</h2><ul id='headline'>" + "".join(lines) + "</ul>")
     parts.append("<h2>Results</h2>")
     parts.append(_results_tables(results.get("rows", [])))
     if scatter.get("models"):

@@ -13,6 +13,8 @@ Classification (``classification_metrics``):
         ``auc_skipped_classes`` and reported with a ``UserWarning``. NaN when no class is left.
     ``f1``: macro F1 over the classes present in ``y_true`` or the predictions (scikit-learn's
         ``f1_score(average="macro")``); a class with no true and no predicted sample is not counted.
+    ``majority_accuracy``: the accuracy of always predicting the most frequent class of ``y_true`` (the
+        floor an imbalanced set puts under ``accuracy``; ``balanced_accuracy`` and ``auc`` have no such floor).
 
 Segmentation (``segmentation_metrics``): Dice and IoU per class, pooled over the whole set (sum of
 intersections over sum of sizes, not a mean of per-image scores), so an image without the organ does
@@ -29,7 +31,7 @@ import numpy as np
 
 __all__ = ["CLASSIFICATION_METRICS", "classification_metrics", "segmentation_metrics", "summarize"]
 
-CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "auc", "f1")
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "auc", "f1", "majority_accuracy")
 """The float-valued keys of ``classification_metrics``' result (iterate over these when summarising)."""
 
 
@@ -48,7 +50,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, A
             binary case (N,) is read as the score of class 1.
 
     Returns:
-        ``{"accuracy", "balanced_accuracy", "auc", "f1"}`` as floats, plus ``"auc_skipped_classes"``:
+        ``{"accuracy", "balanced_accuracy", "auc", "f1", "majority_accuracy"}`` as floats, plus ``"auc_skipped_classes"``:
         the class ids (list of int, usually empty) left out of the macro AUC because ``y_true`` has no
         positive or no negative for them.
 
@@ -98,7 +100,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, A
         warnings.warn(f"AUC undefined for classes {skipped} (no positive or no negative sample in y_true); "
                       + ("AUC is NaN" if math.isnan(auc) else "left out of the macro mean"), stacklevel=2)
     return {"accuracy": float(hits.sum() / y.size), "balanced_accuracy": float(recall.mean()),
-            "auc": float(auc), "f1": float(f1.mean()), "auc_skipped_classes": skipped}
+            "auc": float(auc), "f1": float(f1.mean()), "majority_accuracy": float(true_count.max() / y.size),
+            "auc_skipped_classes": skipped}
 
 
 def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:

@@ -59,6 +59,9 @@ def plot_results(rows: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[st
                 ax.bar(x, means, width, yerr=sds, capsize=3, label=model)
         ax.set_xticks(np.arange(len(settings)), settings, rotation=30 if len(settings) > 4 else 0, ha="right"
                       if len(settings) > 4 else "center")
+        majority = [r["metrics"]["majority_accuracy"]["mean"] for r in group if "majority_accuracy" in r["metrics"]]
+        if metric == "accuracy" and majority:  # the floor of an imbalanced test set: a bar at it learned nothing
+            ax.axhline(float(np.mean(majority)), ls="--", color="grey", lw=1, label="majority class")
         ax.set_ylabel(metric)
         ax.set_ylim(0, 1.05)
         ax.set_title(protocol)

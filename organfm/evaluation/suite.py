@@ -26,20 +26,23 @@ from organfm.evaluation.few_shot import stratified_subset
 from organfm.evaluation.leakage import check_leakage
 from organfm.evaluation.models import load_encoder
 from organfm.evaluation.protocol import ModelRun, ProtocolSpec, get_protocol
-from organfm.evaluation.task import TaskConfig, task_to_dict
+from organfm.evaluation.report import headline
+from organfm.evaluation.task import TaskConfig, settings_notes, task_to_dict
 from organfm.evaluation.task_data import TaskData, load_task_data, public_metadata
 
 __all__ = ["evaluate_models"]
 
 
-def evaluate_models(task: TaskConfig, models: Mapping[str, str], *,
-                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def evaluate_models(task: TaskConfig, models: Mapping[str, str], *, log: Callable[[str], None] | None = None,
+                    changed: Mapping[str, tuple[Any, Any]] | None = None) -> dict[str, Any]:
     """Run ``task.protocols`` for every model and write the results folder.
 
     Args:
         task: the resolved task config.
         models: name -> spec (run folder, export, ``.safetensors``, ``random:<arch>``, ``timm:<arch>:<file>``).
         log: progress lines (default: stderr).
+        changed: dotted key -> (task file value, value used) of the overridden keys
+            (``organfm.evaluation.task.changed_settings``), named in the report's notes.
 
     Returns:
         The results dict also written to ``<out_dir>/results.json``; ``results["out_dir"]`` is the folder.
@@ -58,7 +61,7 @@ def evaluate_models(task: TaskConfig, models: Mapping[str, str], *,
                 for name, spec in models.items()}
     results: dict[str, Any] = {
         "task": task_to_dict(task), "models": {n: _public_contract(c) for n, (_, c) in encoders.items()},
-        "rows": [], "data": {}, "leakage": {}, "notes": [task.note] if task.note else [], "timing": {},
+        "rows": [], "data": {}, "leakage": {}, "notes": settings_notes(task, dict(changed or {})), "timing": {},
         "environment": {"python": platform.python_version(), "torch": torch.__version__, "device": device},
     }
     specs = [get_protocol(p) for p in task.protocols]
@@ -129,12 +132,7 @@ def _scatter_coords(run: ModelRun, data: TaskData, scatter: dict[str, Any]) -> l
 
 
 def _brief(rows: list[dict[str, Any]]) -> str:
-    parts = []
-    for row in rows:
-        key = next((m for m in ("accuracy", "mean_dice", "knn_accuracy", "i2t_R@1") if m in row["metrics"]), None)
-        if key is not None:
-            parts.append(f"{row['setting']}: {key} {row['metrics'][key]['formatted']}")
-    return "; ".join(parts)
+    return "; ".join(f"{row['setting']}: {text}" for row in rows if (text := headline(row)))
 
 
 def _public_contract(contract: dict[str, Any]) -> dict[str, Any]:

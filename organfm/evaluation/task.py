@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from organfm.config import DataConfig
-from organfm.configtree import ConfigError, build_tree, tree_to_dict, valid_keys
+from organfm.configtree import ConfigError, build_tree, flatten, tree_to_dict, valid_keys
 from organfm.evaluation.protocol import get_protocol, list_protocols
 
-__all__ = ["ReportConfig", "TaskConfig", "TaskDataConfig", "TaskSettings", "load_task", "task_to_dict",
-           "valid_task_keys"]
+__all__ = ["ReportConfig", "TaskConfig", "TaskDataConfig", "TaskSettings", "changed_settings", "load_task",
+           "settings_notes", "task_to_dict", "valid_task_keys"]
 
 # ``data=x`` is shorthand for ``data.source=x``, as in pretraining
 _SHORTHANDS = {"data": "data.source"}
@@ -172,3 +172,59 @@ def load_task(file: str | os.PathLike[str] | None = None, overrides: list[str] |
 def task_to_dict(cfg: Any) -> dict[str, Any]:
     """The resolved task as plain data (for ``results.json``)."""
     return tree_to_dict(cfg)
+
+
+# the data keys that change what a number means (which images, at what size); the rest is where files are
+_DATA_SETTINGS = ("image_size", "max_train", "max_val", "max_test")
+
+
+# keys that say where files go or how the report looks, never what a number means: not named as overrides
+_PLACES = ("out_dir", "cache_dir", "data.root", "report.")
+
+
+def changed_settings(file_task: Any, task: Any) -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (the task file's value, the value used) for every setting that overrides changed.
+
+    Keys of places (``out_dir``, ``cache_dir``, ``data.root``) and of the report's looks (``report.*``) are left
+    out: they change no result.
+
+    Args:
+        file_task: the task as its file resolves it (``load_task(file)``).
+        task: the task as run (``load_task(file, overrides)``).
+    """
+    before, after = flatten(task_to_dict(file_task)), flatten(task_to_dict(task))
+    return {k: (before.get(k), v) for k, v in after.items()
+            if before.get(k) != v and not k.startswith(_PLACES)}
+
+
+def settings_notes(task: Any, changed: dict[str, tuple[Any, Any]] | None = None) -> list[str]:
+    """The report's notes: the task's own note, then what this evaluation actually ran with.
+
+    A task file's note is prose written for the file's values ("200 train volumes, 5 epochs, one seed"); the
+    settings line says the values used, and after overrides a second line names each changed key, so a
+    report never claims settings it did not run with.
+
+    Args:
+        task: the resolved task.
+        changed: from :func:`changed_settings` (None or empty: no override).
+
+    Returns:
+        Note strings, in the order the report prints them.
+    """
+    def show(value: Any) -> str:
+        return "none" if value is None else str(value)
+
+    parts = [f"protocols {', '.join(task.protocols)}", f"seed {task.seed}"]
+    parts += [f"data.{k} {show(getattr(task.data, k))}" for k in _DATA_SETTINGS]
+    for protocol in task.protocols:
+        section = getattr(task, protocol, None)
+        if section is not None and dataclasses.is_dataclass(section):
+            values = ", ".join(f"{f.name} {show(getattr(section, f.name))}" for f in dataclasses.fields(section))
+            parts.append(f"{protocol}: {values}")
+    notes = [task.note] if task.note else []
+    notes.append("Settings of this evaluation: " + "; ".join(parts) + ".")
+    if changed:
+        keys = ", ".join(f"{k}={show(v)} (task file: {show(was)})" for k, (was, v) in changed.items())
+        notes.append(f"Overridden for this evaluation: {keys}"
+                     + ("; the task's note above describes the file's values." if task.note else "."))
+    return notes

@@ -169,3 +169,10 @@ def test_summarize_single_value_and_empty() -> None:
     assert math.isnan(got["ci95_low"]) and math.isnan(got["ci95_high"])
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_majority_accuracy_is_the_share_of_the_most_frequent_class():
+    y = np.array([0, 0, 0, 1, 2, 0, 1, 0])
+    got = classification_metrics(y, np.full((8, 3), 1 / 3))
+    assert got["majority_accuracy"] == pytest.approx(5 / 8)
+    assert "majority_accuracy" in CLASSIFICATION_METRICS

@@ -24,3 +24,55 @@ def test_markdown_and_html_show_the_verdict_and_its_reason():
     page = render_html(RESULTS, {}, {})
     assert "<th>training health</th>" in page and "not learning yet (step 20)" in page
     assert "title='the exported network is 0.05 % away'" in page
+
+
+def _row(protocol, **means):
+    return {"model": "m", "protocol": protocol, "setting": "s",
+            "metrics": {k: {"mean": v, "sd": 0.0, "n": 1} for k, v in means.items()}}
+
+
+def test_a_classification_headline_shows_auc_balanced_accuracy_and_the_majority_rate():
+    from organfm.evaluation.report import headline
+
+    row = _row("finetune3d", accuracy=0.768, balanced_accuracy=0.5, auc=0.612, f1=0.43, majority_accuracy=0.768)
+    assert headline(row) == "accuracy 0.768 (majority 0.768), balanced accuracy 0.500, AUC 0.612"
+    assert headline(_row("segmentation", mean_dice=0.81, dice_liver=0.9)) == "mean_dice 0.810"
+    assert headline(_row("clusters", nmi=0.3)) == ""
+    results = dict(RESULTS, rows=[row])
+    assert "- m finetune3d (s): accuracy 0.768 (majority 0.768), balanced accuracy 0.500" in markdown_tables(results)
+    assert "<ul id='headline'><li>m finetune3d (s): accuracy 0.768 (majority 0.768)" in render_html(results, {}, {})
+
+
+def test_a_3d_evaluation_reports_the_majority_rate_and_the_settings_it_ran_with(tmp_path, capsys):
+    """An imbalanced 3D task (3 in 4 volumes normal): accuracy alone would read as the majority rate."""
+    import json
+
+    import numpy as np
+
+    from organfm.cli.main import main
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split in ("train", "val", "test"):
+        labels = (np.arange(16) % 4 == 0).astype(np.uint8)
+        images = rng.random((16, 16, 16, 16)).astype(np.float32)
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
+    np.savez(tmp_path / "v.npz", **arrays)
+    task = tmp_path / "task.yaml"
+    task.write_text("name: tiny3d\nnote: CPU budget, 5 epochs, one seed.\nprotocols: [finetune3d]\n"
+                    f"data:\n  source: {tmp_path / 'v.npz'}\n  image_size: 16\n"
+                    "finetune3d:\n  epochs: 5\n  batch_size: 8\n  seeds: 1\n")
+    code = main(["evaluate", "--models", "scratch=random:plainconv3d", "--task", str(task),
+                 f"out_dir={tmp_path / 'out'}", "finetune3d.epochs=1", "report.scatter_points=0"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "majority 0.750" in out and "balanced accuracy" in out and "AUC" in out
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    (row,) = results["rows"]
+    assert row["metrics"]["majority_accuracy"]["mean"] == 0.75
+    note, settings, overridden = results["notes"]
+    assert note == "CPU budget, 5 epochs, one seed."  # the file's prose stays, and is put right below it
+    assert "finetune3d: source none, image_size none, epochs 1," in settings and "data.image_size 16" in settings
+    assert overridden.startswith("Overridden for this evaluation: finetune3d.epochs=1 (task file: 5)")
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "Overridden for this evaluation: finetune3d.epochs=1" in md and "(majority 0.750)" in md

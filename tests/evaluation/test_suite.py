@@ -22,7 +22,8 @@ def test_evaluate_command_writes_the_results_folder(pneumonia_report: Path):
     assert all(v > 0.55 for v in auc.values())  # chance is 0.5: random conv features carry signal
     assert all(m["accuracy"]["n"] == 1 for m in rows.values())
     md = (pneumonia_report / "results.md").read_text()
-    assert "| model | setting | accuracy | balanced_accuracy | auc | f1 | n |" in md and "MODIFIED train split" in md
+    assert "| model | setting | accuracy | balanced_accuracy | auc | f1 | majority_accuracy | n |" in md
+    assert "MODIFIED train split" in md and "## Headline" in md and "(majority " in md
     assert (pneumonia_report / "report.html").is_file() and (pneumonia_report / "plots" / "knn.png").is_file()
 
 

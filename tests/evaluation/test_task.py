@@ -75,3 +75,18 @@ def test_every_registered_protocol_with_a_config_has_a_section():
         config = get_protocol(name).config
         if config is not None:
             assert isinstance(getattr(task, name), config)
+
+
+def test_the_report_notes_say_the_settings_used_and_what_overrides_changed():
+    from organfm.evaluation.task import changed_settings, settings_notes
+
+    file_task = load_task("adrenalmnist3d")
+    task = load_task("adrenalmnist3d", ["finetune3d.seeds=3", "finetune3d.max_train=null", "data.image_size=64"])
+    changed = changed_settings(file_task, task)
+    assert changed == {"finetune3d.seeds": (1, 3), "finetune3d.max_train": (200, None), "data.image_size": (32, 64)}
+    note, settings, overridden = settings_notes(task, changed)
+    assert note == file_task.note  # the task's prose, as written
+    assert "data.image_size 64" in settings and "seeds 3" in settings and "max_train none" in settings
+    assert "finetune3d.seeds=3 (task file: 1)" in overridden and "finetune3d.max_train=none (task file: 200)" in overridden
+    assert settings_notes(file_task, changed_settings(file_task, file_task))[1:] == \
+        [settings_notes(file_task)[1]]  # no override: no override note

@@ -67,3 +67,84 @@ def test_3d_unet_with_sliding_windows_segments_a_bright_block():
     out = train_segmentation3d(make, lambda x: x, image, target, 2, s, seed=0)
     assert out["slabs"] == [22, 7, 9]
     assert out["metrics"]["dice"][1] > 0.8
+
+
+def _mr_case(tmp_path):
+    """An MR-like volume (no HU: tissue at 300-1500, a bright organ) with its label map and class map."""
+    import json
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    image = rng.gamma(4.0, 150.0, (24, 20, 20)).astype(np.float32)  # stored (X, Y, Z), 1 x 1 x 2 mm
+    labels = np.zeros(image.shape, np.uint8)
+    labels[6:14, 6:14, 4:20] = 1
+    image[labels == 1] += 800
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(image, affine), tmp_path / "mr.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "mr_seg.nii.gz")
+    (tmp_path / "classes.json").write_text(json.dumps({"1": "liver"}))
+    from organfm.evaluation.task import load_task
+
+    return load_task(None, ["protocols=[segmentation3d]", f"data.source={tmp_path / 'mr.nii.gz'}",
+                            f"data.label_map={tmp_path / 'mr_seg.nii.gz'}",
+                            f"data.class_map={tmp_path / 'classes.json'}",
+                            "segmentation3d.classes=[liver]", "segmentation3d.iterations=2",
+                            "segmentation3d.val_every=1", "segmentation3d.gap=1"])
+
+
+PERCENTILE_CONTRACT = {"mean": [0.0], "std": [1.0], "model_hash": "x", "input_size": [1, 16, 16, 16],
+                       "intensity": {"mode": "percentile_minmax", "percentiles": [0.5, 99.5], "window": None,
+                                     "spacing": None}}
+
+
+def test_an_mr_volume_gets_the_contracts_intensity_and_cube_not_a_ct_window(tmp_path):
+    from organfm.evaluation.volumes import load_labelled_volume, volume_input
+
+    task = _mr_case(tmp_path)
+    s = task.segmentation3d
+    image, target, names = load_labelled_volume(task, s, volume_input(PERCENTILE_CONTRACT))
+    assert names == ["background", "liver"]
+    # no spacing in the contract: pretraining resized each whole volume to its cube, so does the evaluation
+    assert image.shape == target.shape == (16, 16, 16) and int(target.max()) == 1
+    assert float((image >= 0.999).float().mean()) < 0.02  # only the clipped top percentile is white
+    # the old CT window (40 +- 200 HU) would have whitened most of an MR volume
+    windowed, _, _ = load_labelled_volume(task, s, volume_input(PERCENTILE_CONTRACT, window=[40, 400]))
+    assert float((windowed >= 0.999).float().mean()) > 0.38
+    # a contract spacing: resampled to it (display D, H, W spacing of the file is 2 x 1 x 1 mm)
+    resampled, _, _ = load_labelled_volume(
+        task, s, volume_input({**PERCENTILE_CONTRACT, "intensity": {"mode": "percentile", "spacing": [2, 2, 2]}}))
+    assert resampled.shape == (20, 10, 12)
+
+
+def test_segmentation3d_feeds_the_model_inputs_of_its_contracts_size(tmp_path):
+    from organfm.evaluation.features import FeatureCache
+    from organfm.evaluation.protocol import ModelRun, get_protocol
+
+    task = _mr_case(tmp_path)
+    seen: list[tuple[int, ...]] = []
+
+    def make() -> torch.nn.Module:
+        backbone = create_backbone("plainconv3d", in_chans=1, channels=[4, 8], strides=[1, 2])
+        conv = next(m for m in backbone.modules() if isinstance(m, torch.nn.Conv3d))
+        conv.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[2:])))
+        return backbone
+
+    run = ModelRun("m", make, PERCENTILE_CONTRACT, task, "cpu", FeatureCache(tmp_path / "cache"))
+    (row,) = get_protocol("segmentation3d")(run, None)
+    assert row["patch_size"] == 16 and row["image_shape"] == [16, 16, 16]
+    assert row["input"] == {"intensity": "percentile", "window": None, "spacing": None, "cube": 16}
+    assert seen and set(seen) == {(16, 16, 16)}  # training patches and sliding windows alike
+
+
+def test_finetune3d_volumes_follow_the_contracts_intensity(tmp_path):
+    from organfm.evaluation.volumes import volume_input
+
+    path = _npz(tmp_path)  # values 0-250
+    x, _ = load_npz_volumes(str(path), "val", 8, limit=4)
+    assert float(x.max()) > 0.9  # no contract: the percentile clip of pretraining (then the resize smooths)
+    windowed, _ = load_npz_volumes(str(path), "val", 8, limit=4,
+                                   prep=volume_input({"intensity": {"mode": "window", "window": [500, 1000]}}))
+    assert float(windowed.max()) < 0.26  # 250 in a 0-1000 window
+    with pytest.warns(UserWarning, match=r"no 'val_spacing' array"):
+        load_npz_volumes(str(path), "val", 8, limit=1, prep=volume_input({"intensity": {"spacing": [1, 1, 1]}}))
