@@ -32,8 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def bench_features(data, device: str, cases: list[tuple[str, int]], n: int) -> list[dict]:
-    from organfm.evaluation.features import extract_features
-    from organfm.evaluation.models import load_encoder
+    from organfm.features.extraction import extract_features
+    from organfm.features.encoders import load_encoder
 
     rows = []
     for arch, size in cases:
@@ -72,11 +72,11 @@ def bench_knn(n: int, dim: int, device: str) -> dict:
 
 
 def bench_fewshot(data, device: str, seeds: int) -> dict:
-    from organfm.evaluation.features import extract_features
+    from organfm.features.extraction import extract_features
     from organfm.evaluation.few_shot import run_few_shot
     from organfm.evaluation.linear_probe import linear_probe
     from organfm.evaluation.metrics import classification_metrics
-    from organfm.evaluation.models import load_encoder
+    from organfm.features.encoders import load_encoder
 
     make, contract = load_encoder("random:convnext_atto", image_size=64)
     backbone = make()

@@ -30,7 +30,7 @@ def _child(num_images: int, dim: int, teachers: int, embed_dim: int, folder: str
 
     import organfm.batches.features as features
     from organfm.batches.features import TeacherViewsDataset, _available, _fit, open_targets
-    from organfm.evaluation.shards import ShardRows, write_rows
+    from organfm.features.shards import ShardRows, write_rows
 
     features.CHUNK = CHUNK = chunk
 

@@ -21,10 +21,14 @@ def __getattr__(name: str):
         from organfm.config import load_config
 
         return load_config
-    if name in ("evaluate_models", "extract_features", "load_encoder"):
+    if name in ("extract_features", "load_encoder"):
+        from organfm import features
+
+        return getattr(features, name)
+    if name == "evaluate_models":
         from organfm import evaluation
 
-        return getattr(evaluation, name)
+        return evaluation.evaluate_models
     if name in ("load", "Preprocess"):
         from organfm import contract
 

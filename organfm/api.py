@@ -85,7 +85,7 @@ def evaluate(models: str | Mapping[str, str | os.PathLike[str]], task: str | os.
     Returns:
         The results dict (``rows``, ``out_dir``, ...) that ``results.json`` holds.
     """
-    from organfm.evaluation.models import parse_models
+    from organfm.features.encoders import parse_models
     from organfm.evaluation.suite import evaluate_models
     from organfm.evaluation.task import changed_settings, load_task
 
@@ -116,10 +116,10 @@ def embed(model: str | os.PathLike[str], data: str | os.PathLike[str] | None, ou
         text_column: the manifest column of each image's text.
         caption_modality: the modality word of templated captions.
         log: receives progress lines (one per written shard).
-        **kwargs: :func:`organfm.evaluation.embed.embed_dataset` arguments (``batch_size``, ``device``, ...).
+        **kwargs: :func:`organfm.features.store.embed_dataset` arguments (``batch_size``, ``device``, ...).
 
     Returns:
-        ``organfm.evaluation.embed.EmbedResult``; ``index.csv`` in ``out`` names every row's image. A SIGTERM or
+        ``organfm.features.store.EmbedResult``; ``index.csv`` in ``out`` names every row's image. A SIGTERM or
         SIGINT ends it at a shard boundary (``interrupted``); the same call resumes.
     """
     from dataclasses import asdict
@@ -127,7 +127,7 @@ def embed(model: str | os.PathLike[str], data: str | os.PathLike[str] | None, ou
     from organfm.batches.views import build_image_dataset
     from organfm.config import Config, ConfigError, apply_overrides, parse_overrides
     from organfm.engine.loop import StopRequest
-    from organfm.evaluation.embed import embed_dataset, is_features_folder, open_features_folder
+    from organfm.features.store import embed_dataset, is_features_folder, open_features_folder
     from organfm.evaluation.tables import TABLE_FORMATS, write_table
     from organfm.outputs import FolderLock, check_output_folder
 
@@ -154,7 +154,7 @@ def embed(model: str | os.PathLike[str], data: str | os.PathLike[str] | None, ou
         joint_wanted, text_list = joint or texts != "none", None
         if joint_wanted:  # a model without a text tower, or an empty text, fails before any image is embedded
             from organfm.batches.texts import dataset_texts
-            from organfm.evaluation.models import load_encoder
+            from organfm.features.encoders import load_encoder
 
             if "text" not in load_encoder(str(model), image_size=kwargs.get("image_size"))[1]:
                 raise ValueError(f"--joint/--texts: {model} has no text tower (export/text/); only models trained "
@@ -171,7 +171,7 @@ def embed(model: str | os.PathLike[str], data: str | os.PathLike[str] | None, ou
                 if log:
                     log(f"{path}: ids and features, one row per image")
         if joint_wanted:
-            from organfm.evaluation.joint import embed_joint
+            from organfm.features.joint import embed_joint
 
             done = embed_joint(out, texts=text_list)
             made = "joint-images.npy" + (" and joint-texts.npy" if text_list is not None else "")

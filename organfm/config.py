@@ -19,6 +19,7 @@ import yaml
 from organfm import configtree
 from organfm.configtree import ConfigError
 from organfm.registry import METHODS
+from organfm.views.recipes import GlobalLocalViews
 
 __all__ = [
     "BackboneConfig",
@@ -35,7 +36,6 @@ __all__ = [
     "load_config",
     "new_config",
     "parse_overrides",
-    "save_config",
     "valid_keys",
     "validate",
 ]
@@ -80,27 +80,12 @@ class DataConfig:
     synthetic_refresh: int | None = None  # pair-buffer samples replaced per step; None: max(1, batch_size // 10)
 
 
-@dataclass
-class ViewsConfig:
-    """Multi-crop augmentation (``organfm.views.GlobalLocalViews`` kwargs)."""
-
-    num_global_views: int = 2
-    global_size: int = 64
-    global_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
-    num_local_views: int = 12
-    local_size: int = 32
-    local_scale: list[float] = field(default_factory=lambda: [0.4, 0.7])
-    hflip_prob: float = 0.5
-    vflip_prob: float = 0.0
-    rotation_degrees: float = 10.0
-    brightness: float = 0.4
-    contrast: float = 0.4
-    gamma: list[float] = field(default_factory=lambda: [0.7, 1.5])
-    blur_probs: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])
-    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
-    mean: float = 0.5
-    std: float = 0.5
-    on_device: bool = False  # make the views on the accelerator from cached uint8 images (batched tensor ops)
+# ``views.*``: the multi-crop recipe's keyword arguments with its defaults (``GlobalLocalViews`` is where a view
+# augmentation and its default are written, once), plus where the views are made: ``on_device`` makes them on
+# the accelerator from cached uint8 images (batched tensor ops, ``organfm.views.device.DeviceViews``)
+ViewsConfig = configtree.config_from_signature(GlobalLocalViews, name="ViewsConfig", section="views",
+                                               extra=[("on_device", bool, False)])
+ViewsConfig.__module__ = __name__
 
 
 @dataclass
@@ -321,6 +306,3 @@ def dump_config(cfg: Config) -> str:
     """The resolved config as the YAML that ``load_config(None, file)`` reads back."""
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
 
-
-def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(dump_config(cfg))

@@ -22,6 +22,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -32,7 +33,8 @@ import yaml
 
 __all__ = [
     "unknown_key_message",
-    "ConfigError", "apply_overrides", "build_tree", "coerce", "flatten", "is_section", "load_yaml_mapping",
+    "ConfigError", "apply_overrides", "build_tree", "coerce", "config_from_signature", "flatten", "is_section",
+    "load_yaml_mapping",
     "parse_overrides", "set_dotted", "tree_to_dict", "valid_keys",
 ]
 
@@ -112,6 +114,56 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)
     return value
+
+
+def _as_list_type(tp: Any) -> Any:
+    """``tuple[float, float]`` -> ``list[float]``: YAML has lists only, and ``coerce`` checks list items."""
+    if typing.get_origin(tp) is tuple:
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        return list[args[0]] if args and all(a == args[0] for a in args) else list
+    return tp
+
+
+def config_from_signature(cls: type, *, name: str, section: str,
+                          extra: Iterable[tuple[str, Any, Any]] = ()) -> type:
+    """A config dataclass whose fields are the keyword-only arguments of ``cls.__init__``.
+
+    The constructor is the one place a default is written: each field has the argument's name, type and
+    default, so a new argument is a new config key with no second edit. Tuples become lists (YAML has no
+    tuples; ``coerce`` then checks their items).
+
+    Args:
+        cls: the class whose constructor declares the keys (``Coda``, ``GlobalLocalViews``).
+        name: the dataclass's name (``CodaConfig``, ``ViewsConfig``).
+        section: the keys' section, named in errors and the docstring (``method``, ``views``).
+        extra: ``(name, type, default)`` fields that are config but not constructor arguments, appended in
+            order (``views.on_device`` says *where* views are made, not *what* they are).
+
+    Returns:
+        The dataclass type, with ``__module__`` set to ``cls``'s.
+
+    Raises:
+        TypeError: a keyword-only argument has no default (every config key needs one).
+    """
+    hints = typing.get_type_hints(cls.__init__)
+    fields = []
+    for p in inspect.signature(cls.__init__).parameters.values():
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        if p.default is inspect.Parameter.empty:
+            raise TypeError(f"{cls.__name__}.__init__: keyword argument {p.name!r} needs a default "
+                            f"(it is a {section}.* config key)")
+        fields.append((p.name, _as_list_type(hints.get(p.name, Any)), p.default))
+    specs = []
+    for key, tp, default in [*fields, *extra]:
+        # a mutable default is built per instance, so two configs never share one list
+        spec = (dataclasses.field(default_factory=lambda d=default: list(d)) if isinstance(default, (list, tuple))
+                else dataclasses.field(default=default))
+        specs.append((key, tp, spec))
+    config = dataclasses.make_dataclass(name, specs)
+    config.__doc__ = f"``{section}.*`` keys of {cls.__name__}: its constructor's keyword arguments and defaults."
+    config.__module__ = cls.__module__
+    return config
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

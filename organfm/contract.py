@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from organfm.backbones.contract import BackboneContract
+
 __all__ = ["Preprocess", "load"]
 
 
@@ -30,7 +32,8 @@ class Preprocess:
     """The contract of one export as a callable: array or file -> the tensor its network expects.
 
     Args:
-        contract: the export's ``backbone.json`` (``input_size``, ``mean``, ``std``, ``intensity``,
+        contract: the network's :class:`~organfm.backbones.contract.BackboneContract` (``model.contract``), or
+            an export's ``backbone.json`` as a dict (``input_size``, ``mean``, ``std``, ``intensity``,
             ``interpolation``; ``organs`` for an organ set).
         organ_set: the network takes a set of organ images (``organ_set_vit``).
 
@@ -43,7 +46,9 @@ class Preprocess:
         float32 tensor (C, H, W), (C, D, H, W), or (O, C, *S) for an organ set; add the batch axis yourself.
     """
 
-    def __init__(self, contract: Mapping[str, Any], *, organ_set: bool = False) -> None:
+    def __init__(self, contract: BackboneContract | Mapping[str, Any], *, organ_set: bool = False) -> None:
+        if isinstance(contract, BackboneContract):
+            contract = contract.to_dict()
         size = list(contract.get("input_size") or [])
         if len(size) not in (3, 4):
             raise ValueError(f"the contract's input_size {size} is not (C, H, W) or (C, D, H, W)")
@@ -134,18 +139,17 @@ def load(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[nn.Mo
         device: where the network lives.
 
     Returns:
-        ``(model, preprocess)``: ``model(x)`` maps a batch (B, C, H, W) / (B, C, D, H, W) / (B, O, C, *S) to
+        ``(model, preprocess)``: ``model`` carries its contract (``model.contract``); ``model(x)`` maps a batch (B, C, H, W) / (B, C, D, H, W) / (B, O, C, *S) to
         pooled features (B, E); ``preprocess`` (a :class:`Preprocess`) maps one array or file to one input.
 
     Raises:
         FileNotFoundError: no export there. ValueError: an unreadable contract or unknown architecture.
     """
-    from organfm.evaluation.models import load_encoder
+    from organfm.features.encoders import load_encoder
 
-    make, contract = load_encoder(str(path))
+    make, _ = load_encoder(str(path))
     model = make().to(device).eval()
-    organ_set = str(contract.get("architecture", "")).startswith("organ_set")
-    return model, Preprocess(contract, organ_set=organ_set)
+    return model, Preprocess(model.contract, organ_set=model.contract.architecture.startswith("organ_set"))
 
 
 def _read(path: str | Path, spatial_dims: int) -> np.ndarray:

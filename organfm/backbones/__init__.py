@@ -6,6 +6,9 @@ Registered here:
 - ``plainconv3d`` (nnU-Net's PlainConvEncoder) and ``swin3d`` (MONAI SwinViT), 3D encoders with a learnable
   mask for masked-volume pretraining (Triad);
 - ``organ_set_vit``, a transformer over the tokens of a subject's available organs (Pan-FM).
+
+Every backbone ``create_backbone`` returns carries a :class:`BackboneContract` as ``backbone.contract`` (its
+identity; pretraining and loading an export fill in the input side), as timm models carry ``pretrained_cfg``.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from organfm.backbones.base import Backbone
+from organfm.backbones.contract import BackboneContract, attach_contract, build_contract
 from organfm.backbones.organ_set import OrganSetBackbone
 from organfm.backbones.plainconv3d import PlainConv3DBackbone
 from organfm.backbones.swin import SwinUNETRBackbone
@@ -23,7 +27,7 @@ from organfm.backbones.timm import TimmBackbone
 from organfm.backbones.unet import UNetBackbone
 from organfm.registry import Registry
 
-__all__ = ["Backbone", "OrganSetBackbone", "PlainConv3DBackbone", "Swin3DBackbone", "SwinUNETRBackbone",
+__all__ = ["Backbone", "BackboneContract", "OrganSetBackbone", "PlainConv3DBackbone", "Swin3DBackbone", "SwinUNETRBackbone",
            "TimmBackbone", "UNetBackbone", "create_backbone", "list_backbone_arguments", "list_backbones",
            "register_backbone"]
 
@@ -37,7 +41,8 @@ register_backbone("organ_set_vit")(OrganSetBackbone)
 
 
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:
-    """Build the backbone ``name``: an organfm-registered network, else any timm architecture.
+    """Build the backbone ``name``: an organfm-registered network, else any timm architecture, with its
+    ``contract`` (a :class:`BackboneContract`) attached.
 
     ``strict=False`` (partial loading of ``pretrained_file``, reported) is for timm architectures; organfm's own
     backbones always load their exports strictly.
@@ -46,8 +51,10 @@ def create_backbone(name: str, **kwargs: Any) -> nn.Module:
         if kwargs.pop("strict", True) is False:
             raise ValueError(f"backbone.strict_load=false (partial weight loading) is for timm architectures, not "
                              f"{name!r}: set backbone.strict_load=true and give weights of this architecture")
-        return _BACKBONES.create(name, **kwargs)
-    return TimmBackbone(name, **{k: v for k, v in kwargs.items() if v is not None})
+        backbone = _BACKBONES.create(name, **kwargs)
+    else:
+        backbone = TimmBackbone(name, **{k: v for k, v in kwargs.items() if v is not None})
+    return attach_contract(backbone, build_contract(backbone, architecture=name))
 
 
 def list_backbone_arguments(name: str) -> list[str]:

@@ -61,7 +61,7 @@ def text_options(ctx: SourceContext, dataset: Any) -> tuple[list[str] | None, di
     texts = source_texts(ctx, dataset)
     if texts is None or ctx.options.get("text_tower", "small") != "small":
         return texts, {}
-    return texts, {"tokenizer_file": str(run_tokenizer(Path(ctx.run_dir or "."), texts, rank=ctx.rank))}
+    return texts, {"tokenizer_file": str(run_tokenizer(Path(ctx.run_dir or "."), texts))}
 
 
 @register_batch_source("captioned")

@@ -7,7 +7,7 @@ the normalised projected targets, the ``available`` mask and the projector are s
 ``projected-<key>/`` (one (N, D) ``teacher-<k>.npy`` per teacher, k in sorted name order, and ``fit.pt``).
 
 Nothing here holds every image's features at once: teacher features and targets are ``.npy`` shards read
-row by row (:class:`~organfm.evaluation.shards.ShardRows`), the projector trains on minibatches of rows, the
+row by row (:class:`~organfm.features.shards.ShardRows`), the projector trains on minibatches of rows, the
 filters and the projection walk chunks, and a batch item reads its one target row. Memory grows with N only
 by the (N, K) mask and the (N,) text ids.
 
@@ -46,7 +46,7 @@ from organfm.batches.captioned import TextViewsDataset, source_texts, text_optio
 from organfm.batches.images import image_batch_source, image_views, load_images
 from organfm.batches.teachers import (TEACHER_FILTERS, caption_filter, column_filter, organ_filter, parse_teachers,
                                       sample_teacher, teacher_features, teacher_text)
-from organfm.evaluation.shards import ShardRows, write_rows
+from organfm.features.shards import ShardRows, write_rows
 
 __all__ = ["CHUNK", "FIT_FILE", "TeacherViewsDataset", "open_targets"]
 
@@ -54,7 +54,7 @@ class TeacherViewsDataset(Dataset):
     """Item ``(index, seed)`` -> the views of ``MultiViewDataset`` plus ``teacher`` (D,), ``teacher_id``,
     ``available`` (K,) and ``index``; with texts also ``teacher_text`` (D,) and ``teacher_has_text``.
 
-    Targets are read one row per item (:class:`~organfm.evaluation.shards.ShardRows`), never held whole.
+    Targets are read one row per item (:class:`~organfm.features.shards.ShardRows`), never held whole.
 
     Args:
         views: a ``MultiViewDataset``.
@@ -95,7 +95,7 @@ FIT_FILE = "fit.pt"  # in a projected-<key>/ folder: mask, projector, fit losses
 def open_targets(folder: Path) -> dict[str, Any]:
     """A stored ``projected-<key>/`` folder: ``names`` (sorted), ``available`` (N, K), ``has_text`` (K,) (with
     texts), ``losses``, ``projector``, and per teacher ``projected`` (N, D) and ``projected_text`` (U, D) or None
-    as :class:`~organfm.evaluation.shards.ShardRows` views."""
+    as :class:`~organfm.features.shards.ShardRows` views."""
     saved = torch.load(folder / FIT_FILE, map_location="cpu", weights_only=True)
     k = len(saved["names"])
     saved["projected"] = [ShardRows([folder / f"teacher-{j}.npy"]) for j in range(k)]
@@ -120,7 +120,7 @@ def _prepare(ctx: SourceContext, dataset: Any, store: Path, texts: list[str] | N
     after, so the order of the list changes no fit, and ``teacher_id`` k is always the k-th listed teacher.
     In a distributed run rank 0 embeds, fits and writes; the other ranks wait at a barrier, then read.
     """
-    from organfm.evaluation.embed import features_key, image_digests, set_hash
+    from organfm.features.store import features_key, image_digests, set_hash
 
     o = ctx.options
     teachers = parse_teachers(list(o.get("teachers") or []))

@@ -2,7 +2,7 @@
 teachers each image may draw (the ``available`` filters).
 
 A teacher SPEC is a model (run folder, export, ``random:<arch>``, ``timm:<arch>:<file>``), embedded once by
-:func:`organfm.evaluation.embed.embed_dataset`, or an ``organfm embed`` output folder, checked against the
+:func:`organfm.features.store.embed_dataset`, or an ``organfm embed`` output folder, checked against the
 dataset by its image hash. A teacher trained with texts (``imagetext``, or ``mmkd`` with texts) has a text tower
 (``export/text/``); with texts, its targets are its joint-space image embeddings and its text embeddings.
 """
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from organfm.data.errors import DataError
-from organfm.evaluation.shards import ShardRows
+from organfm.features.shards import ShardRows
 
 __all__ = ["TEACHERS_COLUMN", "TEACHER_FILTERS", "caption_filter", "column_filter", "organ_filter", "parse_teachers",
            "sample_teacher", "teacher_features", "teacher_text"]
@@ -54,7 +54,7 @@ def parse_teachers(items: list[str]) -> dict[str, str]:
 
 
 def _is_features_folder(spec: str) -> bool:
-    from organfm.evaluation.embed import INDEX_FILE
+    from organfm.features.store import INDEX_FILE
 
     return (Path(spec).expanduser() / INDEX_FILE).is_file()
 
@@ -74,7 +74,7 @@ def teacher_features(name: str, spec: str, dataset: Any, store: Path, *, image_h
         spec: a model spec, or an ``organfm embed`` output folder.
         dataset: the training images.
         store: where a model spec's features are written (reused when present).
-        image_hash: the dataset's image-set hash (:func:`organfm.evaluation.embed.set_hash`).
+        image_hash: the dataset's image-set hash (:func:`organfm.features.store.set_hash`).
         image_size: input size for contract-less specs (``random:``, ``timm:``).
         batch_size, seed: embedding batch size; ``random:`` initialisation seed.
         embed: False reads ``store`` as another process (rank 0) left it, without running the model.
@@ -87,7 +87,7 @@ def teacher_features(name: str, spec: str, dataset: Any, store: Path, *, image_h
         ValueError: the teacher does not load, or its features cover other images than the dataset.
         DataError: an unreadable shard, a dimension mismatch or NaN features (naming the file).
     """
-    from organfm.evaluation.embed import INDEX_FILE, embed_dataset, open_features
+    from organfm.features.store import INDEX_FILE, embed_dataset, open_features
 
     folder = Path(spec).expanduser() if _is_features_folder(spec) else store
     if folder == store and embed:
@@ -185,7 +185,7 @@ def teacher_text(name: str, spec: str, index: dict[str, Any], feats: ShardRows |
     Raises:
         ValueError: the text tower does not load, or expects another feature size than the stored features.
     """
-    from organfm.evaluation.joint import model_text_folder
+    from organfm.features.joint import model_text_folder
     from organfm.text.tower import load_joint_text
 
     folder = model_text_folder(spec, index)

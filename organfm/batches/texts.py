@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from organfm.data.errors import DataError
+from organfm.outputs.atomic import atomic_path
 from organfm.text.captions import TEXT_MODES, caption, record_texts
 
 __all__ = ["dataset_texts", "run_tokenizer"]
@@ -46,7 +47,7 @@ def dataset_texts(dataset: Any, *, mode: str, column: str = "text", modality: st
     return texts if texts is not None else record_texts(records, mode="captions", **kwargs)
 
 
-def run_tokenizer(run_dir: Path, texts: list[str], *, rank: int = 0) -> Path:
+def run_tokenizer(run_dir: Path, texts: list[str]) -> Path:
     """``<run>/text/tokenizer.json``, written from ``texts`` unless it exists (then it is kept).
 
     Every rank builds the same tokenizer from the same corpus, so each may write it (atomically, same bytes).
@@ -55,8 +56,6 @@ def run_tokenizer(run_dir: Path, texts: list[str], *, rank: int = 0) -> Path:
 
     path = Path(run_dir) / TOKENIZER_FILE
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".rank{rank}.tmp")
-        WordTokenizer.from_corpus(texts).save(tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:  # each rank's temporary has its own name: concurrent writers never mix
+            WordTokenizer.from_corpus(texts).save(tmp)
     return path

@@ -24,22 +24,10 @@ from organfm.configtree import ConfigError
 from organfm.data.acquisition import describe_acquisition
 from organfm.data.samplers import ResumableBatchSampler
 from organfm.data.volume_set import LoadedVolume, load_volumes, preprocess_volume
+from organfm.text.tower import create_text_tower
 from organfm.views.mask3d import SimMIMMask3D
 
-__all__ = ["CubeDataset", "build_text_encoder", "synthetic_volumes"]
-
-
-def build_text_encoder(name: str, dim: int):
-    """The frozen text encoder: ``hash`` (deterministic, no file, ``dim`` wide) or a local Hugging Face folder."""
-    if name == "hash":
-        from organfm.text.hashing import HashTextEncoder
-
-        return HashTextEncoder(dim=dim)
-    if Path(name).expanduser().is_dir():
-        from organfm.text.hf import HFTextEncoder
-
-        return HFTextEncoder(Path(name).expanduser())
-    raise ValueError(f"unknown text encoder {name!r}: 'hash' or a local Hugging Face model folder")
+__all__ = ["CubeDataset", "synthetic_volumes"]
 
 
 def synthetic_volumes(count: int, cube: int, seed: int) -> list[LoadedVolume]:
@@ -103,7 +91,8 @@ def volumes_source(ctx: SourceContext) -> BatchSource:
                                         max_volume_voxels=data.max_volume_voxels, max_array_voxels=data.max_array_voxels)
         volumes += synthetic_volumes(int(o.get("synthetic_volumes") or 0), cube, data.synthetic_seed)
     descriptions = [describe_acquisition(v.acquisition) for v in volumes]
-    encoder = build_text_encoder(str(o["text_encoder"]), int(o["text_dim"]))
+    # frozen: the descriptions' embeddings are fixed for the whole run
+    encoder = create_text_tower(str(o["text_encoder"]), width=int(o["text_dim"])).eval().requires_grad_(False)
     unique = sorted(set(descriptions))
     if len(unique) == 1 and float(o.get("text_weight") or 0) > 0:
         # the log-ratio term compares volumes of different descriptions only: with one it is zero every step

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from organfm.data.runfiles import printable, write_atomic
+from organfm.data.runfiles import printable
+from organfm.outputs.atomic import write_atomic
 
 __all__ = ["DataError", "MAX_LOGGED_SKIPS", "append_skip_log", "count_skips", "read_skip_log"]
 

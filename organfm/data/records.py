@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Record", "content_hash"]
+__all__ = ["Record", "content_hash", "hash_file"]
 
 
 @dataclass(slots=True)
@@ -63,3 +64,21 @@ def content_hash(data: bytes | memoryview, *extra: object) -> str:
     for part in extra:
         h.update(b"\0" + str(part).encode())
     return h.hexdigest()
+
+
+def hash_file(path: str | Path) -> str:
+    """Hex digest of a file's bytes, equal to ``content_hash(path.read_bytes())``.
+
+    Streamed in 1 MiB chunks, so a large volume or weights file is never held in memory just to be hashed.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The blake2b-128 hex digest (32 characters).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

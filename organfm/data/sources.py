@@ -20,7 +20,6 @@ Organ names come from ``organ_from``:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from organfm.data.archive import DEFAULT_MAX_MEMBER_BYTES, TarArchive, is_tar
 from organfm.data.errors import DataError
 from organfm.data.manifest import is_manifest, load_manifest
 from organfm.data.readers import Header, Reader, find_reader, npz_layout
-from organfm.data.records import Record, content_hash
+from organfm.data.records import Record, content_hash, hash_file
 from organfm.data.runfiles import printable
 from organfm.data.splits import SPLITS
 from organfm.data.volumes import index_organ_crops, load_class_map
@@ -219,7 +218,7 @@ class _Indexer:
             raise DataError(f"{where}: cannot read header ({type(e).__name__}: {e})") from e
         if header.body_part and (self.organ_from == "dicom" or (self.organ_from == "auto" and organ is None)):
             organ = header.body_part
-        file_hash = content_hash(data) if data is not None else _file_hash(path)
+        file_hash = content_hash(data) if data is not None else hash_file(path)
         base = Record(path=path, reader=reader_name, key=key, member=member, organ=organ, content_hash=file_hash,
                       group=file_hash, patient_id=header.patient_key)
         if self.dim == 3:
@@ -310,12 +309,3 @@ def _is_dicom_file(path: Path) -> bool:
             return f.read(132)[128:132] == b"DICM"
     except OSError:
         return False
-
-
-def _file_hash(path: str) -> str:
-    # streamed, so a large volume is never held in memory just to be hashed; equals content_hash(bytes)
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

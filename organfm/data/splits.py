@@ -25,7 +25,7 @@ from pathlib import Path
 
 from organfm.data.errors import DataError
 from organfm.data.records import Record, content_hash
-from organfm.data.runfiles import write_atomic
+from organfm.outputs.atomic import write_atomic
 
 __all__ = ["ALL", "selected_split", "SPLITS", "SavedSplit", "parse_split", "assign_splits", "save_split", "load_split", "key_path", "load_or_create_key",
            "new_key"]

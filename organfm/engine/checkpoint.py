@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from organfm.data.runfiles import file_mode
+from organfm.outputs.atomic import atomic_path, write_atomic
 
-__all__ = ["CheckpointWriteError", "atomic_write_text", "capture_rng", "export_backbone", "latest_checkpoint",
-           "load_checkpoint", "load_latest_readable", "restore_rng", "save_checkpoint"]
+if TYPE_CHECKING:
+    from organfm.backbones.contract import BackboneContract
+
+__all__ = ["CheckpointWriteError", "capture_rng", "export_backbone", "export_text", "latest_checkpoint",
+           "load_checkpoint", "load_latest_readable", "read_export", "restore_rng", "save_checkpoint",
+           "weights_metadata"]
 
 CHECKPOINT_DIR = "checkpoints"
 EXPORT_DIR = "export"
@@ -28,32 +30,6 @@ class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written (full disk, lost mount); the message says what is still intact."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write through a temp file in the same folder, fsync, then rename: a crash leaves old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600: follow the umask like any other file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a small run file (config, data summary) so that a crash leaves the old or the new file, never half."""
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
-
-
 def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, *, keep: int = 2) -> Path:
     """Save ``state`` as ``run_dir/checkpoints/step-<step>.ckpt`` atomically; keep the newest ``keep``.
 
@@ -63,7 +39,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | Path, step: int, *, ke
     folder = Path(run_dir) / CHECKPOINT_DIR
     path = folder / f"step-{step:08d}.ckpt"
     try:
-        _atomic_write(path, lambda f: torch.save(state, f))
+        write_atomic(path, lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:  # torch reports a full disk as RuntimeError from its stream writer
         previous = latest_checkpoint(run_dir)
         kept = (f"the previous checkpoint {previous} is intact; free space, then continue with "
@@ -186,6 +162,61 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
     """
     from safetensors.torch import save_file
 
+    from organfm.backbones.contract import CONTRACT_FILE
+
+    run_dir = Path(run_dir)
+    weights, contract, state = read_export(run_dir, checkpoint=checkpoint, network=network)
+    if format is not None:  # refuse a backbone the format cannot hold before any file is written
+        from organfm.interop import check_export_format
+
+        check_export_format(format, weights, contract.to_dict())
+    from organfm.monitor import read_health
+
+    health = read_health(run_dir)
+    if health is not None:  # what the monitor said of the exported network (the run's latest measurement)
+        contract.health = {k: health.get(k) for k in ("verdict", "reason", "step")}
+    out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
+    contract.training_data = _training_data(run_dir)
+    contract.license = license or _previous_license(out / CONTRACT_FILE)
+    text, contract.text = contract.text, None
+    if text is not None:  # a network trained with texts: its text side goes to export/text/
+        export_text(text, state, f"{contract.network}.text.", run_dir, out)
+    weights_path, contract_path = out / "backbone.safetensors", out / CONTRACT_FILE
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(weights_path) as tmp:  # the safetensors writer takes a file name, not an open file
+        save_file(weights, str(tmp), metadata=weights_metadata(contract))
+    write_atomic(contract_path, contract.to_json())
+    from organfm.engine.model_folder import write_model_folder
+
+    write_model_folder(out, contract.to_dict(), weights_path)
+    from organfm.interop import remove_stale_formats, save_export_format
+
+    remove_stale_formats(out, keep=format)
+    if format is not None:
+        save_export_format(format, out, weights, contract.to_dict())
+    return weights_path, contract_path
+
+
+def read_export(run_dir: str | Path, *, checkpoint: str | Path | None = None, network: str | None = None
+                ) -> tuple[dict[str, torch.Tensor], BackboneContract, dict[str, torch.Tensor]]:
+    """The exported network's weights and contract, read from a checkpoint into memory (nothing is written).
+
+    Args:
+        run_dir: the run folder.
+        checkpoint: a specific checkpoint (default: the run's latest).
+        network: ``"teacher"`` or ``"student"``; default: the method's choice (see :func:`export_backbone`).
+
+    Returns:
+        ``(weights, contract, state)``: the backbone's state dict in the exported module's naming; its contract
+        with ``step``, ``network`` and (from the run's config) ``teachers`` set (``text``, when set, describes
+        the text side); and the checkpoint's whole method state, where that text side lives
+        (:func:`export_text`).
+
+    Raises:
+        FileNotFoundError: no checkpoint. ValueError: an unreadable checkpoint, or no parameters of ``network``.
+    """
+    from organfm.backbones.contract import BackboneContract
+
     run_dir = Path(run_dir)
     ckpt_path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
     if ckpt_path is None:
@@ -198,44 +229,20 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
     if not weights:
         raise ValueError(f"{ckpt_path} holds no parameters under {prefix!r}"
                          + (f" (this method has no {network})" if network else ""))
-    contract = dict(ckpt["contract"], step=ckpt["step"], network=prefix.split(".", 1)[0])
-    if format is not None:  # refuse a backbone the format cannot hold before any file is written
-        from organfm.interop import check_export_format
-
-        check_export_format(format, weights, contract)
-    from organfm.monitor import read_health
-
-    health = read_health(run_dir)
-    if health is not None:  # what the monitor said of the exported network (the run's latest measurement)
-        contract["health"] = {k: health.get(k) for k in ("verdict", "reason", "step")}
+    contract = BackboneContract.from_dict(ckpt["contract"]).replace(step=ckpt["step"],
+                                                                    network=prefix.split(".", 1)[0])
     teachers = ((ckpt.get("config") or {}).get("method") or {}).get("teachers")
     if teachers:  # a distilled student names what it learned from
-        contract["teachers"] = list(teachers)
-    out = Path(out_dir) if out_dir else run_dir / EXPORT_DIR
-    contract["training_data"] = _training_data(run_dir)
-    contract["license"] = license or _previous_license(out / "backbone.json")
-    text = contract.pop("text", None)
-    if text is not None:  # a network trained with texts: its text side goes to export/text/
-        _export_text(text, ckpt["method"], f"{contract['network']}.text.", run_dir, out)
-    weights_path, contract_path = out / "backbone.safetensors", out / "backbone.json"
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".backbone.safetensors.tmp"
-    metadata = {"architecture": contract["architecture"], "format": "pt"}
-    if contract.get("backbone_args"):  # organfm's own backbones rebuild themselves from it
-        metadata["backbone_args"] = json.dumps(contract["backbone_args"], sort_keys=True)
-    save_file(weights, str(tmp), metadata=metadata)
-    os.chmod(tmp, file_mode())  # the safetensors writer makes owner-only files
-    os.replace(tmp, weights_path)
-    _atomic_write(contract_path, lambda f: f.write(json.dumps(contract, indent=2).encode()))
-    from organfm.engine.model_folder import write_model_folder
+        contract.teachers = list(teachers)
+    return weights, contract, ckpt["method"]
 
-    write_model_folder(out, contract, weights_path)
-    from organfm.interop import remove_stale_formats, save_export_format
 
-    remove_stale_formats(out, keep=format)
-    if format is not None:
-        save_export_format(format, out, weights, contract)
-    return weights_path, contract_path
+def weights_metadata(contract: BackboneContract) -> dict[str, str]:
+    """The safetensors metadata of exported weights: the architecture, and the arguments that rebuild it."""
+    metadata = {"architecture": contract.architecture, "format": "pt"}
+    if contract.backbone_args:  # organfm's own backbones rebuild themselves from it
+        metadata["backbone_args"] = json.dumps(contract.backbone_args, sort_keys=True)
+    return metadata
 
 
 def _training_data(run_dir: Path) -> dict[str, Any]:
@@ -256,8 +263,16 @@ def _previous_license(contract_path: Path) -> str:
         return "other"
 
 
-def _export_text(description: dict, state: dict, prefix: str, run_dir: Path, out: Path) -> None:
-    """Write the text side under ``prefix`` of a checkpoint's state to ``out/text/`` (tower files from the run)."""
+def export_text(description: dict, state: dict, prefix: str, run_dir: Path, out: Path) -> None:
+    """Write the text side under ``prefix`` of a checkpoint's state to ``out/text/`` (tower files from the run).
+
+    Args:
+        description: the contract's ``text`` (the tower's description).
+        state: the checkpoint's method state.
+        prefix: where the text side's parameters live in ``state`` (``<network>.text.``).
+        run_dir: the run folder (its ``text/`` holds the tokenizer).
+        out: the export folder.
+    """
     from organfm.text.tower import TEXT_DIR, JointText, save_joint_text
 
     weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from organfm.data.runfiles import file_mode, write_atomic
+from organfm.outputs.atomic import atomic_path, write_atomic
 
 __all__ = ["CARD_FILE", "EVALUATION_FILE", "TIMM_CONFIG", "TIMM_WEIGHTS", "data_facts", "record_evaluation",
            "render_model_card", "timm_config", "write_model_folder"]
@@ -210,14 +210,12 @@ def render_model_card(contract: dict[str, Any], *, evaluation: dict[str, Any] | 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
     """``dst`` holds ``src``'s bytes (a hard link where the file system allows, else a copy), atomically."""
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, file_mode())
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        tmp.unlink()  # a hard link needs a free name; the temporary's random name stays ours meanwhile
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import sys
-import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,11 +20,12 @@ import torch
 
 from organfm.backbones import create_backbone, list_backbone_arguments
 from organfm.backbones.base import check_input_sizes
+from organfm.backbones.contract import build_contract
 from organfm.batches import BatchSource, SourceContext, create_batch_source
 from organfm.config import Config, ConfigError, config_to_dict, dump_config
 from organfm.data.errors import count_skips
-from organfm.engine.checkpoint import (atomic_write_text, capture_rng, export_backbone, latest_checkpoint,
-                                       load_latest_readable, restore_rng, save_checkpoint)
+from organfm.engine.checkpoint import (capture_rng, export_backbone, latest_checkpoint, load_latest_readable,
+                                       restore_rng, save_checkpoint)
 from organfm.engine.loop import StopRequest, TrainResult, ignore_stop_signals, train
 from organfm.engine.optim import build_optimizer
 from organfm.engine.progress import ProgressReporter, TimedBatches
@@ -35,6 +35,7 @@ from organfm.methods import get_method
 from organfm.methods.base import StepState
 from organfm.monitor import LEARNING, HealthMonitor
 from organfm.monitor.views import VIEWS_FILE, ViewsSnapshot
+from organfm.outputs.atomic import write_atomic
 
 __all__ = ["PretrainSummary", "pretrain"]
 
@@ -206,8 +207,8 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
               "data.split=all to train on every image, or give those organs more subjects")
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
-        atomic_write_text(run_dir / "data.json", json.dumps(first_summary, indent=2, default=str))
+        write_atomic(run_dir / "config.yaml", dump_config(cfg))
+        write_atomic(run_dir / "data.json", json.dumps(first_summary, indent=2, default=str))
         source.write_run_files(run_dir)
 
     raw_method = method
@@ -260,7 +261,7 @@ def _pretrain(cfg: Config, fabric, loggers, run_dir: Path, ckpt_path, ckpt, star
     # one counter for every batch source: the run's skip log, which every process of every source appends to
     data_summary["skipped_logged"] = count_skips(run_dir / "skips")
     if fabric.is_global_zero:
-        atomic_write_text(run_dir / "data.json", json.dumps(data_summary, indent=2, default=str))
+        write_atomic(run_dir / "data.json", json.dumps(data_summary, indent=2, default=str))
         if checkpoint is not None:
             export = export_backbone(run_dir, checkpoint=checkpoint)[0]
     return PretrainSummary(run_dir=run_dir, result=result, checkpoint=checkpoint, export=export,
@@ -355,26 +356,8 @@ def _worker_init(worker_id: int, previous=None) -> None:
 
 
 def _data_contract(cfg: Config, method, source: BatchSource) -> dict[str, Any]:
-    """What a user of the exported backbone must feed it (timm's pretrained_cfg habit)."""
-    backbone = method.exported_backbone()
-    c = source.contract
-    input_size, mean, std = list(c["input_size"]), list(c["mean"]), list(c["std"])
+    """What a user of the exported backbone must feed it (timm's pretrained_cfg habit), as the checkpoint's
+    plain dict (checkpoints load with ``weights_only=True``)."""
     text = method.exported_text()
-    return {**({"text": text.describe()} if text is not None else {}),
-        "architecture": cfg.backbone.name,
-        "backbone_args": getattr(backbone, "backbone_args", {}),
-        "in_chans": 1,
-        "num_features": int(backbone.num_features),
-        "spatial_dims": int(getattr(backbone, "spatial_dims", 2)),
-        "input_size": input_size,
-        "interpolation": "trilinear" if len(input_size) == 4 else "bilinear",
-        "mean": mean,
-        "std": std,
-        "intensity": c.get("intensity"),
-        "organs": list(c["organs"]),
-        # synthetic subjects: the generator world and index range pretraining drew (an evaluation draws others)
-        **({"synthetic_subjects": c["synthetic_subjects"]} if "synthetic_subjects" in c else {}),
-        "method": cfg.method_name,
-        "pretrained_cfg": {"input_size": input_size, "mean": mean, "std": std, "num_classes": 0},
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+    return build_contract(method.exported_backbone(), architecture=cfg.backbone.name, data=source.contract,
+                          method=cfg.method_name, text=text.describe() if text is not None else None).to_dict()

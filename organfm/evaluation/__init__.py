@@ -9,14 +9,14 @@ task config (``load_task``) for several models (``load_encoder`` specs) and writ
 from __future__ import annotations
 
 from organfm.evaluation.clusters import cluster_scores, embed_2d
-from organfm.evaluation.features import FeatureCache, extract_features, normalize_images
+from organfm.features.extraction import FeatureCache, extract_features, normalize_images
 from organfm.evaluation.few_shot import few_shot_settings, run_few_shot, stratified_subset
 from organfm.evaluation.finetune import finetune_classification
 from organfm.evaluation.knn import knn_classify
 from organfm.evaluation.leakage import LeakageError, check_leakage
 from organfm.evaluation.linear_probe import linear_probe
 from organfm.evaluation.metrics import classification_metrics, segmentation_metrics, summarize
-from organfm.evaluation.models import load_encoder, parse_models
+from organfm.features.encoders import load_encoder, parse_models
 from organfm.evaluation.protocol import get_protocol, list_protocols, register_protocol
 from organfm.evaluation.segmentation import finetune_segmentation, load_segmentation_split
 from organfm.evaluation.suite import evaluate_models

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
-from organfm.evaluation.features import FeatureCache, extract_features, normalize_images
+from organfm.features.extraction import FeatureCache, extract_features, normalize_images
 from organfm.evaluation.metrics import CLASSIFICATION_METRICS, classification_metrics, summarize
 from organfm.registry import Registry
 

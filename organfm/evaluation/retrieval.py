@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["ranks_from_similarity", "recall_at_k", "recall_from_ranks", "retrieval_ranks"]
+__all__ = ["ranks_from_similarity", "recall_from_ranks", "retrieval_ranks"]
 
 
 def ranks_from_similarity(sim: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
@@ -54,12 +54,6 @@ def recall_from_ranks(ranks: torch.Tensor, ks: Sequence[int]) -> dict[int, float
     if len(ranks) == 0:
         raise ValueError("Recall@k of no queries is undefined")
     return {int(k): float((ranks < k).double().mean()) for k in ks}
-
-
-def recall_at_k(sim: torch.Tensor, relevant: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
-    """Recall@k of every query: the fraction of rows of ``sim`` (Nq, Nd) whose best relevant item
-    (``relevant`` (Nq, Nd) bool) is within the top k, ties counted against the query."""
-    return recall_from_ranks(ranks_from_similarity(sim, relevant), ks)
 
 
 def retrieval_ranks(queries: torch.Tensor, items: torch.Tensor, query_ids: torch.Tensor, item_ids: torch.Tensor,

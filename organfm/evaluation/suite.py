@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from organfm.evaluation.clusters import embed_2d
-from organfm.evaluation.features import FeatureCache
+from organfm.features.extraction import FeatureCache
 from organfm.evaluation.few_shot import stratified_subset
 from organfm.evaluation.leakage import check_leakage
-from organfm.evaluation.models import load_encoder
+from organfm.features.encoders import load_encoder
 from organfm.evaluation.protocol import ModelRun, ProtocolSpec, get_protocol
 from organfm.evaluation.report import headline
 from organfm.evaluation.task import TaskConfig, settings_notes, task_to_dict

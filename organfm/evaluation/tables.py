@@ -10,7 +10,7 @@ import io
 import os
 from pathlib import Path
 
-from organfm.evaluation.embed import INDEX_CSV, load_features, write_atomic
+from organfm.features.store import INDEX_CSV, load_features, write_atomic
 
 __all__ = ["TABLE_FORMATS", "write_table"]
 

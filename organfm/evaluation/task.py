@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from organfm.config import DataConfig
-from organfm.configtree import ConfigError, build_tree, flatten, tree_to_dict, valid_keys
+from organfm.configtree import ConfigError, build_tree, flatten, tree_to_dict
 from organfm.evaluation.protocol import get_protocol, list_protocols
 
 __all__ = ["ReportConfig", "TaskConfig", "TaskDataConfig", "TaskSettings", "changed_settings", "load_task",
-           "settings_notes", "task_to_dict", "valid_task_keys"]
+           "settings_notes", "task_to_dict"]
 
 # ``data=x`` is shorthand for ``data.source=x``, as in pretraining
 _SHORTHANDS = {"data": "data.source"}
@@ -103,11 +103,6 @@ def _task_class() -> type:
 
 
 TaskConfig = _task_class()
-
-
-def valid_task_keys(cfg: Any = None) -> list[str]:
-    """Every dotted key a task file or override may set."""
-    return valid_keys(cfg if cfg is not None else TaskConfig(), _SHORTHANDS)
 
 
 def _validate(cfg: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from organfm.data.runfiles import write_atomic
+from organfm.outputs.atomic import write_atomic
 
 __all__ = ["MONAI_ARGS", "MONAI_WEIGHTS", "build_monai_weights", "build_swinunetr_args", "check_monai_exportable",
            "save_monai_export"]

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from organfm.data.runfiles import write_atomic
+from organfm.outputs.atomic import write_atomic
 
 __all__ = ["NNUNET_ARCHITECTURE", "NNUNET_WEIGHTS", "PLAIN_CONV_UNET", "build_nnunet_architecture",
            "build_nnunet_weights", "check_nnunet_exportable", "save_nnunet_export"]

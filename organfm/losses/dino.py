@@ -16,6 +16,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from organfm.losses.precision import at_least_fp32
+
 __all__ = ["DINOLoss"]
 
 
@@ -119,7 +121,7 @@ class DINOLoss(nn.Module):
         # in half precision the loss (about log K) loses ~2 significant digits.
         with torch.autocast(device_type=student_out.device.type, enabled=False):
             student_log_probs = F.log_softmax(
-                _at_least_fp32(student_out) / self.student_temp, dim=-1
+                at_least_fp32(student_out) / self.student_temp, dim=-1
             )
             # The teacher may run in another precision (no-grad autocast); einsum needs one dtype.
             teacher_probs = self._teacher_probs(teacher_out, teacher_temp).to(
@@ -141,7 +143,7 @@ class DINOLoss(nn.Module):
             teacher_out: Teacher logits of shape ``(Vt, B, K)``.
         """
         self._check_shape(teacher_out, "teacher_out")
-        batch_center = _at_least_fp32(teacher_out.detach()).mean(dim=(0, 1)).unsqueeze(0)
+        batch_center = at_least_fp32(teacher_out.detach()).mean(dim=(0, 1)).unsqueeze(0)
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(batch_center)
             batch_center /= dist.get_world_size()
@@ -164,7 +166,7 @@ class DINOLoss(nn.Module):
         """
         self._check_shape(teacher_out, "teacher_out")
         log_probs = F.log_softmax(
-            (_at_least_fp32(teacher_out) - self.center) / teacher_temp, dim=-1
+            (at_least_fp32(teacher_out) - self.center) / teacher_temp, dim=-1
         )
         return -(log_probs.exp() * log_probs).sum(dim=-1).mean()
 
@@ -187,7 +189,7 @@ class DINOLoss(nn.Module):
 
     def _teacher_probs(self, teacher_out: Tensor, teacher_temp: float) -> Tensor:
         """Centred, sharpened teacher distribution ``(Vt, B, K)``; detached, it is a target."""
-        centred = _at_least_fp32(teacher_out.detach()) - self.center
+        centred = at_least_fp32(teacher_out.detach()) - self.center
         return F.softmax(centred / teacher_temp, dim=-1)
 
     def _check_shape(self, x: Tensor, name: str) -> None:
@@ -199,8 +201,3 @@ class DINOLoss(nn.Module):
             f"out_dim={self.out_dim}, student_temp={self.student_temp}, "
             f"center_momentum={self.center_momentum}"
         )
-
-
-def _at_least_fp32(x: Tensor) -> Tensor:
-    """Upcast half/bfloat16 to float32; leave float32/float64 as they are."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))

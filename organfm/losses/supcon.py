@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from organfm.losses.precision import at_least_fp32
+
 __all__ = ["SupConLoss", "supcon_multiview"]
 
 _DENOMINATORS = ("all", "negatives")
@@ -101,8 +103,8 @@ class SupConLoss(nn.Module):
         # Cosine logits in float32 even under autocast: with temp = 0.07 they reach ~14, where
         # half precision rounds to ~0.01.
         with torch.autocast(device_type=anchors.device.type, enabled=False):
-            anchors = F.normalize(_at_least_fp32(anchors), dim=1)
-            contrasts = F.normalize(_at_least_fp32(contrasts), dim=1)
+            anchors = F.normalize(at_least_fp32(anchors), dim=1)
+            contrasts = F.normalize(at_least_fp32(contrasts), dim=1)
             logits = anchors @ contrasts.T / self.temp
             # Subtracting the (detached) row max cancels in log_prob and keeps exp() finite.
             logits = logits - logits.max(dim=1, keepdim=True).values.detach()
@@ -191,8 +193,3 @@ def supcon_multiview(loss: SupConLoss, features: Tensor, labels: Tensor) -> Tens
     tiled_labels = labels.repeat(num_views)
     self_mask = torch.eye(num_views * batch_size, dtype=torch.bool, device=features.device)
     return loss(stacked, stacked, tiled_labels, tiled_labels, self_mask=self_mask)
-
-
-def _at_least_fp32(x: Tensor) -> Tensor:
-    """Upcast half/bfloat16 to float32; leave float32/float64 as they are."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))

@@ -28,7 +28,7 @@ from organfm.losses.distill import clamp_logit_scale, clip_loss
 from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.registry import register_method
 from organfm.monitor.signals import alignment, uniformity
-from organfm.text.tower import JointText, build_text_tower
+from organfm.text.tower import JointText, create_text_tower
 
 __all__ = ["ImageText", "TEXT_SOURCE_KEYS"]
 
@@ -69,7 +69,7 @@ class ImageText(Method):
             raise ValueError("method.texts=none: CLIP trains on image-text pairs; use auto, column or captions")
         if init_temp <= 0 or max_logit_scale <= 1:
             raise ValueError(f"need init_temp > 0 and max_logit_scale > 1, got {init_temp}, {max_logit_scale}")
-        tower = build_text_tower(text_tower, tokenizer_file=tokenizer_file, width=text_width)
+        tower = create_text_tower(text_tower, tokenizer_file=tokenizer_file, width=text_width)
         self.student = nn.ModuleDict({"backbone": backbone, "text": JointText(
             tower, image_dim=backbone.num_features, embed_dim=embed_dim, init_temp=init_temp)})
         self.max_logit_scale, self.repeated_positives = max_logit_scale, repeated_positives

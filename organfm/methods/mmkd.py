@@ -38,7 +38,7 @@ from organfm.methods.base import Method, StepOutput, StepState
 from organfm.methods.imagetext import TEXT_SOURCE_KEYS
 from organfm.methods.registry import register_method
 from organfm.monitor.signals import alignment, uniformity
-from organfm.text.tower import JointText, build_text_tower, load_joint_text
+from organfm.text.tower import JointText, create_text_tower, load_joint_text
 
 __all__ = ["MMKD"]
 
@@ -118,7 +118,7 @@ class MMKD(Method):
                                  f"-d image features to {self.student['text'].embed_dim}-d; the student backbone gives "
                                  f"{backbone.num_features}-d and method.embed_dim is {embed_dim}")
         else:
-            tower = build_text_tower(text_tower, tokenizer_file=tokenizer_file, width=text_width)
+            tower = create_text_tower(text_tower, tokenizer_file=tokenizer_file, width=text_width)
             self.student["text"] = JointText(tower, image_dim=backbone.num_features, embed_dim=embed_dim,
                                              init_temp=init_temp)
         self.icl_scale = nn.Parameter(torch.tensor(math.log(1 / init_temp)))  # used as is (the official code)

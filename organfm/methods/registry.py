@@ -7,34 +7,12 @@ once, in the constructor.
 """
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import typing
 from typing import Any
 
+from organfm.configtree import config_from_signature
 from organfm.registry import METHODS
 
 __all__ = ["create_method", "get_method", "list_methods", "register_method"]
-
-
-def _config_from_signature(cls: type) -> type:
-    """A dataclass of the keyword-only arguments of ``cls.__init__`` that have defaults."""
-    hints = typing.get_type_hints(cls.__init__)
-    fields = []
-    for p in inspect.signature(cls.__init__).parameters.values():
-        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
-            continue
-        if p.default is inspect.Parameter.empty:
-            raise TypeError(f"{cls.__name__}.__init__: keyword argument {p.name!r} needs a default "
-                            "(it is a method.* config key)")
-        default = p.default
-        spec = (dataclasses.field(default_factory=lambda d=default: list(d)) if isinstance(default, (list, tuple))
-                else dataclasses.field(default=default))
-        fields.append((p.name, hints.get(p.name, Any), spec))
-    config = dataclasses.make_dataclass(f"{cls.__name__}Config", fields)
-    config.__doc__ = f"``method.*`` keys of {cls.__name__}: its constructor's keyword arguments and defaults."
-    config.__module__ = cls.__module__
-    return config
 
 
 def register_method(name: str):
@@ -46,7 +24,7 @@ def register_method(name: str):
 
     def wrap(cls: type) -> type:
         cls.name = name
-        cls.Config = _config_from_signature(cls)
+        cls.Config = config_from_signature(cls, name=f"{cls.__name__}Config", section="method")
         return METHODS.register(name)(cls)
 
     return wrap

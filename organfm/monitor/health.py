@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from organfm.data.runfiles import write_atomic
+from organfm.outputs.atomic import write_atomic
 from organfm.monitor.signals import embedding_std, knn_accuracy, rankme, relative_distance
 from organfm.monitor.verdict import THRESHOLDS, Verdict, judge
 

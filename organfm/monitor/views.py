@@ -190,7 +190,7 @@ class ViewsSnapshot:
 
     def __call__(self, batch: Any) -> Path | None:
         """Draw ``batch``; returns the written path, or None (nothing to draw, or a warned failure)."""
-        from organfm.data.runfiles import write_atomic
+        from organfm.outputs.atomic import write_atomic
 
         try:
             png = plot_views(batch, spatial_dims=self.spatial_dims, title=self.title)

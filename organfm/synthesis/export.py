@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import csv
 import gzip
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from organfm.data.sample import IMAGE, INDEX
+from organfm.outputs.atomic import write_atomic
 from organfm.synthesis.organs import LABEL_MAP
 from organfm.synthesis.pairs import RaSDPairs
 
@@ -103,12 +103,12 @@ def save_nifti(array: np.ndarray, path: str | Path, *, affine: np.ndarray = NIFT
     image = nib.Nifti1Image(np.ascontiguousarray(array), affine)
     image.header.set_xyzt_units("mm")
     raw = image.to_bytes()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with open(tmp, "wb") as f:
+    def write(f: BinaryIO) -> None:
         # filename="" and mtime=0: the gzip header then holds no name and no timestamp.
         with gzip.GzipFile(filename="", mode="wb", fileobj=f, compresslevel=6, mtime=0) as gz:
             gz.write(raw)
-    os.replace(tmp, path)
+
+    write_atomic(path, write)
 
 
 def label_palette(num_labels: int) -> np.ndarray:

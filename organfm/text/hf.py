@@ -5,8 +5,8 @@ vector of the model's last layer, with gradient, so it trains inside a CLIP loss
 architecture and tokenizer in ``<text>/hf/`` (config and tokenizer files, no weights: those are part of
 ``text.safetensors``), so a trained model is read back without the original folder.
 
-:class:`HFTextEncoder` is the same model frozen behind the :class:`organfm.text.TextEncoder` contract
-(``encode`` + ``dim``), e.g. for Triad's per-volume descriptions.
+Frozen (``.eval().requires_grad_(False)``), the same tower meets the :class:`organfm.text.TextEncoder`
+contract (``encode`` + ``dim``), e.g. for Triad's per-volume descriptions (``method.text_encoder=<folder>``).
 
 ``transformers`` is optional (``pip install organfm[text]``); nothing here ever downloads.
 """
@@ -20,7 +20,7 @@ import torch
 
 from organfm.text.tower import TextTower, register_text_tower
 
-__all__ = ["HF_DIR", "HFTextEncoder", "HFTextTower"]
+__all__ = ["HF_DIR", "HFTextTower"]
 
 HF_DIR = "hf"  # inside an export's text folder: the model config and tokenizer files
 _CONFIG = "config.json"
@@ -49,7 +49,7 @@ class HFTextTower(TextTower):
         source: the original model folder, recorded by :meth:`describe` (default: ``folder``).
 
     Attributes:
-        width: the model's ``hidden_size``.
+        width: the model's ``hidden_size`` (also ``dim``).
 
     Raises:
         FileNotFoundError: ``folder`` has no ``config.json``.
@@ -77,7 +77,7 @@ class HFTextTower(TextTower):
         # a model reads at most its position table (and its tokenizer's limit; a huge sentinel when unset)
         positions = getattr(self.model.config, "max_position_embeddings", None) or max_len
         self.max_len = int(min(max_len, positions, self.tokenizer.model_max_length))
-        self.width = int(self.model.config.hidden_size)
+        self.width = self.dim = int(self.model.config.hidden_size)
         self.source = str(source if source is not None else folder)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -102,6 +102,11 @@ class HFTextTower(TextTower):
         self.tokenizer.save_pretrained(out)
 
     @classmethod
+    def from_spec(cls, spec: str, *, tokenizer_file: str, width: int) -> HFTextTower:
+        """The pretrained model in the folder ``spec`` (its own width; no tokenizer file is needed)."""
+        return cls(Path(spec).expanduser())
+
+    @classmethod
     def from_description(cls, description: dict[str, Any], folder: Path | None) -> HFTextTower:
         """From ``folder/hf`` (architecture only) when there, else from the original ``source`` folder.
 
@@ -117,30 +122,3 @@ class HFTextTower(TextTower):
         where = f"{Path(folder) / HF_DIR}" if folder is not None else "(no text folder)"
         raise FileNotFoundError(f"{where}: no {_CONFIG} for the Hugging Face text tower, and its source folder "
                                 f"{source!r} has none either; re-export the model, or restore the source folder")
-
-
-class HFTextEncoder:
-    """``encode(texts) -> (N, hidden)``: the frozen [CLS] vector of a local ``transformers`` model folder.
-
-    Args:
-        folder: a folder holding ``config.json``, the weights and the tokenizer files (never downloaded).
-        max_len: context length in tokens (MMKD-CLIP: 256).
-        device: where the model runs.
-
-    Attributes:
-        dim: the model's ``hidden_size``.
-
-    Raises:
-        FileNotFoundError: ``folder`` has no ``config.json``.
-        ImportError: ``transformers`` is not installed (it is optional).
-    """
-
-    def __init__(self, folder: str | Path, *, max_len: int = 256, device: str = "cpu") -> None:
-        self.tower = HFTextTower(folder, max_len=max_len).eval().requires_grad_(False).to(device)
-        self.dim, self.max_len, self.device = self.tower.width, max_len, device
-
-    @torch.no_grad()
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        """N strings -> (N, dim) float32 on the CPU, without gradient."""
-        tokens = {k: v.to(self.device) for k, v in self.tower.tokenize(texts).items()}
-        return self.tower(tokens).float().cpu()

@@ -59,17 +59,24 @@ class SmallTextEncoder(TextTower):
         w = mask.unsqueeze(-1).to(x.dtype)
         return (x * w).sum(1) / w.sum(1).clamp(min=1.0)
 
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        """N strings -> (N, width) float32 without gradient (the frozen TextEncoder contract)."""
-        with torch.no_grad():
-            return self({k: v.to(self.pos.device) for k, v in self.tokenize(texts).items()}).float()
-
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "width": self.width, "depth": self.depth, "heads": self.heads,
                 "max_len": self.max_len, "vocab_size": len(self.tokenizer)}
 
     def write_files(self, folder: Path) -> None:
         self.tokenizer.save(folder / _TOKENIZER)
+
+    @classmethod
+    def from_spec(cls, spec: str, *, tokenizer_file: str, width: int) -> SmallTextEncoder:
+        """A fresh tower over the corpus tokenizer ``tokenizer_file``.
+
+        Raises:
+            ValueError: no tokenizer file (it is written by the batch source).
+        """
+        if not tokenizer_file:
+            raise ValueError("a small text tower needs the corpus tokenizer (method.tokenizer_file), which the "
+                             "batch source writes; build the method through `organfm pretrain`")
+        return cls(WordTokenizer.load(tokenizer_file), width=width)
 
     @classmethod
     def from_description(cls, description: dict[str, Any], folder: Path | None) -> SmallTextEncoder:

@@ -13,26 +13,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["WordTokenizer", "check_texts"]
+__all__ = ["WordTokenizer"]
 
 _WORD = re.compile(r"[a-z0-9.]+")
 PAD, UNK = "[PAD]", "[UNK]"
-
-
-def check_texts(texts: Iterable[str], where: str) -> list[str]:
-    """The texts as a list; an empty (or blank) string is a clear error naming ``where`` and the item.
-
-    Raises:
-        organfm.data.errors.DataError: item i is not a non-empty string.
-    """
-    from organfm.data.errors import DataError
-
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str) or not t.strip():
-            raise DataError(f"{where}: text of item {i} is empty ({t!r}); every image needs a caption "
-                            "(or drop the text column to distil images only)")
-    return out
 
 
 class WordTokenizer:

@@ -2,12 +2,16 @@
 
 A *text tower* is an ``nn.Module`` that turns strings into vectors in two steps, so that it can train
 inside a CLIP loss: ``tokenize(list[str]) -> dict of (N, L) tensors`` (on the CPU) and
-``forward(tokens) -> (N, width)``. Two are built in, registered by kind:
+``forward(tokens) -> (N, width)``; frozen, the same tower is a :class:`organfm.text.TextEncoder`
+(``encode(list[str]) -> (N, width)``). Three are built in, registered by kind (``@register_text_tower``) and
+built by :func:`create_text_tower` from the name a config holds:
 
 - ``small`` (:class:`organfm.text.small.SmallTextEncoder`): a 2-layer Transformer over a word tokenizer
   built from the training corpus (no biomedical text weights exist in the package registries);
 - ``hf`` (:class:`organfm.text.hf.HFTextTower`): a user's local Hugging Face folder (BiomedBERT or similar),
-  read offline with ``transformers``.
+  read offline with ``transformers``; a config names it by the folder's path;
+- ``hash`` (:class:`organfm.text.hashing.HashTextEncoder`): a deterministic hash embedding without
+  parameters or files (Triad's frozen description encoder).
 
 :class:`JointText` puts a tower, a text head (width -> D), an image head (E -> D, on top of the pooled
 backbone feature) and the learnable logit scale together. Methods that train texts (``imagetext``, ``mmkd`` with
@@ -19,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -28,15 +31,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from organfm.outputs.atomic import atomic_path, write_atomic
 from organfm.registry import Registry
 
-__all__ = ["JointText", "TEXT_DIR", "TEXT_TOWERS", "TextTower", "build_text_tower", "load_joint_text",
+__all__ = ["JointText", "TEXT_DIR", "TEXT_TOWERS", "TextTower", "create_text_tower", "load_joint_text",
            "register_text_tower", "save_joint_text", "text_folder"]
 
 TEXT_DIR = "text"  # beside backbone.safetensors in an export folder
 _DESC, _WEIGHTS, FORMAT = "text.json", "text.safetensors", "organfm-text"
 
-TEXT_TOWERS: Registry = Registry("text tower", builtins=("organfm.text.small", "organfm.text.hf"))
+TEXT_TOWERS: Registry = Registry("text tower", builtins=("organfm.text.small", "organfm.text.hf",
+                                                         "organfm.text.hashing"))
 
 
 def register_text_tower(kind: str):
@@ -55,10 +60,23 @@ class TextTower(nn.Module):
     Attributes:
         kind: the registered name.
         width: size of ``forward``'s output.
+        dim: the same size, under the name of the frozen :class:`organfm.text.TextEncoder` contract.
     """
 
     kind: ClassVar[str]
     width: int
+    dim: int
+
+    @classmethod
+    def from_spec(cls, spec: str, *, tokenizer_file: str, width: int) -> TextTower:  # pragma: no cover - abstract
+        """The tower a config's ``spec`` names (its kind, or for ``hf`` a folder), with fresh or pretrained weights.
+
+        Args:
+            spec: the config value (``small``, ``hash``, a Hugging Face folder).
+            tokenizer_file: the corpus tokenizer the batch source wrote (towers that need one).
+            width: the output size, for towers whose size is chosen (a pretrained model has its own).
+        """
+        raise NotImplementedError
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
         """N strings -> token tensors (N, L) on the CPU, ready for :meth:`forward`."""
@@ -67,6 +85,12 @@ class TextTower(nn.Module):
     def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:  # pragma: no cover - abstract
         """Token tensors -> (N, width)."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """N strings -> (N, width) float32 on the CPU, without gradient (the frozen TextEncoder contract)."""
+        device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        return self({k: v.to(device) for k, v in self.tokenize(texts).items()}).float().cpu()
 
     def describe(self) -> dict[str, Any]:  # pragma: no cover - abstract
         """JSON-able arguments that rebuild this tower's architecture (``kind`` included)."""
@@ -81,28 +105,24 @@ class TextTower(nn.Module):
         raise NotImplementedError
 
 
-def build_text_tower(spec: str, *, tokenizer_file: str = "", width: int = 128) -> TextTower:
-    """The tower a method's ``text_tower`` key names.
+def create_text_tower(spec: str, *, tokenizer_file: str = "", width: int = 128) -> TextTower:
+    """The tower a method's ``text_tower`` (or Triad's ``text_encoder``) key names.
 
     Args:
-        spec: ``small``, or a local Hugging Face model folder (holding ``config.json``).
+        spec: a registered kind (``small``, ``hash``), or a local Hugging Face model folder (kind ``hf``).
         tokenizer_file: the corpus tokenizer of a ``small`` tower (written by the batch source).
-        width: width of a ``small`` tower.
+        width: the output size of a ``small`` or ``hash`` tower.
 
     Raises:
-        ValueError: ``small`` without a tokenizer file; FileNotFoundError: a folder without ``config.json``.
+        ValueError: ``spec`` is neither a registered kind nor a folder; ``small`` without a tokenizer file.
+        FileNotFoundError: a folder without ``config.json``.
     """
-    if spec == "small":
-        from organfm.text.small import SmallTextEncoder
-        from organfm.text.tokenizer import WordTokenizer
-
-        if not tokenizer_file:
-            raise ValueError("a small text tower needs the corpus tokenizer (method.tokenizer_file), which the "
-                             "batch source writes; build the method through `organfm pretrain`")
-        return SmallTextEncoder(WordTokenizer.load(tokenizer_file), width=width)
-    from organfm.text.hf import HFTextTower
-
-    return HFTextTower(Path(spec).expanduser())
+    # a folder is how a config names a Hugging Face model; every other spec is a kind
+    kind = spec if spec in TEXT_TOWERS else "hf"
+    if kind == "hf" and spec != "hf" and not Path(spec).expanduser().is_dir():
+        raise ValueError(f"unknown text tower {spec!r}; valid: {', '.join(TEXT_TOWERS.names())}, or a local "
+                         "Hugging Face model folder")
+    return TEXT_TOWERS.get(kind).from_spec(spec, tokenizer_file=tokenizer_file, width=width)
 
 
 class JointText(nn.Module):
@@ -176,15 +196,9 @@ def save_joint_text(joint: JointText, folder: str | Path, state_dict: dict[str, 
     folder.mkdir(parents=True, exist_ok=True)
     joint.tower.write_files(folder)
     weights = {k: v.detach().cpu().contiguous() for k, v in (state_dict or joint.state_dict()).items()}
-    tmp = folder / f".{_WEIGHTS}.tmp"
-    save_file(weights, str(tmp), metadata={"format": FORMAT})
-    from organfm.data.runfiles import file_mode
-
-    os.chmod(tmp, file_mode())  # the safetensors writer makes owner-only files
-    os.replace(tmp, folder / _WEIGHTS)
-    tmp = folder / f".{_DESC}.tmp"
-    tmp.write_text(json.dumps(joint.describe(), indent=2))
-    os.replace(tmp, folder / _DESC)
+    with atomic_path(folder / _WEIGHTS) as tmp:  # the safetensors writer takes a file name, not an open file
+        save_file(weights, str(tmp), metadata={"format": FORMAT})
+    write_atomic(folder / _DESC, json.dumps(joint.describe(), indent=2))
     return folder
 
 

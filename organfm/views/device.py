@@ -11,10 +11,14 @@ device or what ran before. CPU and CUDA draw the same crop boxes; pixels agree t
 """
 from __future__ import annotations
 
+import inspect
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from organfm.views.recipes import GlobalLocalViews, resolve_view_arguments
 
 __all__ = ["DeviceViews", "crop_boxes", "seeded_uniforms"]
 
@@ -106,33 +110,34 @@ def _gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
 class DeviceViews:
     """Global and local views of a batch of images, made with batched tensor ops on the images' device.
 
-    Args: those of :class:`organfm.views.GlobalLocalViews` (same names, meanings and defaults), so
-    ``DeviceViews(**views_kwargs(cfg.views))`` draws views from the same distribution as the CPU path.
+    Args: those of :class:`organfm.views.GlobalLocalViews` (same names, meanings and defaults, read from its
+    signature), so ``DeviceViews(**views_kwargs(cfg.views))`` draws views from the same distribution as the
+    CPU path.
 
     Call:
         ``views(images, seeds)``: ``images`` (B, C, H, W) uint8 (0..255) or float in [0, 1], ``seeds`` (B,)
         int64 item seeds. Returns ``{"global": [(B, C, G, G)] * Vg, "local": [(B, C, L, L)] * Vl}`` float32.
     """
 
-    def __init__(self, *, num_global_views: int = 2, global_size: int = 64,
-                 global_scale: tuple[float, float] = (0.4, 1.0), num_local_views: int = 12,
-                 local_size: int = 32, local_scale: tuple[float, float] = (0.4, 0.7),
-                 hflip_prob: float = 0.5, vflip_prob: float = 0.0, rotation_degrees: float = 10.0,
-                 brightness: float = 0.4, contrast: float = 0.4, gamma: tuple[float, float] = (0.7, 1.5),
-                 blur_probs: tuple[float, float, float] = (1.0, 0.1, 0.5),
-                 blur_sigma: tuple[float, float] = (0.1, 2.0), mean: float = 0.5, std: float = 0.5) -> None:
-        if num_global_views < 1:
+    def __init__(self, **recipe: Any) -> None:
+        # the CPU recipe's signature holds the defaults: one place to change a view's distribution
+        a = resolve_view_arguments(**recipe)
+        if a["num_global_views"] < 1:
             raise ValueError("num_global_views must be >= 1")
-        self.num_global_views, self.num_local_views = num_global_views, num_local_views
-        self.global_size, self.local_size = global_size, local_size
-        self.global_scale, self.local_scale = tuple(global_scale), tuple(local_scale)
-        self.hflip_prob, self.vflip_prob, self.rotation_degrees = hflip_prob, vflip_prob, rotation_degrees
-        self.brightness, self.contrast = brightness, contrast
-        self.log_gamma = (math.log(gamma[0]), math.log(gamma[1]))
-        self.blur_probs, self.blur_sigma = tuple(blur_probs), tuple(blur_sigma)
-        self.mean, self.std = mean, std
+        self.num_global_views, self.num_local_views = a["num_global_views"], a["num_local_views"]
+        self.global_size, self.local_size = a["global_size"], a["local_size"]
+        self.global_scale, self.local_scale = tuple(a["global_scale"]), tuple(a["local_scale"])
+        self.hflip_prob, self.vflip_prob = a["hflip_prob"], a["vflip_prob"]
+        self.rotation_degrees = a["rotation_degrees"]
+        self.brightness, self.contrast = a["brightness"], a["contrast"]
+        self.log_gamma = (math.log(a["gamma"][0]), math.log(a["gamma"][1]))
+        self.blur_probs, self.blur_sigma = tuple(a["blur_probs"]), tuple(a["blur_sigma"])
+        self.mean, self.std = a["mean"], a["std"]
         # the CPU path's RandomBrightnessContrast and RandomGamma apply with these probabilities
         self.bc_prob, self.gamma_prob = 0.8, 0.5
+
+    # help(DeviceViews) and editors show the recipe's arguments, not ``**recipe``
+    __init__.__signature__ = inspect.signature(GlobalLocalViews.__init__)  # type: ignore[attr-defined]
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, seeds: torch.Tensor) -> dict[str, list[torch.Tensor]]:

@@ -1,12 +1,15 @@
 """Multi-view recipes: what the student and the teacher see of one image."""
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
 from torchvision.transforms import v2
 
 from organfm.views.intensity import RandomBrightnessContrast, RandomGamma, RandomGaussianBlur
 
-__all__ = ["GlobalLocalViews"]
+__all__ = ["GlobalLocalViews", "resolve_view_arguments"]
 
 
 class GlobalLocalViews:
@@ -63,3 +66,26 @@ class GlobalLocalViews:
         globals_ = [self.global_first(image)]
         globals_ += [self.global_other(image) for _ in range(self.num_global_views - 1)]
         return {"global": globals_, "local": [self.local(image) for _ in range(self.num_local_views)]}
+
+
+def resolve_view_arguments(**kwargs: Any) -> dict[str, Any]:
+    """Every :class:`GlobalLocalViews` argument: ``kwargs`` where given, the recipe's default elsewhere.
+
+    For recipes that draw from the same distribution another way (``organfm.views.device.DeviceViews``), so the
+    defaults stay written once, in ``GlobalLocalViews.__init__``.
+
+    Args:
+        **kwargs: any of ``GlobalLocalViews``' keyword arguments.
+
+    Returns:
+        ``{name: value}`` for every argument, in signature order.
+
+    Raises:
+        TypeError: an argument ``GlobalLocalViews`` does not take.
+    """
+    bound = _SIGNATURE.bind(None, **kwargs)  # None stands for ``self``
+    bound.apply_defaults()
+    return {k: v for k, v in bound.arguments.items() if k != "self"}
+
+
+_SIGNATURE = inspect.signature(GlobalLocalViews.__init__)

@@ -38,3 +38,17 @@ def test_backbone_meets_the_contract(name):
     assert isinstance(backbone.backbone_args, dict) and hasattr(backbone, "model")
     if "dense" in feats:  # a dense map is full resolution
         assert feats["dense"].shape[2:] == x.shape[2:]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_every_created_backbone_carries_a_contract_of_the_one_type(name):
+    from organfm.backbones import BackboneContract
+
+    backbone = create_backbone(name, in_chans=1, **CASES[name])
+    contract = backbone.contract
+    assert type(contract) is BackboneContract
+    assert contract.architecture == name and contract.backbone_args == backbone.backbone_args
+    assert contract.num_features == backbone.num_features and contract.spatial_dims == backbone.spatial_dims
+    assert contract.in_chans == 1
+    # a fresh network has no input contract yet: pretraining or an export fills it in
+    assert contract.input_size is None and contract.mean is None and contract.pretrained_cfg is None

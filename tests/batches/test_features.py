@@ -14,8 +14,8 @@ from organfm.batches.images import load_images
 from organfm.batches.teachers import organ_filter, parse_teachers, sample_teacher, teacher_features
 from organfm.config import DataConfig, ViewsConfig
 from organfm.data.errors import DataError
-from organfm.evaluation.embed import embed_dataset, image_digests, set_hash
-from tests.evaluation.test_embed import Images
+from organfm.features.store import embed_dataset, image_digests, set_hash
+from tests.features.test_store import Images
 
 
 def test_parse_teachers_and_its_errors_name_method_teachers():
@@ -250,7 +250,7 @@ def test_a_new_image_size_gives_new_features_and_targets_equal_to_a_fresh_run(tm
 
 def test_only_rank_0_embeds_and_fits_the_others_wait_at_the_barrier_then_read(tmp_path, monkeypatch):
     import organfm.batches.features as features
-    import organfm.evaluation.embed as embed
+    import organfm.features.store as embed
 
     events = []
     real_embed = embed.embed_dataset
@@ -286,7 +286,7 @@ def test_only_rank_0_embeds_and_fits_the_others_wait_at_the_barrier_then_read(tm
 
 def test_the_source_never_reads_all_features_at_once_and_an_item_reads_one_target_row(tmp_path, monkeypatch):
     import organfm.batches.features as features
-    import organfm.evaluation.shards as shards
+    import organfm.features.shards as shards
 
     reads = []
     real_read = shards.ShardRows.read

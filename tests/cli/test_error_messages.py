@@ -200,7 +200,8 @@ def test_a_truncated_dicom_slice_is_called_truncated_naming_the_file(tmp_path):
 def test_embedding_with_a_3d_model_says_what_data_it_needs(tmp_path, imgs, monkeypatch):
     # before: "plainconv3d expects (B, 1, D, H, W) volumes, got shape (30, 1, 32, 32)" from deep inside the model
     from organfm.data import build_dataset
-    from organfm.evaluation import embed, models
+    from organfm.features import encoders as models
+    from organfm.features import store as embed
 
     contract = {"architecture": "plainconv3d", "input_size": [1, 32, 32, 32], "mean": [0.0], "std": [1.0],
                 "model_hash": "x"}

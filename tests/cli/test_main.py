@@ -121,4 +121,4 @@ def test_list_names_every_registered_method_protocol_and_text_tower(capsys):
     out = capsys.readouterr().out
     assert f"methods: {', '.join(list_methods())}" in out and "imagetext" in out
     assert f"evaluation protocols: {', '.join(list_protocols())}" in out and "zeroshot" in out
-    assert "text towers: hf, small" in out
+    assert "text towers: hash, hf, small" in out

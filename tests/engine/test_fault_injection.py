@@ -30,7 +30,7 @@ STEPS = 6
 CHILD = textwrap.dedent("""
     import os, sys, time
     from organfm.config import load_config
-    from organfm.engine import checkpoint
+    from organfm.outputs import atomic
     from organfm.engine.pretrain import pretrain
     hold = int(os.environ.get("HOLD_IN_FSYNC", "0"))
     real_fsync = os.fsync
@@ -39,7 +39,7 @@ CHILD = textwrap.dedent("""
         name = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else ""
         if hold and name.endswith(".tmp") and f"step-{hold:08d}" in name:
             print("in-write", flush=True); time.sleep(60)
-    checkpoint.os.fsync = fsync
+    atomic.os.fsync = fsync  # the checkpoint's temp file is fsynced by the shared atomic writer
     args = sys.argv[1:]
     if args[0] == "--resume":
         pretrain(load_config(None, args[1] + "/config.yaml", args[2:]), resume_dir=args[1])

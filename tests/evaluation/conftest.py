@@ -36,8 +36,8 @@ def pneumonia_small(data_root: Path) -> TaskData:
 @pytest.fixture(scope="session")
 def random_features():
     """Features of a split from a seeded random timm ``test_resnet`` (the floor of every protocol)."""
-    from organfm.evaluation.features import extract_features
-    from organfm.evaluation.models import load_encoder
+    from organfm.features.extraction import extract_features
+    from organfm.features.encoders import load_encoder
 
     make, contract = load_encoder("random:test_resnet", image_size=32, seed=0)
     backbone = make()

@@ -55,7 +55,7 @@ def test_bad_arguments():
 
 def test_few_shot_finetuning_runs_on_real_pneumonia(pneumonia_small):
     from organfm.evaluation.finetune import finetune_classification
-    from organfm.evaluation.models import load_encoder
+    from organfm.features.encoders import load_encoder
 
     make, contract = load_encoder("random:test_resnet", image_size=32)
     splits = pneumonia_small.splits

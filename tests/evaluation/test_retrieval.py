@@ -10,7 +10,7 @@ import torch
 from organfm.data.errors import DataError
 from organfm.data.records import Record
 from organfm.evaluation.protocols.retrieval import RetrievalConfig, split_texts
-from organfm.evaluation.retrieval import ranks_from_similarity, recall_at_k, retrieval_ranks
+from organfm.evaluation.retrieval import ranks_from_similarity, recall_from_ranks, retrieval_ranks
 from organfm.evaluation.task import load_task
 from organfm.evaluation.task_data import SplitData
 from tests.evaluation.test_zeroshot import CLASSES, tiny_joint, write_export, write_manifest
@@ -25,6 +25,10 @@ def naive_recall(sim: list[list[float]], relevant: list[list[bool]], k: int) -> 
     return hits / len(sim)
 
 
+def _recall_at_k(sim, relevant, ks):
+    return recall_from_ranks(ranks_from_similarity(sim, relevant), ks)
+
+
 def test_recall_matches_a_naive_loop_with_repeated_texts():
     g = torch.Generator().manual_seed(0)
     item_ids = torch.randint(0, 5, (23,), generator=g)  # 23 items, 5 texts: each text repeats
@@ -32,7 +36,7 @@ def test_recall_matches_a_naive_loop_with_repeated_texts():
     sim = torch.randn(37, 23, generator=g)
     relevant = query_ids[:, None] == item_ids[None, :]
     ks = [1, 2, 5, 23]
-    got = recall_at_k(sim, relevant, ks)
+    got = _recall_at_k(sim, relevant, ks)
     assert got == pytest.approx({k: naive_recall(sim.tolist(), relevant.tolist(), k) for k in ks})
     assert got[23] == 1.0 and 0.0 < got[1] < 1.0
 
@@ -53,7 +57,7 @@ def test_ties_count_against_the_query_but_not_among_relevant_items():
     # row 0: a wrong item ties the right one (rank 1); row 1: two right items tie (rank 0);
     # row 2: best relevant 0.3, beaten by 0.9 only (rank 1)
     assert ranks_from_similarity(sim, relevant).tolist() == [1, 0, 1]
-    assert recall_at_k(sim, relevant, [1, 2]) == {1: pytest.approx(1 / 3), 2: 1.0}
+    assert _recall_at_k(sim, relevant, [1, 2]) == {1: pytest.approx(1 / 3), 2: 1.0}
 
 
 def test_bad_inputs_are_clear_errors():
@@ -62,7 +66,7 @@ def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="same"):
         ranks_from_similarity(torch.zeros(2, 3), torch.ones(2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"positive integer k, got \[0\]"):
-        recall_at_k(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), [0, 1])
+        _recall_at_k(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), [0, 1])
 
 
 def _split(records: list[Record], labels: list[int]) -> SplitData:
@@ -102,8 +106,8 @@ def test_retrieval_task_keys():
 
 def _naive_rows(export: Path, task, text_of, ks: list[int]) -> dict[str, float]:
     """The expected metrics, recomputed here from the export with Python loops (``text_of(record, label)``)."""
-    from organfm.evaluation.features import extract_features
-    from organfm.evaluation.models import load_encoder
+    from organfm.features.extraction import extract_features
+    from organfm.features.encoders import load_encoder
     from organfm.evaluation.task_data import load_task_data
     from organfm.text.tower import load_joint_text
 

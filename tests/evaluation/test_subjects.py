@@ -68,7 +68,7 @@ def test_subjects_is_a_registered_protocol_with_its_task_keys():
 
 
 def _run(backbone, contract, overrides=(), cache_dir="."):
-    from organfm.evaluation.features import FeatureCache
+    from organfm.features.extraction import FeatureCache
     from organfm.evaluation.protocol import ModelRun
     from organfm.evaluation.task import load_task
 

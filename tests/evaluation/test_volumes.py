@@ -33,7 +33,7 @@ def test_npz_volumes_become_cubes_with_labels(tmp_path):
 
 
 def test_finetune3d_protocol_learns_an_easy_task(tmp_path):
-    from organfm.evaluation.features import FeatureCache
+    from organfm.features.extraction import FeatureCache
     from organfm.evaluation.protocol import ModelRun, get_protocol
     from organfm.evaluation.task import load_task
 
@@ -118,7 +118,7 @@ def test_an_mr_volume_gets_the_contracts_intensity_and_cube_not_a_ct_window(tmp_
 
 
 def test_segmentation3d_feeds_the_model_inputs_of_its_contracts_size(tmp_path):
-    from organfm.evaluation.features import FeatureCache
+    from organfm.features.extraction import FeatureCache
     from organfm.evaluation.protocol import ModelRun, get_protocol
 
     task = _mr_case(tmp_path)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from organfm.backbones import TimmBackbone
-from organfm.evaluation.features import FeatureCache
+from organfm.features.extraction import FeatureCache
 from organfm.evaluation.protocol import ModelRun
 from organfm.evaluation.protocols.zeroshot import ZeroShotConfig, class_prompts, zero_shot_probs, zeroshot
 from organfm.evaluation.task import load_task

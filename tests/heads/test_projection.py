@@ -29,8 +29,15 @@ def test_output_is_not_normalised() -> None:
 
 
 def test_defaults() -> None:
+    torch.manual_seed(0)
     head = ProjectionHead(8)
-    assert head.mlp[0].out_features == 2048 and head.mlp[-1].out_features == 128
-    assert isinstance(head.mlp[1], torch.nn.BatchNorm1d)
+    x = torch.randn(6, 8)
+    out = head(x)
+    assert out.shape == (6, 128)  # 128-d output by default
+    # batch norm after the first layer by default: in training mode a positive rescaling of the input is
+    # normalised away (a head without it would scale its output)
+    torch.testing.assert_close(head(7.0 * x), out, rtol=1e-4, atol=1e-4)
+    plain = ProjectionHead(8, use_bn=False)
+    assert not torch.allclose(plain(7.0 * x), plain(x), atol=1e-3)
     with pytest.raises(ValueError, match="num_layers"):
         ProjectionHead(8, num_layers=0)

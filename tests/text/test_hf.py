@@ -10,11 +10,11 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from organfm.text import TextEncoder  # noqa: E402
-from organfm.text.hf import HFTextEncoder, HFTextTower  # noqa: E402
+from organfm.text.hf import HFTextTower  # noqa: E402
 from organfm.text.tower import (  # noqa: E402
     TEXT_TOWERS,
     JointText,
-    build_text_tower,
+    create_text_tower,
     load_joint_text,
     save_joint_text,
 )
@@ -83,7 +83,7 @@ def test_gradient_reaches_every_trainable_parameter_and_the_unused_pooler_is_fro
 
 def test_registered_as_hf_and_built_from_a_folder_spec(tiny_bert):
     assert TEXT_TOWERS.get("hf") is HFTextTower
-    tower = build_text_tower(str(tiny_bert))
+    tower = create_text_tower(str(tiny_bert))
     assert isinstance(tower, HFTextTower)
     assert tower.describe() == {"kind": "hf", "max_len": 64, "source": str(tiny_bert)}
 
@@ -135,14 +135,15 @@ def test_missing_transformers_is_an_import_error_naming_the_folder(tiny_bert, mo
 
 
 def test_frozen_encoder_is_deterministic_without_gradient(tiny_bert):
-    encoder = HFTextEncoder(tiny_bert, max_len=16)
+    encoder = HFTextTower(tiny_bert, max_len=16).eval().requires_grad_(False)
     assert isinstance(encoder, TextEncoder) and encoder.dim == 32
     first, again = encoder.encode(TEXTS), encoder.encode(TEXTS)
     assert first.shape == (3, 32) and first.dtype == torch.float32 and not first.requires_grad
     assert torch.equal(first, again)
-    assert not any(p.requires_grad for p in encoder.tower.parameters())
     with torch.no_grad():  # the same vectors as the trainable tower in eval mode
-        torch.testing.assert_close(first, HFTextTower(tiny_bert).eval()(encoder.tower.tokenize(TEXTS)))
+        torch.testing.assert_close(first, HFTextTower(tiny_bert).eval()(encoder.tokenize(TEXTS)))
+    frozen = create_text_tower(str(tiny_bert)).eval().requires_grad_(False)  # Triad's text_encoder=<folder>
+    torch.testing.assert_close(frozen.encode(TEXTS), HFTextTower(tiny_bert).eval()(frozen.tokenize(TEXTS)))
 
 
 @pytest.mark.slow

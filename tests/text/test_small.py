@@ -5,12 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from organfm.data.errors import DataError
 from organfm.losses.distill import clip_loss
 from organfm.text import TextEncoder
 from organfm.text.captions import caption, prompts
 from organfm.text.small import SmallTextEncoder
-from organfm.text.tokenizer import WordTokenizer, check_texts
+from organfm.text.tokenizer import WordTokenizer
 
 
 def test_tokenizer_orders_by_frequency_pads_and_maps_unknown_words(tmp_path):
@@ -22,12 +21,6 @@ def test_tokenizer_orders_by_frequency_pads_and_maps_unknown_words(tmp_path):
     assert ids[1].tolist() == [tok.ids["a"], 1, 1]
     tok.save(tmp_path / "tok.json")
     assert WordTokenizer.load(tmp_path / "tok.json").vocab == tok.vocab
-
-
-def test_empty_texts_are_errors_naming_the_source_and_item():
-    assert check_texts(["a", "b"], "m.csv") == ["a", "b"]
-    with pytest.raises(DataError, match=r"m\.csv: text of item 1 is empty"):
-        check_texts(["a CT", "  "], "m.csv")
 
 
 def test_captions_and_prompts():
@@ -60,10 +53,12 @@ def test_small_encoder_meets_the_contract_and_learns_a_toy_clip_match():
 
 
 def test_a_hugging_face_folder_without_config_is_a_clear_error(tmp_path):
-    from organfm.text.hf import HFTextEncoder
+    from organfm.text.tower import create_text_tower
 
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        HFTextEncoder(tmp_path)
+        create_text_tower(str(tmp_path))
+    with pytest.raises(ValueError, match="unknown text tower 'bert'; valid: hash, hf, small, or a local"):
+        create_text_tower("bert")
 
 
 def test_a_text_of_unknown_words_only_is_finite_and_padding_does_not_change_a_text():

@@ -53,3 +53,22 @@ def test_global_views_differ_and_vertical_flip_is_off_by_default():
     for _ in range(5):  # a full-scale crop with no other augmentation keeps the anatomy's orientation
         v = r(img)["global"][0]
         assert v[0, 0].mean() < v[0, -1].mean()
+
+
+def test_the_views_config_and_the_device_recipe_take_the_recipe_signature_defaults():
+    import dataclasses
+    import inspect
+
+    from organfm.config import ViewsConfig
+    from organfm.views.device import DeviceViews
+    from organfm.views.recipes import resolve_view_arguments
+
+    recipe = {name: p.default for name, p in inspect.signature(GlobalLocalViews).parameters.items()}
+    config = dataclasses.asdict(ViewsConfig())
+    assert list(config) == [*recipe, "on_device"] and config.pop("on_device") is False
+    assert config == {k: list(v) if isinstance(v, tuple) else v for k, v in recipe.items()}
+    assert resolve_view_arguments(global_size=40) == {**recipe, "global_size": 40}
+    device = DeviceViews()
+    assert (device.global_size, device.blur_probs, device.hflip_prob) == (64, (1.0, 0.1, 0.5), 0.5)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'blur'"):
+        DeviceViews(blur=1.0)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from organfm.data.errors import DataError
-from organfm.evaluation.embed import embed_dataset, image_digests, load_features, set_hash
-from organfm.evaluation.features import extract_features
-from organfm.evaluation.models import load_encoder
+from organfm.features.store import embed_dataset, image_digests, load_features, set_hash
+from organfm.features.extraction import extract_features
+from organfm.features.encoders import load_encoder
 
 SPEC = "random:test_resnet"
 
@@ -53,7 +53,7 @@ def test_a_second_call_rewrites_nothing_and_runs_no_model(tmp_path, monkeypatch)
     data = Images(10)
     embed_dataset(SPEC, data, tmp_path, shard_size=4)
     before = _mtimes(tmp_path)
-    import organfm.evaluation.features as features
+    import organfm.features.extraction as features
 
     monkeypatch.setattr(features, "extract_features", lambda *a, **k: pytest.fail("the model ran again"))
     r = embed_dataset(SPEC, data, tmp_path, shard_size=4)

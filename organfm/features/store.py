@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from organfm.data.errors import DataError
-from organfm.evaluation.shards import ShardRows
+from organfm.features.shards import ShardRows
 from organfm.outputs.folder import MARKER as MARKER_NAME
 
 __all__ = ["EmbedResult", "embed_dataset", "features_key", "image_digests", "is_features_folder", "load_features",
@@ -286,7 +286,7 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
     """Write (or complete, or reuse) the features of ``spec`` for every item of ``dataset``.
 
     Args:
-        spec: a model spec of :func:`organfm.evaluation.models.load_encoder` (run, export, ``random:<arch>``,
+        spec: a model spec of :func:`organfm.features.encoders.load_encoder` (run, export, ``random:<arch>``,
             ``timm:<arch>:<file>``).
         dataset: items ``{"image": (C, H, W) in [0, 1], "organ": int, "index": int}``; ``organs``, ``labels``
             and ``records`` attributes if any. An item whose ``index`` is not the one asked for is the
@@ -313,8 +313,8 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
         OutputFolderError: ``out_dir`` is a file or a folder ``organfm embed`` did not write.
         DiskFullError: the device of ``out_dir`` is full (the shards finished so far are kept).
     """
-    from organfm.evaluation.features import extract_features
-    from organfm.evaluation.models import load_encoder
+    from organfm.features.extraction import extract_features
+    from organfm.features.encoders import load_encoder
     from organfm.outputs import check_output_folder, disk_full_guard, require_free_space, write_npy
 
     if shard_size < 1 or batch_size < 1:
@@ -472,7 +472,7 @@ def load_features(folder: str | os.PathLike[str], *, who: str = "") -> tuple[tor
 
 def open_features(folder: str | os.PathLike[str], *, who: str = "",
                   chunk: int = 4096) -> tuple[ShardRows, dict[str, Any]]:
-    """The features of a complete features folder as an (N, E) :class:`~organfm.evaluation.shards.ShardRows`
+    """The features of a complete features folder as an (N, E) :class:`~organfm.features.shards.ShardRows`
     view (read on demand, never loaded whole), checked shard by shard in chunks of ``chunk`` rows.
 
     Args:

@@ -1,4 +1,5 @@
-"""Model specs: random init (seeded), run folders (exported on demand), export folders, weights files."""
+"""Model specs: random init (seeded), run folders (read from the checkpoint, never written into), export folders,
+weights files; every factory's backbone carries its contract."""
 from __future__ import annotations
 
 import shutil
@@ -7,8 +8,9 @@ import pytest
 import torch
 
 from organfm.backbones import TimmBackbone
-from organfm.engine.checkpoint import save_checkpoint
-from organfm.evaluation.models import load_encoder, parse_models
+from organfm.backbones.contract import BackboneContract
+from organfm.engine.checkpoint import export_backbone, save_checkpoint
+from organfm.features.encoders import load_encoder, parse_models
 
 
 def _state(backbone: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -41,16 +43,35 @@ def _fake_run(tmp_path):
     return run, backbone
 
 
-def test_run_folder_is_exported_then_loaded_with_its_weights_and_contract(tmp_path):
+def test_a_run_folder_is_loaded_from_its_checkpoint_without_writing_into_it(tmp_path):
     run, original = _fake_run(tmp_path)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
     make, contract = load_encoder(str(run))
-    assert (run / "export" / "backbone.safetensors").is_file() and (run / "export" / "backbone.json").is_file()
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before, "loading wrote into the run folder"
     assert contract["mean"] == [0.4] and contract["std"] == [0.2] and contract["architecture"] == "test_resnet"
     loaded = make()
     assert all(torch.equal(v, loaded.model.state_dict()[k]) for k, v in original.model.state_dict().items())
-    # the export folder and the weights file name the same model (same bytes, same hash)
+    assert isinstance(loaded.contract, BackboneContract) and loaded.contract.mean == [0.4]
+    assert loaded.contract.model_hash == contract["model_hash"] and loaded.contract.num_features == loaded.num_features
+    # an export of that checkpoint, its folder and its weights file name the same model (same bytes, same hash)
+    export_backbone(run)
     assert load_encoder(str(run / "export"))[1]["model_hash"] == contract["model_hash"]
     assert load_encoder(str(run / "export" / "backbone.safetensors"))[1]["model_hash"] == contract["model_hash"]
+    assert load_encoder(str(run))[1]["model_hash"] == contract["model_hash"]
+
+
+def test_every_factory_attaches_the_contract_it_returns(tmp_path):
+    run, _ = _fake_run(tmp_path)
+    export_backbone(run)
+    for spec in ("random:test_resnet", "random:unet_small", str(run), str(run / "export")):
+        make, contract = load_encoder(spec, image_size=32)
+        backbone = make()
+        assert isinstance(backbone.contract, BackboneContract)
+        assert {k: v for k, v in backbone.contract.to_dict().items() if k in contract} == \
+            {k: v for k, v in contract.items() if v is not None}
+        assert backbone.contract.spatial_dims == backbone.spatial_dims
+        assert backbone.contract.num_features == backbone.num_features
+        assert make().contract is not backbone.contract  # each backbone owns its copy
 
 
 def test_a_text_tower_in_the_export_is_named_in_the_contract(tmp_path):
@@ -58,7 +79,8 @@ def test_a_text_tower_in_the_export_is_named_in_the_contract(tmp_path):
     from tests.evaluation.test_zeroshot import tiny_joint
 
     run, _ = _fake_run(tmp_path)
-    assert "text" not in load_encoder(str(run))[1]  # exported now, without texts
+    export_backbone(run)
+    assert "text" not in load_encoder(str(run))[1]  # exported without texts
     text = save_joint_text(tiny_joint(["a medical image of the liver"], image_dim=96), run / "export" / "text")
     for spec in (run, run / "export", run / "export" / "backbone.safetensors"):
         assert load_encoder(str(spec))[1]["text"] == str(text)
@@ -67,7 +89,7 @@ def test_a_text_tower_in_the_export_is_named_in_the_contract(tmp_path):
 
 def test_timm_spec_with_local_weights(tmp_path):
     run, original = _fake_run(tmp_path)
-    load_encoder(str(run))
+    export_backbone(run)
     weights = tmp_path / "plain.safetensors"
     shutil.copy(run / "export" / "backbone.safetensors", weights)
     with pytest.raises(FileNotFoundError, match="no contract JSON"):

@@ -47,7 +47,7 @@ def embed_joint(folder: str | Path, *, texts: list[str] | None = None) -> dict[s
     Raises:
         ValueError: the model has no text tower, or ``texts`` does not have one entry per image.
     """
-    from organfm.evaluation.embed import features_key, load_features, write_atomic
+    from organfm.features.store import features_key, load_features, write_atomic
     from organfm.text.tower import load_joint_text
 
     folder = Path(folder)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from organfm.evaluation.features import FeatureCache, extract_features, normalize_images
+from organfm.features.extraction import FeatureCache, extract_features, normalize_images
 
 
 class CountingBackbone(nn.Module):

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from organfm.data.errors import DataError
-from organfm.evaluation.embed import embed_dataset, load_features
-from organfm.evaluation.joint import JOINT_IMAGES, JOINT_TEXTS, embed_joint
-from tests.evaluation.test_embed import Images
+from organfm.features.store import embed_dataset, load_features
+from organfm.features.joint import JOINT_IMAGES, JOINT_TEXTS, embed_joint
+from tests.features.test_store import Images
 from tests.evaluation.test_zeroshot import tiny_joint, write_export
 
 TEXTS = ["fatty liver", "clear lung", "left kidney"]
