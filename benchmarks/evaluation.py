@@ -52,7 +52,7 @@ def bench_features(data, device: str, cases: list[tuple[str, int]], n: int) -> l
 
 
 def bench_knn(n: int, dim: int, device: str) -> dict:
-    from organfm.evaluation.knn import knn_classify
+    from organfm.evaluation.probes import knn_classify
 
     g = torch.Generator().manual_seed(0)
     train, test = torch.randn(n, dim, generator=g), torch.randn(n, dim, generator=g)
@@ -73,8 +73,8 @@ def bench_knn(n: int, dim: int, device: str) -> dict:
 
 def bench_fewshot(data, device: str, seeds: int) -> dict:
     from organfm.features.extraction import extract_features
-    from organfm.evaluation.few_shot import run_few_shot
-    from organfm.evaluation.linear_probe import linear_probe
+    from organfm.evaluation.protocols.fewshot import run_few_shot
+    from organfm.evaluation.probes import linear_probe
     from organfm.evaluation.metrics import classification_metrics
     from organfm.features.encoders import load_encoder
 

@@ -4,7 +4,7 @@ For each variant (``synthetic``: ``SyntheticSubjects``; ``mednist``: the semi-re
 hold MedNIST images of one region each), each masking arm (``sgm``, ``random``, ``none``) and each pretraining
 seed, Pan-FM is pretrained with ``configs/panfm.yaml`` for ``--steps`` steps through the product's own
 ``organfm.engine.pretrain``; its exported teacher is then evaluated on held-out subjects (generator seed 1000)
-with ``organfm.evaluation.subjects.evaluate_subjects``: organ-attention entropy, linear-probe AUROC with all
+with ``organfm.evaluation.protocols.subjects.evaluate_subjects``: organ-attention entropy, linear-probe AUROC with all
 organs, and AUROC as organs are dropped (most important first, at random, along the MNAR pattern).
 
 Claims (the seed's, SGM vs random), tested across pretraining runs paired by seed (``benchmarks/claims.py``:
@@ -75,7 +75,7 @@ def training_entropy(run: Path, last: int = 20) -> float:
 
 def evaluate_run(run: Path, variant: str, args: argparse.Namespace) -> dict:
     from organfm.backbones import create_backbone
-    from organfm.evaluation.subjects import SubjectSet, evaluate_subjects
+    from organfm.evaluation.protocols.subjects import SubjectSet, evaluate_subjects
 
     path = run / "eval.json"
     if path.is_file():

@@ -83,7 +83,7 @@ def pretrain_run(args: argparse.Namespace, arm: str, seed: int, npz: Path) -> di
 
 
 def finetune_auc(make_backbone, splits, seed: int, args: argparse.Namespace) -> dict:
-    from organfm.evaluation.finetune import finetune_classification
+    from organfm.evaluation.finetuning import finetune_classification
 
     t = time.time()
     out = finetune_classification(make_backbone, *splits, num_classes=2, epochs=args.ft_epochs, batch_size=16,
@@ -94,7 +94,7 @@ def finetune_auc(make_backbone, splits, seed: int, args: argparse.Namespace) -> 
 
 
 def segment(make_backbone, volume, seed: int, args: argparse.Namespace) -> dict:
-    from organfm.evaluation.volumes import Segmentation3DConfig, train_segmentation3d
+    from organfm.evaluation.protocols.segmentation3d import Segmentation3DConfig, train_segmentation3d
 
     image, target, names = volume
     s = Segmentation3DConfig(classes=names[1:], iterations=args.seg_iterations, val_every=max(1, args.seg_iterations // 2))
@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     from organfm.backbones import create_backbone
     from organfm.evaluation.task import load_task
-    from organfm.evaluation.volumes import load_labelled_volume, load_npz_volumes
+    from organfm.data.labelled import load_npz_volumes
+    from organfm.evaluation.protocols.segmentation3d import load_volume
 
     root = Path(args.data_root)
     npz = root / "medmnist" / "adrenalmnist3d.npz"
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     volume = None
     if args.seg_iterations:
         task = load_task(REPO / "configs" / "tasks" / "totalseg_ct_seg3d.yaml", [f"data.root={root}"])
-        volume = load_labelled_volume(task, task.segmentation3d)
+        volume = load_volume(task.data, task.segmentation3d)
     results: dict[str, dict[int, dict]] = {arm: {} for arm in ARMS}
     for seed in args.seeds:
         makers = {"scratch": lambda: create_backbone("plainconv3d", in_chans=1)}

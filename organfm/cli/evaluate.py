@@ -16,7 +16,7 @@ with a text tower (<export>/text/: method imagetext, or mmkd with texts); other 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from organfm.api import evaluate
-    from organfm.evaluation.report import headline
+    from organfm.evaluation.cells import headline
 
     results: dict[str, Any] = evaluate(args.models, args.task, args.overrides)
     for row in results["rows"]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from organfm.data.errors import DataError
+from organfm.data.labelled import read_labelled_volume
 from organfm.data.nifti import NiftiReader
 from organfm.data.records import Record, content_hash
 
@@ -73,13 +74,7 @@ def index_organ_crops(image: str, label_map: str, class_map: dict[int, str], *, 
         crop's voxels; ``group`` is the image file's hash so all crops of a scan share a split.
     """
     wanted = _wanted_ids(class_map, organs)
-    volume, _ = reader.read_volume(image)
-    labels, _ = reader.read_volume(label_map)
-    if labels.shape != volume.shape:
-        raise DataError(f"{label_map}: label map shape {labels.shape} differs from image {image} {volume.shape}")
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        labels = np.rint(labels).astype(np.int64)  # float-stored label maps (common after resampling)
+    volume, labels, _ = read_labelled_volume(image, label_map, reader=reader)
     group = content_hash(Path(image).read_bytes())
     boxes = _slice_boxes(labels, wanted, min_pixels) if dim == 2 else _volume_boxes(labels, wanted, min_pixels)
     records = []

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from organfm.evaluation.report import format_cell, headline, health_cell
+from organfm.evaluation.cells import format_cell, headline, health_cell
 
 __all__ = ["render_html", "thumbnails"]
 

@@ -20,15 +20,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from organfm.evaluation.clusters import embed_2d
-from organfm.features.extraction import FeatureCache
-from organfm.evaluation.few_shot import stratified_subset
+from organfm.data.subsets import stratified_subset
+from organfm.evaluation.cells import headline
 from organfm.evaluation.leakage import check_leakage
-from organfm.features.encoders import load_encoder
+from organfm.evaluation.maps import embed_2d
 from organfm.evaluation.protocol import ModelRun, ProtocolSpec, get_protocol
-from organfm.evaluation.report import headline
+from organfm.evaluation.report import write_report
 from organfm.evaluation.task import TaskConfig, settings_notes, task_to_dict
 from organfm.evaluation.task_data import TaskData, load_task_data, public_metadata
+from organfm.features.encoders import load_encoder
+from organfm.features.extraction import FeatureCache
 
 __all__ = ["evaluate_models"]
 
@@ -50,8 +51,6 @@ def evaluate_models(task: TaskConfig, models: Mapping[str, str], *, log: Callabl
     Raises:
         ValueError: bad specs or data, or train/test leakage without ``allow_leakage=true``.
     """
-    from organfm.evaluation.report import write_report
-
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     started = time.perf_counter()
     out_dir = Path(task.out_dir or Path("eval") / f"{task.name}-{datetime.now():%Y%m%d-%H%M%S}")
@@ -79,17 +78,18 @@ def evaluate_models(task: TaskConfig, models: Mapping[str, str], *, log: Callabl
             f"{len(data.class_names)} classes ({task.data.source})")
     cache = FeatureCache(task.cache_dir or out_dir / "cache")
     for name, (make_backbone, contract) in encoders.items():
-        run = ModelRun(name, make_backbone, contract, task, device, cache)
+        run = ModelRun(name, make_backbone, contract, device, cache, seed=task.seed, batch_size=task.batch_size)
         for spec in specs:
             t = time.perf_counter()
-            rows = spec(run, data if spec.limits(task) else None)
+            # a protocol reading its own files gets the data section (where they are), the others the splits
+            rows = spec(run, task.data if spec.inputs == "own" else data, task)
             results["rows"] += rows
             results["timing"][f"{name}/{spec.name}"] = round(time.perf_counter() - t, 2)
             say(f"{name}: {spec.name} {_brief(rows)}")
-        if "clusters" in run.artifacts:
-            embeddings[name] = run.artifacts["clusters"]
+        if "maps" in run.artifacts:
+            embeddings[name] = run.artifacts["maps"]
         if data is not None and task.report.scatter_points > 0:
-            scatter.setdefault("models", {})[name] = _scatter_coords(run, data, scatter)
+            scatter.setdefault("models", {})[name] = _scatter_coords(run, data, task, specs, scatter)
     results["timing"]["total"] = round(time.perf_counter() - started, 2)
     results["cache"] = {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses}
     results["out_dir"] = str(out_dir)
@@ -111,10 +111,13 @@ def _larger(a: int | None, b: int | None) -> int | None:
     return None if a is None or b is None else max(a, b)
 
 
-def _scatter_coords(run: ModelRun, data: TaskData, scatter: dict[str, Any]) -> list[list[float]]:
-    """t-SNE coordinates of the report's scatter points; the points (and thumbnails) are chosen once."""
-    task = run.task
-    name = task.clusters.split if "clusters" in task.protocols else "test"  # clusters' split, else test
+def _scatter_coords(run: ModelRun, data: TaskData, task: TaskConfig, specs: list[ProtocolSpec],
+                    scatter: dict[str, Any]) -> list[list[float]]:
+    """t-SNE coordinates of the report's scatter points; the points (and thumbnails) are chosen once.
+
+    The split is the one the first protocol with a ``scatter_split`` maps (``clusters.split``), else test.
+    """
+    name = next((spec.scatter_split(spec.settings(task)) for spec in specs if spec.scatter_split is not None), "test")
     split = data.splits.get(name) or next(iter(data.splits.values()))
     if "index" not in scatter:
         idx = np.arange(len(split))

@@ -8,49 +8,27 @@ pretraining's ``DataConfig`` (same keys, same meaning) with what a labelled task
 
 The protocol sections (``knn.*``, ``linear.*``, ...) are not written here: each registered protocol
 declares its own config dataclass (``organfm.evaluation.protocol.register_protocol``), and
-``TaskConfig`` gets one section per registered protocol. Only ``organfm.evaluation.suite`` reads the
-whole config.
+``TaskConfig`` is built once, when this module is imported, as ``TaskSettings`` plus one section per
+registered protocol. The dependency runs one way: this module reads the registry and ``task_data`` (the
+``data`` section); no protocol imports this module, since each receives only its own section (and the data
+section or splits). Only ``organfm.evaluation.suite`` reads the whole config.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from organfm.config import DataConfig
 from organfm.configtree import ConfigError, build_tree, flatten, tree_to_dict
 from organfm.evaluation.protocol import get_protocol, list_protocols
+from organfm.evaluation.task_data import TaskDataConfig
 
-__all__ = ["ReportConfig", "TaskConfig", "TaskDataConfig", "TaskSettings", "changed_settings", "load_task",
+__all__ = ["ReportConfig", "TaskConfig", "TaskSettings", "changed_settings", "load_task",
            "settings_notes", "task_to_dict"]
 
 # ``data=x`` is shorthand for ``data.source=x``, as in pretraining
 _SHORTHANDS = {"data": "data.source"}
-
-
-@dataclass
-class TaskDataConfig(DataConfig):
-    """The labelled images: pretraining's ``DataConfig`` keys (``build_dataset`` kwargs) plus labels, size, caps.
-
-    A task reads every split of its source (``data.split`` must stay unset) and real files only (no
-    ``synthetic`` source; the ``synthetic_*`` keys are unused here).
-    """
-
-    # folder holding the shared data; relative paths below resolve against it. None: $ORGANFM_DATA, else the
-    # shared/data folder beside the checkout (organfm.presets.default_data_root), never the current folder
-    root: str | None = None
-    source: str = ""  # npz | folder | manifest | tar | NIfTI volume (with label_map: organ crops)
-    split: str | None = None
-    label: Literal["organ", "label"] = "organ"  # organ: the organ/folder name; label: the record's label
-    class_names: list[str] | None = None  # names of label ids 0..K-1 (label=label with int labels)
-    image_size: int = 64
-    min_pixels: int = 64
-    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    max_train: int | None = None  # stratified, seeded caps per split (CPU budgets); None keeps all
-    max_val: int | None = None
-    max_test: int | None = None
 
 
 @dataclass
@@ -79,13 +57,7 @@ class TaskSettings:
 
     def data_path(self, path: str | None) -> str | None:
         """``path`` resolved against ``data.root`` (absolute paths and None pass through)."""
-        if path is None:
-            return None
-        from organfm.presets import default_data_root
-
-        p = Path(os.path.expanduser(path))
-        root = self.data.root if self.data.root is not None else default_data_root()
-        return str(p if p.is_absolute() else Path(os.path.expanduser(root)) / p)
+        return self.data.resolve(path)
 
 
 def _task_class() -> type:

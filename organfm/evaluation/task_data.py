@@ -1,4 +1,7 @@
-"""A task's labelled splits as tensors: read once per evaluation, shared by every model and protocol.
+"""A task's labelled data: its ``data.*`` section, and its splits as tensors, read once per evaluation.
+
+:class:`TaskDataConfig` is the ``data`` section of a task (what to read, where, how big); the splits are
+shared by every model and protocol; a protocol that reads its own files (``inputs="own"``) gets the section.
 
 The source is indexed once (``build_dataset(split=None)``: de-duplication and patient-level splits
 included), each split is capped by a seeded stratified subsample where the task says so (CPU budgets),
@@ -11,21 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 
+from organfm.config import DataConfig
 from organfm.data import build_dataset
 from organfm.data.records import Record
-from organfm.evaluation.few_shot import stratified_subset
+from organfm.data.subsets import stratified_subset
 
-if TYPE_CHECKING:  # task.py builds TaskConfig from the registered protocols, which import this module
-    from organfm.evaluation.task import TaskConfig
-
-__all__ = ["SplitData", "TaskData", "dataset_kwargs", "load_task_data", "public_metadata"]
+__all__ = ["SplitData", "TaskData", "TaskDataConfig", "dataset_kwargs", "load_task_data", "public_metadata"]
 
 # keys of the task's data section that are not ``build_dataset`` arguments
 # label_columns: subject manifests' (Pan-FM), not an image dataset's
@@ -35,6 +37,46 @@ _PATH_ARGS = ("label_map", "class_map", "split_file")
 
 # manifest columns that may identify a person never reach a report
 _PRIVATE_HINTS = ("patient", "name", "birth", "mrn", "accession", "study", "series", "sop", "uid", "path", "date")
+
+
+@dataclass
+class TaskDataConfig(DataConfig):
+    """The labelled images: pretraining's ``DataConfig`` keys (``build_dataset`` kwargs) plus labels, size, caps.
+
+    A task reads every split of its source (``data.split`` must stay unset) and real files only (no
+    ``synthetic`` source; the ``synthetic_*`` keys are unused here).
+    """
+
+    # folder holding the shared data; relative paths below resolve against it. None: $ORGANFM_DATA, else the
+    # shared/data folder beside the checkout (organfm.presets.default_data_root), never the current folder
+    root: str | None = None
+    source: str = ""  # npz | folder | manifest | tar | NIfTI volume (with label_map: organ crops)
+    split: str | None = None
+    label: Literal["organ", "label"] = "organ"  # organ: the organ/folder name; label: the record's label
+    class_names: list[str] | None = None  # names of label ids 0..K-1 (label=label with int labels)
+    image_size: int = 64
+    min_pixels: int = 64
+    split_fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    max_train: int | None = None  # stratified, seeded caps per split (CPU budgets); None keeps all
+    max_val: int | None = None
+    max_test: int | None = None
+
+    def resolve(self, path: str | None) -> str | None:
+        """``path`` resolved against ``root`` (absolute paths and None pass through)."""
+        if path is None:
+            return None
+        from organfm.presets import default_data_root
+
+        p = Path(os.path.expanduser(path))
+        root = self.root if self.root is not None else default_data_root()
+        return str(p if p.is_absolute() else Path(os.path.expanduser(root)) / p)
+
+
+class _Task(Protocol):
+    """What reading a task's data needs of the task (its ``data`` section and seed): no protocol section."""
+
+    data: TaskDataConfig
+    seed: int
 
 
 @dataclass
@@ -68,7 +110,7 @@ class TaskData:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def load_task_data(task: TaskConfig, limits: Mapping[str, int | None]) -> TaskData:
+def load_task_data(task: _Task, limits: Mapping[str, int | None]) -> TaskData:
     """Read the task's splits.
 
     Args:
@@ -84,7 +126,7 @@ def load_task_data(task: TaskConfig, limits: Mapping[str, int | None]) -> TaskDa
         ValueError: missing labels, an empty split, unsupported multi-label rows.
     """
     d = task.data
-    source = task.data_path(d.source)
+    source = task.data.resolve(d.source)
     if source is None or not Path(source).exists():
         raise FileNotFoundError(f"data source {d.source!r} not found ({source}; data.root={d.root!r}): pass "
                                 "data.root=<folder holding the shared data> or set ORGANFM_DATA")
@@ -112,14 +154,14 @@ def load_task_data(task: TaskConfig, limits: Mapping[str, int | None]) -> TaskDa
     return TaskData(splits=splits, class_names=class_names, summary=summary)
 
 
-def dataset_kwargs(task: TaskConfig) -> dict[str, Any]:
+def dataset_kwargs(task: _Task) -> dict[str, Any]:
     """``build_dataset`` keyword arguments of ``task.data`` (pretraining's ``DataConfig`` keys plus the task's
     size and split keys), paths resolved against ``data.root``; ``synthetic_*`` keys are pretraining-only."""
     d = task.data
     kwargs = {f.name: getattr(d, f.name) for f in fields(d)
               if f.name not in _NOT_DATASET_ARGS and not f.name.startswith("synthetic_")}
     for key in _PATH_ARGS:
-        kwargs[key] = task.data_path(kwargs[key])
+        kwargs[key] = task.data.resolve(kwargs[key])
     for key in ("window", "split_fractions"):
         if kwargs.get(key) is not None:
             kwargs[key] = tuple(kwargs[key])
@@ -135,7 +177,7 @@ def public_metadata(record: Record, label: int, class_names: Sequence[str], spli
     return meta
 
 
-def _labels(dataset: Any, task: TaskConfig) -> tuple[np.ndarray, list[str]]:
+def _labels(dataset: Any, task: _Task) -> tuple[np.ndarray, list[str]]:
     """Class id per record (organ ids, or the records' own labels) and the class names."""
     d = task.data
     if d.label == "organ":

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["TEXT_MODES", "caption", "prompts", "record_texts"]
+__all__ = ["TEXT_MODES", "caption", "check_template", "prompts", "record_texts"]
 
 TEMPLATE = "a {modality} image of the {organ}{label}"
 # auto: the column where the data has one (else no text); column: the column, required; captions: templated;
@@ -26,6 +26,21 @@ def caption(organ: str | None, *, modality: str = "medical", label: str | None =
     organ_text = (organ or "body").replace("_", " ")
     label_text = f" with {str(label).replace('_', ' ')}" if label else ""
     return template.format(modality=modality, organ=organ_text, label=label_text)
+
+
+def check_template(template: str, key: str) -> str:
+    """``template`` when it formats as a caption; else a ValueError naming the setting ``key`` and the placeholders.
+
+    Args:
+        template: a caption template (placeholders ``{modality}``, ``{organ}``, ``{label}``).
+        key: the setting that holds it (``zeroshot.template``), for the message.
+    """
+    try:
+        caption("organ", template=template)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"{key}={template!r} is not a caption template ({type(e).__name__}: {e}); it may use "
+                         "{modality}, {organ} and {label}") from None
+    return template
 
 
 def prompts(class_names: list[str], *, modality: str = "medical", template: str = TEMPLATE) -> list[str]:

@@ -11,7 +11,7 @@ from organfm.engine.checkpoint import export_backbone
 from organfm.engine.pretrain import pretrain
 from organfm.text.tower import load_joint_text
 from tests.engine.test_every_method import SMALL
-from tests.evaluation.test_zeroshot import write_manifest
+from tests.evaluation.protocols.test_zeroshot import write_manifest
 
 COMMON = SMALL + ["backbone.name=test_convnext", "views.global_size=32", "views.num_local_views=0"]
 

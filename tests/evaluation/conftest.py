@@ -71,3 +71,19 @@ def pneumonia_report(data_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 # caps that keep an end-to-end run to seconds on 2 busy cores
 TEST_SIZED = ("data.max_train=600", "data.max_val=200", "data.max_test=300", "linear.epochs=50",
               "report.scatter_points=120")
+
+
+def model_run(name: str, make_backbone, contract: dict, task, device: str, cache):
+    """A ``ModelRun`` of ``task``'s seed and batch size (what ``evaluate_models`` builds per model)."""
+    from organfm.evaluation.protocol import ModelRun
+
+    return ModelRun(name, make_backbone, contract, device, cache, seed=task.seed, batch_size=task.batch_size)
+
+
+def run_protocol(name: str, run, task, data=None) -> list[dict]:
+    """Protocol ``name``'s rows for ``run``, called as ``evaluate_models`` calls it (own-data protocols get
+    ``task.data``, the others ``data``)."""
+    from organfm.evaluation.protocol import get_protocol
+
+    spec = get_protocol(name)
+    return spec(run, task.data if spec.inputs == "own" else data, task)

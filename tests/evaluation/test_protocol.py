@@ -59,13 +59,14 @@ def test_a_new_protocol_is_one_registered_function(scratch_registry, tmp_path: P
     calls: list[tuple[str, object]] = []
 
     @register_protocol("constant", inputs="own", splits=())
-    def constant(run: ModelRun, data: object) -> list[dict]:
-        calls.append((run.name, data))
+    def constant(run: ModelRun, data: object, settings: object) -> list[dict]:
+        calls.append((run.name, type(data).__name__, settings))
         return [make_row(run.name, "constant", "one", {"accuracy": [0.25, 0.75]})]
 
     task = load_task(None, ["protocols=[constant]", f"out_dir={tmp_path}", "report.scatter_points=0"])
     results = evaluate_models(task, {"a": "random:test_resnet", "b": "random:test_resnet"}, log=lambda _: None)
-    assert calls == [("a", None), ("b", None)]  # no splits declared: no data read
+    # no splits declared: no data read, the data section instead; no config: no settings
+    assert calls == [("a", "TaskDataConfig", None), ("b", "TaskDataConfig", None)]
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [(r["model"], r["protocol"], r["metrics"]["accuracy"]["mean"]) for r in saved["rows"]] == [
         ("a", "constant", 0.5), ("b", "constant", 0.5)]

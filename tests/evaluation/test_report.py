@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from organfm.evaluation.html_report import render_html
-from organfm.evaluation.report import health_cell, markdown_tables
+from organfm.evaluation.cells import health_cell
+from organfm.evaluation.report import markdown_tables
 
 RESULTS = {"task": {"name": "t"}, "rows": [], "models": {
     "coda": {"spec": "runs/coda", "architecture": "test_convnext", "model_hash": "ab" * 8,
@@ -32,7 +33,7 @@ def _row(protocol, **means):
 
 
 def test_a_classification_headline_shows_auc_balanced_accuracy_and_the_majority_rate():
-    from organfm.evaluation.report import headline
+    from organfm.evaluation.cells import headline
 
     row = _row("finetune3d", accuracy=0.768, balanced_accuracy=0.5, auc=0.612, f1=0.43, majority_accuracy=0.768)
     assert headline(row) == "accuracy 0.768 (majority 0.768), balanced accuracy 0.500, AUC 0.612"

@@ -1,29 +1,23 @@
-"""Weighted kNN on frozen features (DINO's protocol): train features vote for each test image."""
+"""Weighted kNN on frozen features (DINO's protocol): train features vote for each test image.
+
+The classifier is ``organfm.evaluation.probes.knn_classify`` (shared with ``clusters``' leave-one-out kNN).
+"""
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
-from organfm.evaluation.knn import knn_classify
+from organfm.evaluation.probes import KNNConfig, knn_classify
 from organfm.evaluation.protocol import ModelRun, classification_values, make_row, metric_lists, register_protocol
 from organfm.evaluation.task_data import TaskData
 
-__all__ = ["KNNConfig", "knn"]
-
-
-@dataclass
-class KNNConfig:
-    """Weighted kNN (``knn_classify``): one result row per k."""
-
-    k: list[int] = field(default_factory=lambda: [10, 20])
-    temperature: float = 0.07
+__all__ = ["knn"]
 
 
 @register_protocol("knn", config=KNNConfig, inputs="features", splits=("train", "test"))
-def knn(run: ModelRun, data: TaskData) -> list[dict[str, Any]]:
+def knn(run: ModelRun, data: TaskData, settings: KNNConfig) -> list[dict[str, Any]]:
     """kNN accuracy/AUC on test for every ``knn.k`` not larger than the training set."""
-    s = run.task.knn
+    s = settings
     train, test = data.splits["train"], data.splits["test"]
     f_train = run.features(train)
     ks = [k for k in s.k if k <= len(f_train)]

@@ -12,23 +12,31 @@ report ("no acute findings"), so:
   ``i2t_R@k`` with k >= the number of distinct texts is 1 by construction (the row says how many there are);
 - text -> image: each image's text queries all test images, and every image with the same text is a hit.
 
-Ties are counted against the query (``organfm.evaluation.retrieval``). Models without a text tower are
-skipped with a warning.
+Models without a text tower are skipped with a warning.
+
+A query *hits at k* when one of its relevant items is among the k most similar ones. Ties are counted
+against the query: the rank of a query is the number of NON-relevant items scoring at least as high as
+its best relevant item, so a model that cannot tell a wrong text from the right one (equal scores) gets
+no credit, and the result does not depend on the order of the items. Recall@k is the fraction of queries
+whose rank is below k.
+
+Relevance is given by ids: query i and item j are relevant to each other when ``query_ids[i] ==
+item_ids[j]`` (the protocol uses "same text string", so repeated captions are all correct answers).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from organfm.evaluation.protocol import ModelRun, make_row, register_protocol
-from organfm.evaluation.protocols.zeroshot import check_template, no_text_warning
-from organfm.evaluation.retrieval import recall_from_ranks, retrieval_ranks
 from organfm.evaluation.task_data import SplitData, TaskData
-from organfm.text.captions import TEMPLATE, caption, record_texts
+from organfm.text.captions import TEMPLATE, caption, check_template, record_texts
 
-__all__ = ["RetrievalConfig", "retrieval", "split_texts"]
+__all__ = ["RetrievalConfig", "ranks_from_similarity", "recall_from_ranks", "retrieval", "retrieval_ranks",
+           "split_texts"]
 
 
 @dataclass
@@ -61,19 +69,86 @@ def split_texts(split: SplitData, class_names: list[str], config: RetrievalConfi
             for r, label in zip(split.records, split.labels.tolist(), strict=True)], "captions"
 
 
+def ranks_from_similarity(sim: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
+    """How many non-relevant items score at least as high as each query's best relevant item.
+
+    Args:
+        sim: (Nq, Nd) similarities.
+        relevant: (Nq, Nd) bool, at least one True per row.
+
+    Returns:
+        (Nq,) int64 ranks, 0 = a relevant item is strictly first.
+
+    Raises:
+        ValueError: mismatched shapes, or a query with no relevant item (its recall is undefined).
+    """
+    if sim.shape != relevant.shape or sim.dim() != 2:
+        raise ValueError(f"similarities {tuple(sim.shape)} and relevance {tuple(relevant.shape)} must be the same "
+                         "(queries, items) shape")
+    relevant = relevant.to(device=sim.device, dtype=torch.bool)
+    missing = ~relevant.any(1)
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} queries have no relevant item (first: row {int(missing.nonzero()[0])})")
+    best = sim.masked_fill(~relevant, float("-inf")).amax(1, keepdim=True)
+    return ((sim >= best) & ~relevant).sum(1)
+
+
+def recall_from_ranks(ranks: torch.Tensor, ks: Sequence[int]) -> dict[int, float]:
+    """``{k: fraction of ranks < k}`` for each k (ranks from :func:`ranks_from_similarity`).
+
+    Raises:
+        ValueError: a k below 1, or no queries.
+    """
+    bad = [k for k in ks if int(k) != k or k < 1]
+    if bad:
+        raise ValueError(f"Recall@k needs positive integer k, got {bad}")
+    if len(ranks) == 0:
+        raise ValueError("Recall@k of no queries is undefined")
+    return {int(k): float((ranks < k).double().mean()) for k in ks}
+
+
+def retrieval_ranks(queries: torch.Tensor, items: torch.Tensor, query_ids: torch.Tensor, item_ids: torch.Tensor,
+                    *, chunk: int = 1024) -> torch.Tensor:
+    """Ranks (:func:`ranks_from_similarity`) of dot-product retrieval, ``chunk`` query rows at a time.
+
+    Only a (chunk, Nd) block of similarities exists at once, so 10k x 10k items never build the full matrix.
+
+    Args:
+        queries: (Nq, D) embeddings (L2-normalised for cosine similarity).
+        items: (Nd, D) embeddings on the same device.
+        query_ids: (Nq,) int64 relevance ids of the queries.
+        item_ids: (Nd,) int64 relevance ids of the items (query i and item j are relevant when the ids match).
+        chunk: query rows per block.
+
+    Returns:
+        (Nq,) int64 ranks on the CPU.
+    """
+    if queries.shape[1:] != items.shape[1:]:
+        raise ValueError(f"query embeddings {tuple(queries.shape)} and item embeddings {tuple(items.shape)} "
+                         "differ in size")
+    items = items.float()
+    item_ids = item_ids.to(items.device)
+    out = []
+    for start in range(0, len(queries), chunk):
+        q = queries[start:start + chunk].to(items.device).float()
+        relevant = query_ids[start:start + chunk].to(items.device)[:, None] == item_ids[None, :]
+        out.append(ranks_from_similarity(q @ items.T, relevant).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
 @register_protocol("retrieval", config=RetrievalConfig, inputs="features", splits=("test",))
-def retrieval(run: ModelRun, data: TaskData) -> list[dict[str, Any]]:
+def retrieval(run: ModelRun, data: TaskData, settings: RetrievalConfig) -> list[dict[str, Any]]:
     """One row: ``i2t_R@k`` and ``t2i_R@k`` (fractions) on test, with the text source and distinct texts."""
-    s = run.task.retrieval
+    s = settings
     bad = [k for k in s.k if k < 1]
     if not s.k or bad:
         raise ValueError(f"retrieval.k must be a list of positive integers, got {s.k}")
     joint = run.joint_text()
     if joint is None:
-        no_text_warning(run, "retrieval")
+        run.warn_no_text("retrieval")
         return []
     test = data.splits["test"]
-    texts, source = split_texts(test, data.class_names, s, where=run.task.data.source or "data")
+    texts, source = split_texts(test, data.class_names, s, where=data.summary.get("source") or "data")
     distinct = list(dict.fromkeys(texts))
     index = {t: i for i, t in enumerate(distinct)}
     text_ids = torch.tensor([index[t] for t in texts], dtype=torch.long)

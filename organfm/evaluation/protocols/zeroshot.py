@@ -7,7 +7,6 @@ Models without a text tower are skipped with a warning.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,9 +14,9 @@ import torch
 
 from organfm.evaluation.protocol import ModelRun, classification_values, make_row, metric_lists, register_protocol
 from organfm.evaluation.task_data import TaskData
-from organfm.text.captions import TEMPLATE, caption, prompts
+from organfm.text.captions import TEMPLATE, check_template, prompts
 
-__all__ = ["ZeroShotConfig", "check_template", "class_prompts", "no_text_warning", "zero_shot_probs", "zeroshot"]
+__all__ = ["ZeroShotConfig", "class_prompts", "zero_shot_probs", "zeroshot"]
 
 
 @dataclass
@@ -27,16 +26,6 @@ class ZeroShotConfig:
     template: str = TEMPLATE  # placeholders: {modality}, {organ} (the class name), {label} (empty here)
     modality: str = "medical"
     prompts: list[str] = field(default_factory=list)  # one per class, in class order; overrides the template
-
-
-def check_template(template: str, key: str) -> str:
-    """``template`` when it formats as a caption; else a ValueError naming ``key`` and the placeholders allowed."""
-    try:
-        caption("organ", template=template)
-    except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(f"{key}={template!r} is not a caption template ({type(e).__name__}: {e}); it may use "
-                         "{modality}, {organ} and {label}") from None
-    return template
 
 
 def class_prompts(class_names: list[str], config: ZeroShotConfig) -> list[str]:
@@ -69,24 +58,17 @@ def zero_shot_probs(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale
     return logits.softmax(dim=1).cpu()
 
 
-def no_text_warning(run: ModelRun, protocol: str) -> None:
-    """Warn that ``protocol`` skips ``run``'s model, which has no text tower."""
-    warnings.warn(f"{run.name}: no text tower ({run.contract.get('spec')} has no text/ folder), {protocol} "
-                  "skipped; only models trained with texts (method imagetext, or mmkd with texts) have one",
-                  stacklevel=2)
-
-
 @register_protocol("zeroshot", config=ZeroShotConfig, inputs="features", splits=("test",))
-def zeroshot(run: ModelRun, data: TaskData) -> list[dict[str, Any]]:
+def zeroshot(run: ModelRun, data: TaskData, settings: ZeroShotConfig) -> list[dict[str, Any]]:
     """One row: accuracy, AUC, ... of the nearest class prompt on test, and the prompts used."""
     joint = run.joint_text()
     if joint is None:
-        no_text_warning(run, "zeroshot")
+        run.warn_no_text("zeroshot")
         return []
     test = data.splits["test"]
-    texts = class_prompts(data.class_names, run.task.zeroshot)
+    texts = class_prompts(data.class_names, settings)
     probs = zero_shot_probs(run.joint_images(test), joint.embed_texts(texts).to(run.device),
                             joint.logit_scale.item())
-    setting = "prompts" if run.task.zeroshot.prompts else "template"
+    setting = "prompts" if settings.prompts else "template"
     return [make_row(run.name, "zeroshot", setting, metric_lists(classification_values(test.labels, probs)),
                      prompts=texts)]

@@ -7,7 +7,7 @@ from torch import nn
 
 from organfm.backbones import TimmBackbone
 from organfm.engine.param_groups import build_param_groups
-from organfm.evaluation.finetune import finetune_classification, train_with_early_stopping
+from organfm.evaluation.finetuning import finetune_classification, train_with_early_stopping
 from organfm.views.affine import random_affine
 
 

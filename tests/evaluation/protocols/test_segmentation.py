@@ -9,8 +9,10 @@ import torch
 
 from organfm.backbones import TimmBackbone
 from organfm.evaluation.metrics import segmentation_metrics
-from organfm.evaluation.segmentation import (dice_ce_loss, finetune_segmentation, load_ct_segmentation_slices,
-                                             split_slice_blocks)
+from organfm.data.labelled import load_ct_segmentation_slices
+from organfm.data.slabs import split_slice_blocks
+from organfm.evaluation.protocols.segmentation import finetune_segmentation
+from organfm.losses.dice_ce import dice_ce_loss
 from organfm.heads.decoders import BackboneUNet, UNetDecoder
 
 ORGANS = ["liver", "spleen", "kidney_left", "kidney_right"]
@@ -203,19 +205,20 @@ def test_ct_short_finetune_is_sensible_and_reproducible(ct_files: dict) -> None:
 
 def test_load_segmentation_split_is_the_task_sequence(ct_files: dict, tmp_path: Path) -> None:
     """``load_segmentation_split(task)`` = slices of the task's volume, split in the task's slice blocks."""
-    from organfm.evaluation.segmentation import load_segmentation_split
+    from organfm.evaluation.protocols.segmentation import load_segmentation_split
     from organfm.evaluation.task import load_task
 
     image, labels = Path(ct_files["image"]), Path(ct_files["labels"])
     task = load_task(None, [f"data.root={image.parent}", f"data.source={image.name}", f"data.label_map={labels.name}",
                             "protocols=[segmentation]", "segmentation.classes=null", "segmentation.image_size=32",
                             "segmentation.block_size=4"])
-    split = load_segmentation_split(task)
+    split = load_segmentation_split(task.data, task.segmentation)
     images, masks, names = load_ct_segmentation_slices(image, labels, class_map=None, classes=None, size=32)
     parts = split_slice_blocks(len(images), block_size=4)
     assert split.class_names == names and split.sizes == [len(p) for p in parts]
     for (x, y), p in zip((split.train, split.val, split.test), parts):
         assert torch.equal(x, images[p]) and torch.equal(y, masks[p])
     with pytest.raises(FileNotFoundError, match="segmentation label map .*missing.nii.gz not found"):
-        load_segmentation_split(load_task(None, [f"data.root={image.parent}", f"data.source={image.name}",
-                                                 "data.label_map=missing.nii.gz", "protocols=[segmentation]"]))
+        missing = load_task(None, [f"data.root={image.parent}", f"data.source={image.name}",
+                                   "data.label_map=missing.nii.gz", "protocols=[segmentation]"])
+        load_segmentation_split(missing.data, missing.segmentation)

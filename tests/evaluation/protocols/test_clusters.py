@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from organfm.evaluation.clusters import cluster_scores, embed_2d
+from organfm.evaluation.maps import embed_2d
+from organfm.evaluation.protocols.clusters import cluster_scores
 
 
 def test_well_separated_clusters_score_perfectly_and_noise_does_not():

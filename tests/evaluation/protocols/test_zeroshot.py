@@ -13,6 +13,7 @@ from torch import nn
 from organfm.backbones import TimmBackbone
 from organfm.features.extraction import FeatureCache
 from organfm.evaluation.protocol import ModelRun
+from tests.evaluation.conftest import model_run
 from organfm.evaluation.protocols.zeroshot import ZeroShotConfig, class_prompts, zero_shot_probs, zeroshot
 from organfm.evaluation.task import load_task
 from organfm.evaluation.task_data import SplitData, TaskData
@@ -86,7 +87,7 @@ def test_probs_are_a_softmax_of_scaled_cosines():
     assert torch.allclose(probs.sum(1), torch.ones(2))
 
 
-def _one_hot_run(tmp_path: Path, overrides: list[str]) -> tuple[ModelRun, TaskData]:
+def _one_hot_run(tmp_path: Path, overrides: list[str]) -> tuple[ModelRun, TaskData, ZeroShotConfig]:
     """A model whose class-c images embed exactly on class c's template prompt.
 
     Images are 2x2 with pixel c lit for class c; the backbone flattens them (E=4); the image head maps the
@@ -107,39 +108,38 @@ def _one_hot_run(tmp_path: Path, overrides: list[str]) -> tuple[ModelRun, TaskDa
     task = load_task(None, ["data.source=x", "protocols=[zeroshot]", *overrides])
     contract = {"mean": [0.0], "std": [1.0], "model_hash": f"flatten-{len(overrides)}", "text": str(folder),
                 "spec": "flatten"}
-    run = ModelRun("flat", nn.Flatten, contract, task, "cpu", FeatureCache(tmp_path / "cache"))
-    return run, TaskData(splits={"test": split}, class_names=CLASSES)
+    run = model_run("flat", nn.Flatten, contract, task, "cpu", FeatureCache(tmp_path / "cache"))
+    return run, TaskData(splits={"test": split}, class_names=CLASSES), task.zeroshot
 
 
 def test_images_on_their_prompt_are_all_right_and_permuted_prompts_all_wrong(tmp_path: Path):
-    run, data = _one_hot_run(tmp_path, [])
-    (row,) = zeroshot(run, data)
+    run, data, settings = _one_hot_run(tmp_path, [])
+    (row,) = zeroshot(run, data, settings)
     assert row["metrics"]["accuracy"]["mean"] == 1.0 and row["metrics"]["auc"]["mean"] == 1.0
     assert row["setting"] == "template"
     assert row["prompts"] == ["a medical image of the kidney", "a medical image of the liver",
                               "a medical image of the lung"]
     # the same prompts, shifted by one class: every image now sits on another class's prompt
     shifted = [row["prompts"][1], row["prompts"][2], row["prompts"][0]]
-    run, data = _one_hot_run(tmp_path / "shifted", [f"zeroshot.prompts={json.dumps(shifted)}"])
-    (row,) = zeroshot(run, data)
+    run, data, settings = _one_hot_run(tmp_path / "shifted", [f"zeroshot.prompts={json.dumps(shifted)}"])
+    (row,) = zeroshot(run, data, settings)
     assert row["metrics"]["accuracy"]["mean"] == 0.0 and row["setting"] == "prompts" and row["prompts"] == shifted
 
 
 def test_joint_text_is_loaded_once_on_the_run_device(tmp_path: Path):
-    run, _ = _one_hot_run(tmp_path, [])
+    run, _, _ = _one_hot_run(tmp_path, [])
     joint = run.joint_text()
     assert joint is run.joint_text() and not joint.training and joint.logit_scale.device.type == "cpu"
-    no_text = ModelRun("plain", nn.Flatten, {"mean": [0.0], "std": [1.0], "model_hash": "h"}, run.task, "cpu",
-                       run.cache)
+    no_text = ModelRun("plain", nn.Flatten, {"mean": [0.0], "std": [1.0], "model_hash": "h"}, "cpu", run.cache)
     assert no_text.joint_text() is None
 
 
 def test_a_text_tower_for_other_features_is_a_clear_error(tmp_path: Path):
-    run, data = _one_hot_run(tmp_path, [])
+    run, data, settings = _one_hot_run(tmp_path, [])
     bad = tiny_joint(["a b"], image_dim=5)
     run.contract["text"] = str(save_joint_text(bad, tmp_path / "other"))
     with pytest.raises(ValueError, match=r"other: its image head takes 5-dim features, the backbone of flat gives 4"):
-        zeroshot(run, data)
+        zeroshot(run, data, settings)
 
 
 def test_zeroshot_task_keys():
@@ -168,7 +168,23 @@ def test_end_to_end_with_a_text_model_and_one_without(tmp_path: Path):
     results = json.loads((out / "results.json").read_text())
     (row,) = results["rows"]
     assert (row["model"], row["protocol"], row["prompts"]) == ("clip", "zeroshot", prompts)
-    assert 0.0 <= row["metrics"]["accuracy"]["mean"] <= 1.0 and row["metrics"]["accuracy"]["n"] == 1
+    assert row["metrics"]["accuracy"]["n"] == 1
+    # the known value: each test image's nearest prompt, recomputed here one image at a time from the export
+    from organfm.evaluation.task_data import load_task_data
+    from organfm.features.encoders import load_encoder
+    from organfm.features.extraction import extract_features
+    from organfm.text.tower import load_joint_text
+
+    make, contract = load_encoder(str(export.parent))
+    task = load_task(str(_task_file(tmp_path, "[zeroshot]")), ["zeroshot.modality=CT"])
+    test = load_task_data(task, {"test": None}).splits["test"]
+    joint = load_joint_text(export)
+    with torch.no_grad():
+        images = joint.embed_images(extract_features(make(), test.images, mean=contract["mean"], std=contract["std"]))
+        prompt_emb = joint.embed_texts(prompts)
+    nearest = [max(range(len(prompts)), key=lambda c, img=img: float(img @ prompt_emb[c])) for img in images]
+    expected = sum(int(c == int(y)) for c, y in zip(nearest, test.labels, strict=True)) / len(nearest)
+    assert row["metrics"]["accuracy"]["mean"] == pytest.approx(expected, abs=1e-12)
     assert "## zeroshot" in (out / "results.md").read_text()
 
 

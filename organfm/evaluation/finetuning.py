@@ -1,4 +1,9 @@
-"""Full fine-tuning for classification: pretrained backbone + new linear layer, early stopping on validation.
+"""Full fine-tuning, shared by the protocols that train the backbone: the loop and classification fine-tuning.
+
+``train_with_early_stopping`` is the one fine-tuning loop (``finetune``, ``fewshot``, ``finetune3d`` and
+``segmentation`` use it); ``finetune_classification`` puts a new linear layer on a pretrained backbone, and
+``finetune_once`` runs it on a task's splits with the ``finetune.*`` settings (:class:`FinetuneConfig`, here
+because both ``finetune`` and ``fewshot`` read them and protocols never import each other).
 
 Recipe (the usual one for ConvNeXt/ViT fine-tuning [0, 1], scaled down):
     - AdamW with the engine's parameter groups and weight-decay rule (``organfm.engine.param_groups``:
@@ -26,7 +31,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,10 +41,14 @@ from torch import nn
 
 from organfm.engine.param_groups import build_param_groups, set_scheduled_values
 from organfm.engine.schedules import cosine_schedule
-from organfm.evaluation.metrics import classification_metrics
+from organfm.evaluation.metrics import CLASSIFICATION_METRICS, classification_metrics
 from organfm.views.affine import random_affine
 
-__all__ = ["finetune_classification", "train_with_early_stopping"]
+if TYPE_CHECKING:
+    from organfm.evaluation.protocol import ModelRun
+    from organfm.evaluation.task_data import TaskData
+
+__all__ = ["FinetuneConfig", "finetune_classification", "finetune_once", "train_with_early_stopping"]
 
 _EVAL_BATCH = 256
 
@@ -242,3 +252,47 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
                       stacklevel=2)
     return {"metrics": test_metrics, "best_epoch": fit["best_epoch"], "val_metrics": val_metrics,
             "history": fit["history"], "epochs_run": fit["epochs_run"], "stopped_early": fit["stopped_early"]}
+
+
+@dataclass
+class FinetuneConfig:
+    """Full fine-tuning (``finetune_classification`` kwargs), also used by few-shot fine-tuning."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    layer_decay: float | None = None
+    patience: int = 5
+    seeds: int = 1
+    monitor: str = "balanced_accuracy"
+    augment: bool = True
+    max_train: int | None = None  # a smaller training set for CPU runs
+
+
+def finetune_once(run: ModelRun, data: TaskData, train_idx: np.ndarray, seed: int,
+                  settings: FinetuneConfig) -> dict[str, float]:
+    """Fine-tune on ``train_idx`` of the train split (val for selection), return the test metrics.
+
+    Args:
+        run: the model (a fresh backbone per call, its normalisation, its device).
+        data: the task's ``train``, ``val`` and ``test`` splits.
+        train_idx: (n,) indices into the train split.
+        seed: data order, augmentation and head initialisation.
+        settings: the task's ``finetune.*`` section.
+
+    Returns:
+        ``CLASSIFICATION_METRICS`` on test and ``"best_epoch"`` (as a float).
+    """
+    s = settings
+    train, val, test = data.splits["train"], data.splits["val"], data.splits["test"]
+    idx = torch.as_tensor(train_idx, dtype=torch.long)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tiny val/test splits: AUC skips are recorded anyway
+        out = finetune_classification(
+            run.make_backbone, (run.normalized(train.images[idx]), train.labels[idx]),
+            (run.normalized(val.images), val.labels), (run.normalized(test.images), test.labels),
+            num_classes=len(data.class_names), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+            weight_decay=s.weight_decay, layer_decay=s.layer_decay, patience=s.patience, augment=s.augment,
+            monitor=s.monitor, seed=seed, device=run.device)
+    return {**{m: out["metrics"][m] for m in CLASSIFICATION_METRICS}, "best_epoch": float(out["best_epoch"])}

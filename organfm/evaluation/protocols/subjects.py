@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from organfm.evaluation.protocol import ModelRun, make_row, register_protocol
+from organfm.evaluation.task_data import TaskDataConfig
 from organfm.views.organ_masking import organ_entropy, organ_saliency
 
 __all__ = ["SubjectSet", "SubjectsConfig", "drop_organs", "embed_subjects", "evaluate_subjects", "load_subject_sets",
-           "probe_auroc", "subject_geometry"]
+           "probe_auroc", "subject_geometry", "subjects"]
 
 DROPS = ("dominant", "random", "mnar")
 
@@ -315,18 +316,18 @@ def _check_disjoint(contract: dict[str, Any], cfg: SubjectsConfig) -> None:
 
 
 @register_protocol("subjects", config=SubjectsConfig, inputs="own", splits=())
-def subjects(run: ModelRun, data: Any = None) -> list[dict[str, Any]]:
+def subjects(run: ModelRun, data: TaskDataConfig, settings: SubjectsConfig) -> list[dict[str, Any]]:
     """Rows: AUROC per disease with all organs, per-organ leave-one-out drop, each robustness curve."""
-    task, cfg = run.task, run.task.subjects
-    source = task.data.source if task.data.source == "synthetic" else task.data_path(task.data.source)
+    cfg = settings
+    source = data.source if data.source == "synthetic" else data.resolve(data.source)
     backbone = run.make_backbone()
     geometry = subject_geometry(run.contract, backbone, cfg)
     if source == "synthetic":
         _check_disjoint(run.contract, cfg)
     train, test = load_subject_sets(source, cfg, run.contract.get("organs") or None, geometry=geometry,
-                                    label_columns=task.data.label_columns)
+                                    label_columns=data.label_columns)
     res = evaluate_subjects(backbone, train, test, mean=run.mean[0], std=run.std[0], dominant=cfg.dominant,
-                            drops=tuple(cfg.drops), repeats=cfg.repeats, seed=run.task.seed, c=cfg.c,
+                            drops=tuple(cfg.drops), repeats=cfg.repeats, seed=run.seed, c=cfg.c,
                             device=run.device)
     rows = [make_row(run.name, "subjects", "all organs",
                      {"auroc_mean": [res["auroc_mean"]], "organ_entropy": [res["entropy"]],

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from organfm.backbones import create_backbone
-from organfm.evaluation.subjects import SubjectSet, drop_organs, evaluate_subjects, probe_auroc
+from organfm.evaluation.protocols.subjects import SubjectSet, drop_organs, evaluate_subjects, probe_auroc
 from organfm.synthesis.subjects import SyntheticSubjects
 
 
@@ -69,13 +69,14 @@ def test_subjects_is_a_registered_protocol_with_its_task_keys():
 
 def _run(backbone, contract, overrides=(), cache_dir="."):
     from organfm.features.extraction import FeatureCache
-    from organfm.evaluation.protocol import ModelRun
     from organfm.evaluation.task import load_task
+    from tests.evaluation.conftest import model_run
 
     task = load_task("configs/tasks/panfm_synthetic.yaml", ["subjects.repeats=1", "subjects.num_subjects=40",
                                                             "subjects.drops=[dominant]", *overrides])
-    return ModelRun("m", lambda: backbone, {"mean": [0.5], "std": [0.5], **contract}, task, "cpu",
+    run = model_run("m", lambda: backbone, {"mean": [0.5], "std": [0.5], **contract}, task, "cpu",
                     FeatureCache(cache_dir))
+    return run, task.data, task.subjects
 
 
 def _export_contract(bb, **extra):
@@ -85,30 +86,30 @@ def _export_contract(bb, **extra):
 
 
 def test_the_protocol_takes_the_subjects_size_from_the_models_contract():
-    from organfm.evaluation.subjects import subjects
+    from organfm.evaluation.protocols.subjects import subjects
 
     torch.manual_seed(0)
     bb = create_backbone("organ_set_vit", num_organs=3, image_size=48, patch_size=16, embed_dim=16, depth=1,
                          num_heads=2)
-    rows = subjects(_run(bb, _export_contract(bb)))  # a 48 px model: subjects are drawn at 48 px
+    rows = subjects(*_run(bb, _export_contract(bb)))  # a 48 px model: subjects are drawn at 48 px
     assert rows[0]["setting"] == "all organs" and 0 <= rows[0]["metrics"]["auroc_mean"]["mean"] <= 1
     assert any(r["setting"] == "drop heart where present" and r["subjects"] > 0 for r in rows)
     with pytest.raises(ValueError, match="subjects.size=32 but the model takes size 48"):
-        subjects(_run(bb, _export_contract(bb), ["subjects.size=32"]))
+        subjects(*_run(bb, _export_contract(bb), ["subjects.size=32"]))
 
 
 def test_the_protocol_refuses_evaluation_subjects_that_pretraining_saw():
-    from organfm.evaluation.subjects import subjects
+    from organfm.evaluation.protocols.subjects import subjects
 
     bb = create_backbone("organ_set_vit", num_organs=3, image_size=16, patch_size=8, embed_dim=16, depth=1,
                          num_heads=2)
     world = {"seed": 0, "index_offset": 0, "num_subjects": 256, "dominant": 0}
     with pytest.raises(ValueError, match="overlap the pretraining subjects"):
-        subjects(_run(bb, _export_contract(bb, synthetic_subjects=world), ["subjects.index_offset=200"]))
+        subjects(*_run(bb, _export_contract(bb, synthetic_subjects=world), ["subjects.index_offset=200"]))
 
 
 def test_manifest_subjects_follow_the_contracts_intensity_mode(tmp_path, monkeypatch):
-    from organfm.evaluation import subjects as module
+    from organfm.evaluation.protocols import subjects as module
 
     seen = {}
 
@@ -121,14 +122,14 @@ def test_manifest_subjects_follow_the_contracts_intensity_mode(tmp_path, monkeyp
                          num_heads=2)
     contract = _export_contract(bb, intensity={"mode": "window", "window": [40.0, 400.0]})
     with pytest.raises(RuntimeError, match="stop"):
-        module.subjects(_run(bb, contract, ["data.source=subjects.csv"]))
+        module.subjects(*_run(bb, contract, ["data.source=subjects.csv"]))
     assert seen["intensity"] == "window" and seen["window"] == [40.0, 400.0] and seen["size"] == 16
 
 
 def test_manifest_images_are_read_with_the_given_intensity(tmp_path):
     from PIL import Image
 
-    from organfm.evaluation.subjects import SubjectsConfig, load_subject_sets
+    from organfm.evaluation.protocols.subjects import SubjectsConfig, load_subject_sets
 
     rows = []
     for s in range(4):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from organfm.evaluation.few_shot import few_shot_settings, run_few_shot, stratified_subset
+from organfm.data.subsets import stratified_subset
+from organfm.evaluation.protocols.fewshot import few_shot_settings, run_few_shot
 
 
 def test_fraction_subsets_are_stratified_and_deterministic():
@@ -54,7 +55,7 @@ def test_bad_arguments():
 
 
 def test_few_shot_finetuning_runs_on_real_pneumonia(pneumonia_small):
-    from organfm.evaluation.finetune import finetune_classification
+    from organfm.evaluation.finetuning import finetune_classification
     from organfm.features.encoders import load_encoder
 
     make, contract = load_encoder("random:test_resnet", image_size=32)

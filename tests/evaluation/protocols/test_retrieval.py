@@ -10,10 +10,10 @@ import torch
 from organfm.data.errors import DataError
 from organfm.data.records import Record
 from organfm.evaluation.protocols.retrieval import RetrievalConfig, split_texts
-from organfm.evaluation.retrieval import ranks_from_similarity, recall_from_ranks, retrieval_ranks
+from organfm.evaluation.protocols.retrieval import ranks_from_similarity, recall_from_ranks, retrieval_ranks
 from organfm.evaluation.task import load_task
 from organfm.evaluation.task_data import SplitData
-from tests.evaluation.test_zeroshot import CLASSES, tiny_joint, write_export, write_manifest
+from tests.evaluation.protocols.test_zeroshot import CLASSES, tiny_joint, write_export, write_manifest
 
 
 def naive_recall(sim: list[list[float]], relevant: list[list[bool]], k: int) -> float:

@@ -1,0 +1,97 @@
+"""3D segmentation: slabs, 3D U-Net with sliding windows, labelled volumes by the contract, the protocol's input size."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from organfm.backbones import create_backbone
+from organfm.data.labelled import volume_input
+from organfm.data.slabs import split_slabs
+from organfm.evaluation.protocols.segmentation3d import Segmentation3DConfig, load_volume, train_segmentation3d
+from tests.evaluation.conftest import model_run, run_protocol
+
+PERCENTILE_CONTRACT = {"mean": [0.0], "std": [1.0], "model_hash": "x", "input_size": [1, 16, 16, 16],
+                       "intensity": {"mode": "percentile_minmax", "percentiles": [0.5, 99.5], "window": None,
+                                     "spacing": None}}
+
+
+def test_slabs_are_contiguous_with_gaps():
+    train, val, test = split_slabs(112, [0.6, 0.2, 0.2], 2)
+    assert (train.start, train.stop, val.start, val.stop, test.start, test.stop) == (0, 64, 66, 87, 89, 112)
+    with pytest.raises(ValueError, match="cannot make"):
+        split_slabs(6, [0.6, 0.2, 0.2], 2)
+
+
+def test_3d_unet_with_sliding_windows_segments_a_bright_block():
+    # labels: a bright block through every slab; the test slab is larger than nothing but the patch covers parts
+    image = torch.rand(40, 20, 20) * 0.3
+    target = torch.zeros(40, 20, 20, dtype=torch.long)
+    image[:, 6:14, 6:14] += 0.6
+    target[:, 6:14, 6:14] = 1
+    s = Segmentation3DConfig(classes=["block"], patch_size=8, iterations=40, val_every=20, batch_size=2, lr=3e-3,
+                             gap=1)
+    make = lambda: create_backbone("plainconv3d", in_chans=1, channels=[4, 8], strides=[1, 2])  # noqa: E731
+    out = train_segmentation3d(make, lambda x: x, image, target, 2, s, seed=0)
+    assert out["slabs"] == [22, 7, 9]
+    assert out["metrics"]["dice"][1] > 0.8
+
+
+def _mr_case(tmp_path):
+    """An MR-like volume (no HU: tissue at 300-1500, a bright organ) with its label map and class map."""
+    import json
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    image = rng.gamma(4.0, 150.0, (24, 20, 20)).astype(np.float32)  # stored (X, Y, Z), 1 x 1 x 2 mm
+    labels = np.zeros(image.shape, np.uint8)
+    labels[6:14, 6:14, 4:20] = 1
+    image[labels == 1] += 800
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    nib.save(nib.Nifti1Image(image, affine), tmp_path / "mr.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "mr_seg.nii.gz")
+    (tmp_path / "classes.json").write_text(json.dumps({"1": "liver"}))
+    from organfm.evaluation.task import load_task
+
+    return load_task(None, ["protocols=[segmentation3d]", f"data.source={tmp_path / 'mr.nii.gz'}",
+                            f"data.label_map={tmp_path / 'mr_seg.nii.gz'}",
+                            f"data.class_map={tmp_path / 'classes.json'}",
+                            "segmentation3d.classes=[liver]", "segmentation3d.iterations=2",
+                            "segmentation3d.val_every=1", "segmentation3d.gap=1"])
+
+
+def test_an_mr_volume_gets_the_contracts_intensity_and_cube_not_a_ct_window(tmp_path):
+    task = _mr_case(tmp_path)
+    s = task.segmentation3d
+    image, target, names = load_volume(task.data, s, volume_input(PERCENTILE_CONTRACT))
+    assert names == ["background", "liver"]
+    # no spacing in the contract: pretraining resized each whole volume to its cube, so does the evaluation
+    assert image.shape == target.shape == (16, 16, 16) and int(target.max()) == 1
+    assert float((image >= 0.999).float().mean()) < 0.02  # only the clipped top percentile is white
+    # the old CT window (40 +- 200 HU) would have whitened most of an MR volume
+    windowed, _, _ = load_volume(task.data, s, volume_input(PERCENTILE_CONTRACT, window=[40, 400]))
+    assert float((windowed >= 0.999).float().mean()) > 0.38
+    # a contract spacing: resampled to it (display D, H, W spacing of the file is 2 x 1 x 1 mm)
+    resampled, _, _ = load_volume(
+        task.data, s, volume_input({**PERCENTILE_CONTRACT, "intensity": {"mode": "percentile", "spacing": [2, 2, 2]}}))
+    assert resampled.shape == (20, 10, 12)
+
+
+def test_segmentation3d_feeds_the_model_inputs_of_its_contracts_size(tmp_path):
+    from organfm.features.extraction import FeatureCache
+
+    task = _mr_case(tmp_path)
+    seen: list[tuple[int, ...]] = []
+
+    def make() -> torch.nn.Module:
+        backbone = create_backbone("plainconv3d", in_chans=1, channels=[4, 8], strides=[1, 2])
+        conv = next(m for m in backbone.modules() if isinstance(m, torch.nn.Conv3d))
+        conv.register_forward_pre_hook(lambda _, args: seen.append(tuple(args[0].shape[2:])))
+        return backbone
+
+    run = model_run("m", make, PERCENTILE_CONTRACT, task, "cpu", FeatureCache(tmp_path / "cache"))
+    (row,) = run_protocol("segmentation3d", run, task)
+    assert row["patch_size"] == 16 and row["image_shape"] == [16, 16, 16]
+    assert row["input"] == {"intensity": "percentile", "window": None, "spacing": None, "cube": 16}
+    assert seen and set(seen) == {(16, 16, 16)}  # training patches and sliding windows alike
