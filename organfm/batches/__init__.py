@@ -20,7 +20,7 @@ from typing import Any
 from organfm.config import DataConfig, ViewsConfig
 from organfm.registry import Registry
 
-__all__ = ["BatchSource", "SourceContext", "create_batch_source", "register_batch_source"]
+__all__ = ["BatchSource", "SourceContext", "create_batch_source", "list_batch_sources", "register_batch_source"]
 
 
 @dataclass
@@ -103,3 +103,7 @@ def create_batch_source(name: str, ctx: SourceContext) -> BatchSource:
     """Build the registered source ``name`` for this run."""
     return _SOURCES.get(name)(ctx)
 
+
+def list_batch_sources() -> list[str]:
+    """The registered source names, sorted (the built-ins and any registered since)."""
+    return _SOURCES.names()
