@@ -142,6 +142,31 @@ def test_segmentation_toy_by_hand() -> None:
     assert 0 not in got["dice"]
 
 
+def test_segmentation_pools_over_the_set_on_planted_volumes() -> None:
+    """Two (D, H, W) = (2, 4, 4) volumes with planted predictions; every value below is counted by hand."""
+    target = np.zeros((2, 2, 4, 4), dtype=np.int64)
+    pred = np.zeros_like(target)
+    target[0, :, :2, :2] = pred[0, :, :2, :2] = 1  # volume 0: a 2x2x2 cube of class 1, predicted exactly
+    pred[1, :, :2, :2] = 1  # volume 1 has no class 1: the same cube is 8 false positives
+    target[0, 0, 3, :] = 2  # volume 0: 4 voxels of class 2, 2 of them found ...
+    pred[0, 0, 3, :2] = 2
+    pred[0, 1, 3, :2] = 2  # ... and 2 false positives beside them
+    target[1, 1, 2, :] = pred[1, 1, 2, :] = 2  # volume 1: 4 voxels of class 2, found exactly
+    got = segmentation_metrics(torch.from_numpy(pred), target, num_classes=4)
+    # class 1: I = 8, P = 16, T = 8; class 2: I = 2 + 4, P = 4 + 4, T = 4 + 4; class 3 in neither: no score
+    assert got["dice"] == pytest.approx({1: 2 * 8 / 24, 2: 2 * 6 / 16}, abs=1e-12)
+    assert got["iou"] == pytest.approx({1: 8 / 16, 2: 6 / 10}, abs=1e-12)
+    assert got["mean_dice"] == pytest.approx((2 / 3 + 3 / 4) / 2, abs=1e-12)
+    assert got["mean_iou"] == pytest.approx((1 / 2 + 3 / 5) / 2, abs=1e-12)
+    # pooled, not a mean of per-volume scores: that would give class 1 (1 + 0) / 2
+    assert got["dice"][1] != pytest.approx(0.5)
+    # with the background: T = 20 + 28, P = 20 + 20, I = 18 + 20
+    with_background = segmentation_metrics(pred, target, num_classes=4, ignore_background=False)
+    assert with_background["dice"][0] == pytest.approx(2 * 38 / 88, abs=1e-12)
+    assert with_background["iou"][0] == pytest.approx(38 / 50, abs=1e-12)
+    assert with_background["dice"].keys() == {0, 1, 2}
+
+
 def test_segmentation_empty_and_bad_input() -> None:
     zeros = np.zeros((1, 4, 4), dtype=np.int64)
     got = segmentation_metrics(zeros, zeros, num_classes=3)

@@ -81,8 +81,9 @@ def test_segmentation_task_on_real_ct(data_root: Path, tmp_path: Path):
     (row,) = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert row["protocol"] == "segmentation" and row["classes"] == ["liver", "spleen", "kidney_left",
                                                                     "kidney_right", "stomach"]
-    # the known answer: the row's mean Dice is the mean of its organs' Dice over the organs scored (NaN: absent
-    # from the test slices and the prediction), each in [0, 1]
+    # consistency: the row's mean Dice is the mean of its organs' Dice over the organs scored (NaN: absent from
+    # the test slices and the prediction). The known answers are the planted cases of Dice itself
+    # (tests/evaluation/test_metrics.py) and of the protocol's scoring (tests/evaluation/protocols/test_segmentation.py)
     per_organ = [row["metrics"][f"dice_{c}"]["mean"] for c in row["classes"]]
     scored = [d for d in per_organ if d is not None and d == d]
     assert scored and all(0 <= d <= 1 for d in scored)

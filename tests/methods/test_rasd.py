@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from organfm.backbones import create_backbone
 from organfm.config import load_config
@@ -48,17 +52,68 @@ def test_a_backbone_without_dense_features_is_refused():
         method(batch, state(0.04))
 
 
-def test_configs_hold_the_paper_and_cpu_recipes():
-    default = load_config("rasd")
-    assert default.backbone.name == "unet_small" and default.optim.lr == default.optim.min_lr == 1e-5
+class _FixedDense(nn.Module):
+    """A dense "backbone" whose features are fixed, times one learnable scale (so the loss has a gradient)."""
+
+    def __init__(self, dense: torch.Tensor) -> None:
+        super().__init__()
+        self.dense, self.scale = dense, nn.Parameter(torch.ones(()))
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"dense": self.scale * self.dense.expand(x.shape[0], *self.dense.shape[1:])}
+
+
+def _softplus(z: float) -> float:
+    return math.log1p(math.exp(z))
+
+
+# one 2 x 2 image, C = 2: label 0 at features (2, 0) and (0, 0), label 1 at (0, 1) twice, so the prototypes are
+# P0 = (1, 0) and P1 = (0, 1), and with temperature t, by hand:
+#   pull: pixel (2, 0): -log softmax(2/t, 0)[0] = softplus(-2/t); pixel (0, 0): logits (0, 0), log 2;
+#         each (0, 1): softplus(-1/t); L_seg = their mean over the 4 pixels;
+#   push: G = P P^T / t = I / t, each column -log softmax(1/t, 0)[0] = softplus(-1/t); L_proto = that.
+DENSE = torch.tensor([[[2.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]])[None]  # (1, C=2, 2, 2)
+LABELS = torch.tensor([[[[0, 0], [1, 1]]]])  # (1, 1, 2, 2)
+
+
+def _sums(t: float) -> tuple[float, float]:
+    """(sum of the pixel cross-entropies, sum of the column cross-entropies) of DENSE and LABELS at t."""
+    return _softplus(-2 / t) + math.log(2) + 2 * _softplus(-1 / t), 2 * _softplus(-1 / t)
+
+
+def test_the_loss_is_the_hand_computed_weighted_sum_and_an_absent_label_changes_nothing():
+    seg, proto = _sums(1.0)
+    batch = {"image": torch.zeros(1, 1, 2, 2), "label_map": LABELS}
+    for num_labels in (2, 3):  # label 2 never occurs: it has no prototype and drops out of both terms
+        method = RaSD(_FixedDense(DENSE), num_labels=num_labels, temp=1.0, seg_weight=2.0, proto_weight=0.5)
+        out = method(batch, state(0.04))
+        assert out.logs["loss_seg"].item() == pytest.approx(seg / 4, rel=1e-6)
+        assert out.logs["loss_proto"].item() == pytest.approx(proto / 2, rel=1e-6)
+        assert out.loss.item() == pytest.approx(2.0 * seg / 4 + 0.5 * proto / 2, rel=1e-6)
+    out.loss.backward()
+    assert method.student["backbone"].scale.grad is not None and method.student["backbone"].scale.grad.item() < 0
+
+
+def test_the_paper_recipe_has_the_references_scale_and_both_recipes_a_constant_lr():
+    """``configs/rasd_paper.yaml`` divides both sums as the reference (by B·K·N and B·K·K, K = 512 // 32 labels
+    even where fewer occur), and neither recipe schedules its lr or weight decay."""
+    from organfm.engine.schedules import ScheduleContext, build_schedules
+
     paper = load_config(None, REPO / "configs" / "rasd_paper.yaml")
-    assert paper.method_name == "rasd" and paper.backbone.name == "swin_unetr"
-    assert (paper.data.synthetic_dim, paper.data.synthetic_size, paper.trainer.batch_size) == (2, 512, 16)
-    assert paper.method.num_labels == 512 // 32 and paper.trainer.steps_per_epoch == 200
-    assert paper.optim.lr == paper.optim.min_lr == 1e-5 and paper.optim.warmup_epochs == 0
-    assert paper.optim.weight_decay == paper.optim.weight_decay_end == 0.01 and paper.optim.clip_grad is None
-    cpu = load_config(None, REPO / "configs" / "rasd.yaml")
-    assert (cpu.backbone.name, cpu.data.synthetic_size, cpu.trainer.batch_size) == ("unet_small", 64, 8)
+    # at t = 1: at the paper's 0.07 the terms of this toy case are ~1e-9, below float32's resolution of them
+    method = RaSD(_FixedDense(DENSE), **{**asdict(paper.method), "temp": 1.0})
+    out = method({"image": torch.zeros(1, 1, 2, 2), "label_map": LABELS}, state(0.04))
+    seg, proto = _sums(1.0)
+    k = paper.data.synthetic_size // 32
+    assert paper.method.num_labels == k == 16
+    assert out.logs["loss_seg"].item() == pytest.approx(seg / (1 * k * 4), rel=1e-5)
+    assert out.logs["loss_proto"].item() == pytest.approx(proto / (1 * k * k), rel=1e-5)
+    for cfg, lr in ((paper, 1e-5), (load_config(None, REPO / "configs" / "rasd.yaml"), 1e-3),
+                    (load_config("rasd"), 1e-5)):
+        s = build_schedules(RaSD.schedules, ScheduleContext(total_steps=50, steps_per_epoch=10, optim=cfg.optim,
+                                                            teacher=cfg.teacher, method=cfg.method))
+        assert np.all(s.lr == lr) and np.all(s.weight_decay == 0.01)
+        assert cfg.optim.clip_grad is None
 
 
 def test_resumed_run_matches_uninterrupted_run(tmp_path):

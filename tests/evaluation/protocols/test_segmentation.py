@@ -72,6 +72,34 @@ def test_dice_ce_loss_closed_form() -> None:
     assert dice_ce_loss(uniform, target).item() == pytest.approx(expected, rel=1e-6)
 
 
+class _Planted(torch.nn.Module):
+    """A "segmenter" that outputs the class map planted in channel 0 of its input, as confident logits."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 20.0 * torch.nn.functional.one_hot(x[:, 0].long(), self.num_classes).movedim(-1, 1).float()
+
+
+def test_scoring_pools_dice_over_every_evaluation_batch() -> None:
+    from organfm.evaluation.protocols.segmentation import _EVAL_BATCH, _score_segmentation
+
+    n = _EVAL_BATCH + 6  # two evaluation batches
+    masks = torch.zeros(n, 4, 4, dtype=torch.long)
+    masks[:, :2, :2] = 1  # 4 px of class 1 in every slice; class 2 never in the masks; class 3 nowhere
+    planted = masks.clone()
+    planted[_EVAL_BATCH:] = 0  # the second batch misses class 1 entirely ...
+    planted[-1, 3, 3] = 2  # ... and calls one pixel class 2
+    metrics, loss = _score_segmentation(_Planted(4), (planted[:, None].float(), masks), 4, "cpu")
+    # class 1 pooled: I = P = 4 * 64, T = 4 * 70; class 2: P = 1, T = I = 0; class 3 has no score
+    assert metrics["dice"] == pytest.approx({1: 2 * 256 / (256 + 280), 2: 0.0}, abs=1e-12)
+    assert metrics["iou"] == pytest.approx({1: 256 / 280, 2: 0.0}, abs=1e-12)
+    assert metrics["mean_dice"] == pytest.approx((64 / 67 + 0.0) / 2, abs=1e-12)
+    assert np.isfinite(loss) and loss > 0
+
+
 @pytest.fixture(scope="module")
 def squares_run() -> dict:
     train, val, test = _squares(48, 0), _squares(16, 1), _squares(32, 2)
