@@ -77,3 +77,42 @@ def test_a_3d_evaluation_reports_the_majority_rate_and_the_settings_it_ran_with(
     assert overridden.startswith("Overridden for this evaluation: finetune3d.epochs=1 (task file: 5)")
     md = (tmp_path / "out" / "results.md").read_text()
     assert "Overridden for this evaluation: finetune3d.epochs=1" in md and "(majority 0.750)" in md
+
+
+def test_a_small_results_dict_renders_exactly_these_markdown_lines():
+    results = {"task": {"name": "tiny"}, "notes": ["a note"],
+               "data": {"source": "m.csv", "splits": {"train": {"n": 6}, "test": {"n": 3}}, "classes": ["a", "b"]},
+               "rows": [
+                   {"model": "m1", "protocol": "knn", "setting": "k=1",
+                    "metrics": {"accuracy": {"mean": 0.5, "sd": 0.0, "n": 1}, "auc": {"mean": 0.75, "sd": 0.0, "n": 1}}},
+                   {"model": "m2", "protocol": "knn", "setting": "k=1",
+                    "metrics": {"accuracy": {"mean": 0.8125, "sd": 0.0125, "n": 3}, "f1": {"mean": float("nan"), "n": 3}}},
+                   {"model": "m1", "protocol": "segmentation", "setting": "4/2/2 slices",
+                    "metrics": {"mean_dice": {"mean": 0.6, "sd": 0.1, "n": 2}}}]}
+    assert markdown_tables(results).split("\n") == [
+        "# tiny", "", "> a note", "",
+        "Data: `m.csv` (train 6, test 3); classes: a, b.", "",
+        "## Headline", "",
+        "- m1 knn (k=1): accuracy 0.500, AUC 0.750",
+        "- m2 knn (k=1): accuracy 0.812 ± 0.013",
+        "- m1 segmentation (4/2/2 slices): mean_dice 0.600 ± 0.100", "",
+        "## knn", "",
+        "| model | setting | accuracy | auc | f1 | n |",  # the union of the rows' metrics, in first-seen order
+        "|---|---|---|---|---|---|",
+        "| m1 | k=1 | 0.500 | 0.750 |  | 1 |",  # a metric a row lacks is an empty cell
+        "| m2 | k=1 | 0.812 ± 0.013 |  | – | 3 |",  # NaN is a dash; n is the largest count
+        "",
+        "## segmentation", "",
+        "| model | setting | mean_dice | n |", "|---|---|---|---|",
+        "| m1 | 4/2/2 slices | 0.600 ± 0.100 | 2 |", ""]
+
+
+def test_to_json_gives_plain_json_values():
+    import numpy as np
+    import torch
+
+    from organfm.evaluation.report import to_json
+
+    value = {1: float("nan"), "a": np.float32(0.5), "t": torch.tensor([1, 2]), "inf": [float("inf"), (3, "x")],
+             "path": __import__("pathlib").Path("p/q")}
+    assert to_json(value) == {"1": None, "a": 0.5, "t": [1, 2], "inf": [None, [3, "x"]], "path": "p/q"}
