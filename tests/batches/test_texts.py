@@ -14,7 +14,7 @@ from organfm.data.errors import DataError
 from organfm.synthesis import SyntheticOrgans
 from organfm.text.tokenizer import WordTokenizer
 from tests.batches.test_features import _ctx, stored_targets
-from tests.evaluation.test_zeroshot import tiny_joint, write_export, write_manifest
+from tests.evaluation.protocols.test_zeroshot import tiny_joint, write_export, write_manifest
 
 TEXTS = {0: "left kidney cyst", 1: "fatty liver", 2: "clear lung", 3: "left kidney cyst", 4: "fatty liver",
          5: "clear lung"}

@@ -76,7 +76,7 @@ def test_every_factory_attaches_the_contract_it_returns(tmp_path):
 
 def test_a_text_tower_in_the_export_is_named_in_the_contract(tmp_path):
     from organfm.text.tower import save_joint_text
-    from tests.evaluation.test_zeroshot import tiny_joint
+    from tests.evaluation.protocols.test_zeroshot import tiny_joint
 
     run, _ = _fake_run(tmp_path)
     export_backbone(run)

@@ -10,7 +10,7 @@ from organfm.data.errors import DataError
 from organfm.features.store import embed_dataset, load_features
 from organfm.features.joint import JOINT_IMAGES, JOINT_TEXTS, embed_joint
 from tests.features.test_store import Images
-from tests.evaluation.test_zeroshot import tiny_joint, write_export
+from tests.evaluation.protocols.test_zeroshot import tiny_joint, write_export
 
 TEXTS = ["fatty liver", "clear lung", "left kidney"]
 
