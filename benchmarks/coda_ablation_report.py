@@ -300,6 +300,38 @@ def table2_lines(tested: Sequence[Tested]) -> list[str]:
     return lines
 
 
+def instrument_lines(runs: Sequence[Run]) -> list[str]:
+    """Does each primary endpoint move at all? Every pretrained arm against random init of the same architecture
+    (paired by seed, uncorrected p): an endpoint on which no objective beats random init cannot show a
+    difference between objectives, whatever its contrasts say."""
+    gate = learning(runs)
+    if "random" not in gate:
+        return []
+    lines = ["**Instrument check** (before reading a contrast: each pretrained arm − random init on each primary "
+             "endpoint, Δ in %-points with its uncorrected paired p; not a claim):", ""]
+    for e, (_, _, label) in prereg.ENDPOINTS.items():
+        means = endpoint_means(runs, gate, e)
+        parts, moved = [], []
+        for arm in ("coda", "inter", "intra", "dino", "supcon"):
+            if not means.get(arm) or not means.get("random"):
+                continue
+            c = st.contrast([(1.0, means[arm]), (-1.0, means["random"])])
+            parts.append(f"{LABELS[arm]} {100 * c.delta:+.2f} (p {st.pvalue(c.p)})")
+            if math.isfinite(c.p) and c.p < st.ALPHA and c.delta > 0:
+                moved.append(arm)
+        if not parts:
+            continue
+        if "coda" in moved:
+            word = "moves: Coda is above random init"
+        elif moved:
+            word = (f"Coda is not above random init (only {', '.join(LABELS[a] for a in moved)} is): the Coda contrasts "
+                    "on it compare arms this endpoint does not tell apart from an untrained network")
+        else:
+            word = "no pretrained arm is above random init: this endpoint does not move at this scale"
+        lines.append(f"- {label}: {'; '.join(parts)}. **{word}.**")
+    return lines + [""]
+
+
 def exploratory_table(runs: Sequence[Run]) -> list[str]:
     """Every other comparison (other arm pairs, each primary endpoint): uncorrected p, the word "exploratory"."""
     gate = learning(runs)
@@ -388,7 +420,7 @@ def preregistered_block(folder: Path, scale: bench.Scale, fig_dir: Path) -> list
     md += ["", "**Health** (each run's `health.json` verdict; a run that is not `learning` is shown and counted "
                "here and excluded from every mean and contrast below).", "", *health_table(runs, arms), "",
            "**Primary endpoints**, mean ± sd over the learning pretraining runs, in %.", "",
-           *endpoint_table(runs, arms), ""]
+           *endpoint_table(runs, arms), "", *instrument_lines(runs)]
     if design is not None:
         tested = evaluate_contrasts(runs, design["contrasts"], alpha=design["alpha"], family_size=design["family"]["m"])
         m, alpha = design["family"]["m"], design["alpha"]

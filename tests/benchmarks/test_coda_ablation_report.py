@@ -228,3 +228,21 @@ def test_committed_legacy_results_render_as_paragraphs(tmp_path: Path) -> None:
     _, text = report.block(folder, tmp_path / "results.md")
     assert "**cpu** (earlier scale, no verdict)" in text and "L_intra only n = 3" in text
     assert not math.isnan(len(text)) and text.count("\n") == 3
+
+
+def test_the_instrument_check_says_when_an_endpoint_does_not_move_from_random_init() -> None:
+    # every arm 0.2 above random init on every endpoint but the PneumoniaMNIST ones, where all sit at random's level
+    runs = []
+    for arm in ("coda", "inter", "random"):
+        for s in range(4):
+            lift = 0.0 if arm == "random" else 0.2 + 0.01 * s
+            runs.append(report.Run(arm, s, {"pneumonia|linear|100%": {"auc": [0.8 + 0.01 * ((s * 7) % 3)]},
+                                            "pneumonia|linear|1%": {"auc": [0.7 + 0.01 * ((s * 5 + len(arm)) % 3)]},
+                                            report.CLUSTERS: {"knn_accuracy": [0.5 + lift], "nmi": [0.3 + lift]}},
+                                   health=None if arm == "random" else "learning"))
+    lines = {line.split(":", 1)[0].lstrip("- "): line for line in report.instrument_lines(runs) if line.startswith("- ")}
+    assert "moves: Coda is above random init" in lines["CT organ crops, kNN accuracy (zero-shot)"]
+    assert "moves" in lines["CT organ crops, k-means NMI (zero-shot)"]
+    assert "does not move at this scale" in lines["PneumoniaMNIST linear AUC, 100 % labels"]
+    assert "both (Coda) +21.50" in lines["CT organ crops, kNN accuracy (zero-shot)"]  # 100 x mean lift
+    assert report.instrument_lines([r for r in runs if r.arm != "random"]) == []  # no floor, no check
