@@ -205,6 +205,20 @@ def final_logs(run: Path) -> dict[str, float]:
     return {k: v for k, (_, v) in last.items()}
 
 
+def health_record(run: Path | None) -> dict[str, Any]:
+    """The run file's copy of the pretraining run's ``health.json`` verdict: verdict, reason, step and the kNN
+    monitor at step 0 and at the end (a random-init arm has no pretraining run and so no verdict)."""
+    from organfm.monitor import read_health
+
+    if run is None:
+        return {"verdict": None, "reason": "random init: no pretraining run, so no health verdict"}
+    health = read_health(run) or {}
+    signals, reference = health.get("signals") or {}, health.get("reference") or {}
+    return {"verdict": health.get("verdict"), "reason": health.get("reason"), "step": health.get("step"),
+            "knn_step0": reference.get("knn"), "knn_final": signals.get("knn"),
+            "knn_majority": signals.get("knn_majority")}
+
+
 def pretrain_run(arm: str, seed: int, scale: Scale, *, run: Path, **kwargs: Any) -> dict[str, Any]:
     """Pretrain (or resume, or reuse) one run; return its summary for the run file (with its health verdict)."""
     method, file, overrides = pretrain_overrides(arm, seed, scale, run=run, **kwargs)
@@ -310,7 +324,7 @@ def run_one(arm: str, seed: int, scale: Scale, *, out: Path, data_root: Path, sp
                                  + " ".join(ev["overrides"])))
     import torch
     record = {"arm": arm, "seed": seed, "scale": dataclasses.asdict(scale), "pilot": pilot, "pretrain": pre,
-              "evaluation": evaluation,
+              "health": health_record(run if pre else None), "evaluation": evaluation,
               "commands": commands, "bench_command": command,
               "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                               "device": torch.cuda.get_device_name() if scale.device == "cuda" else

@@ -235,3 +235,14 @@ def test_every_number_of_a_run_file_is_reproduced_by_its_organfm_evaluate_comman
                          num_train=0, tasks=["pneumoniamnist"], command="x").read_text() == path.read_text()
     _, text = report.block(out, None)
     assert "random init n = 1" in text and "no verdict" in text
+
+
+def test_a_run_file_carries_its_runs_health_verdict_and_a_random_arm_says_it_has_none(tmp_path: Path) -> None:
+    (tmp_path / "health.json").write_text(json.dumps({
+        "verdict": "stuck", "reason": "kNN did not rise", "step": 300, "signals": {"knn": 0.61, "knn_majority": 0.2},
+        "reference": {"knn": 0.6}}))
+    assert bench.health_record(tmp_path) == {"verdict": "stuck", "reason": "kNN did not rise", "step": 300,
+                                             "knn_step0": 0.6, "knn_final": 0.61, "knn_majority": 0.2}
+    assert bench.health_record(tmp_path / "missing")["verdict"] is None  # no health.json: no verdict, not "learning"
+    none = bench.health_record(None)
+    assert none["verdict"] is None and "random init" in none["reason"]
