@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from organfm.outputs.atomic import atomic_path, write_atomic
+from organfm.outputs.atomic import write_atomic
 
 if TYPE_CHECKING:
     from organfm.backbones.contract import BackboneContract
@@ -160,7 +160,7 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
         (weights path, contract JSON path); a format's files are ``organfm.interop.FORMAT_FILES[format]`` in
         the same folder.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from organfm.backbones.contract import CONTRACT_FILE
 
@@ -183,8 +183,9 @@ def export_backbone(run_dir: str | Path, *, checkpoint: str | Path | None = None
         export_text(text, state, f"{contract.network}.text.", run_dir, out)
     weights_path, contract_path = out / "backbone.safetensors", out / CONTRACT_FILE
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(weights_path) as tmp:  # the safetensors writer takes a file name, not an open file
-        save_file(weights, str(tmp), metadata=weights_metadata(contract))
+    # serialised in memory, as load_encoder does for a run folder: the same bytes, so the same model hash
+    # (safetensors' file writer orders the metadata keys differently from its in-memory one)
+    write_atomic(weights_path, save(weights, metadata=weights_metadata(contract)))
     write_atomic(contract_path, contract.to_json())
     from organfm.engine.model_folder import write_model_folder
 

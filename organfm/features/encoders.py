@@ -150,9 +150,25 @@ def parse_models(text: str) -> dict[str, str]:
 
 
 def hash_file(path: str | Path) -> str:
-    """blake2b-128 hex digest of a file's bytes, streamed (weights files can be hundreds of MB)."""
+    """blake2b-128 hex digest of a weights file, streamed (weights files can be hundreds of MB); a
+    ``.safetensors`` file is hashed as :func:`_hash_bytes` hashes its bytes (canonical header, then data)."""
+    import json
+    import struct
+
     digest = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
+        if str(path).endswith(".safetensors"):
+            head = f.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            raw = f.read(n) if 0 < n < (1 << 27) else b""
+            try:
+                header = json.loads(raw) if raw else None
+            except ValueError:
+                header = None
+            if isinstance(header, dict):
+                digest.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+            else:  # not a readable header: plain bytes from the start
+                digest.update(head + raw)
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -195,7 +211,26 @@ def _with_contract(backbone: nn.Module, contract: BackboneContract) -> nn.Module
 
 
 def _hash_bytes(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    """The model hash of safetensors bytes: the header canonicalised (sorted keys), then the tensor data.
+
+    safetensors writes the header's metadata from a hash map, in an order that changes from call to call, so
+    the same tensors and metadata can be different bytes; the hash names the content, not that order.
+    """
+    import json
+    import struct
+
+    digest = hashlib.blake2b(digest_size=16)
+    n = struct.unpack("<Q", data[:8])[0] if len(data) >= 8 else -1
+    try:
+        header = json.loads(data[8:8 + n]) if 0 < n <= len(data) - 8 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):  # not safetensors: the bytes as they are
+        digest.update(data)
+        return digest.hexdigest()
+    digest.update(json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+    digest.update(data[8 + n:])
+    return digest.hexdigest()
 
 
 def _from_bytes(blob: bytes, contract: BackboneContract) -> nn.Module:

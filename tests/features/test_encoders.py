@@ -121,3 +121,21 @@ def test_parse_models():
         parse_models("a=x,a=y")
     with pytest.raises(ValueError, match="empty"):
         parse_models(" , ")
+
+
+def test_the_model_hash_names_the_content_not_the_metadata_order(tmp_path):
+    # safetensors writes its metadata from a hash map: the same file can come out with its keys in either order
+    from organfm.features.encoders import _hash_bytes, hash_file
+
+    def blob(header: str) -> bytes:
+        return len(header).to_bytes(8, "little") + header.encode() + b"\x00" * 8
+
+    a = blob('{"__metadata__":{"architecture":"x","format":"pt"},"w":{"dtype":"I64","shape":[],"data_offsets":[0,8]}}')
+    b = blob('{"w":{"dtype":"I64","shape":[],"data_offsets":[0,8]},"__metadata__":{"format":"pt","architecture":"x"}}')
+    other = blob('{"__metadata__":{"architecture":"y","format":"pt"},"w":{"dtype":"I64","shape":[],"data_offsets":[0,8]}}')
+    assert a != b and _hash_bytes(a) == _hash_bytes(b) != _hash_bytes(other)
+    for name, data in (("a", a), ("b", b)):
+        (tmp_path / f"{name}.safetensors").write_bytes(data)
+    assert hash_file(tmp_path / "a.safetensors") == hash_file(tmp_path / "b.safetensors") == _hash_bytes(a)
+    (tmp_path / "a.pth").write_bytes(a)  # any other file: its plain bytes
+    assert hash_file(tmp_path / "a.pth") != hash_file(tmp_path / "a.safetensors")
