@@ -10,7 +10,8 @@ import io
 import os
 from pathlib import Path
 
-from organfm.features.store import INDEX_CSV, load_features, write_atomic
+from organfm.features.store import INDEX_CSV, load_features
+from organfm.outputs.atomic import write_atomic
 
 __all__ = ["TABLE_FORMATS", "write_table"]
 
@@ -48,7 +49,7 @@ def write_table(folder: str | os.PathLike[str], fmt: str) -> Path:
         for row, vec in zip(ids, values):
             writer.writerow([row[c] for c in columns] + [repr(float(v)) for v in vec])
         text = buf.getvalue()
-        write_atomic(path, lambda f: f.write(text), binary=False)
+        write_atomic(path, text)
         return path
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -47,7 +47,8 @@ def embed_joint(folder: str | Path, *, texts: list[str] | None = None) -> dict[s
     Raises:
         ValueError: the model has no text tower, or ``texts`` does not have one entry per image.
     """
-    from organfm.features.store import features_key, load_features, write_atomic
+    from organfm.features.store import features_key, load_features
+    from organfm.outputs.atomic import write_atomic
     from organfm.text.tower import load_joint_text
 
     folder = Path(folder)
@@ -76,6 +77,5 @@ def embed_joint(folder: str | Path, *, texts: list[str] | None = None) -> dict[s
     write_atomic(folder / JOINT_IMAGES, lambda f: np.save(f, images))
     if texts is not None:
         write_atomic(folder / JOINT_TEXTS, lambda f: np.save(f, joint.embed_texts(texts).numpy()))
-    write_atomic(old, lambda f: f.write(json.dumps({"record": record, "dim": joint.embed_dim}, indent=1)),
-                  binary=False)
+    write_atomic(old, json.dumps({"record": record, "dim": joint.embed_dim}, indent=1))
     return {**record, "reused": False}

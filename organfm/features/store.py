@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,9 @@ import torch
 import torch.nn.functional as F
 
 from organfm.data.errors import DataError
+from organfm.data.records import hash_file
 from organfm.features.shards import ShardRows
+from organfm.outputs.atomic import write_atomic
 from organfm.outputs.folder import MARKER as MARKER_NAME
 
 __all__ = ["EmbedResult", "embed_dataset", "features_key", "image_digests", "is_features_folder", "load_features",
@@ -151,23 +152,8 @@ def _read_index(path: Path) -> dict[str, Any] | None:
     return index
 
 
-def write_atomic(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Write ``path`` whole or not at all: ``write(f)`` fills a temporary file that then replaces ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        from organfm.data.runfiles import file_mode
-
-        os.chmod(tmp, file_mode())  # mkstemp makes owner-only files; features follow the umask
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_index(path: Path, index: dict[str, Any]) -> None:
-    write_atomic(path, lambda f: f.write(json.dumps(index, indent=1)), binary=False)
+    write_atomic(path, json.dumps(index, indent=1))
 
 
 def is_features_folder(folder: Path) -> bool:
@@ -195,20 +181,12 @@ def open_features_folder(out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
-def _file_hash(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _intact(path: Path, entry: dict[str, Any]) -> bool:
     """Whether a stored shard file is the one its index entry describes: size, hash, shape, finite values."""
     try:
         if "bytes" in entry and path.stat().st_size != entry["bytes"]:
             return False
-        if "file_hash" in entry and _file_hash(path) != entry["file_hash"]:
+        if "file_hash" in entry and hash_file(path) != entry["file_hash"]:
             return False
         a = np.load(path, mmap_mode="r", allow_pickle=False)
         return (a.ndim == 2 and a.shape == (entry["stop"] - entry["start"], entry["feature_dim"])
@@ -426,7 +404,7 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
             write_atomic(path, lambda f: write_npy(f, feats))
         index["shards"].append({"file": name, "start": start, "stop": stop, "image_hash": shard_hash, "key": key,
                                 "feature_dim": int(feats.shape[1]), "bytes": path.stat().st_size,
-                                "file_hash": _file_hash(path), "organ": organs, "skipped": skipped})
+                                "file_hash": hash_file(path), "organ": organs, "skipped": skipped})
         index["feature_dim"] = int(feats.shape[1])
         written += 1
         with guard():
@@ -442,7 +420,7 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
         if written or old != index:  # a second identical call rewrites nothing
             _write_index(index_path, index)
         if not csv_path.is_file() or csv_path.read_text(encoding="utf-8") != table:
-            write_atomic(csv_path, lambda f: f.write(table), binary=False)
+            write_atomic(csv_path, table)
     return EmbedResult(out_dir=out, num_images=n, feature_dim=int(index["feature_dim"]),
                        image_hash=index["image_hash"], written=written, reused=reused, changed=changed,
                        rekeyed=rekeyed, repaired=repaired, skipped=len(index["skipped"]),
