@@ -1,12 +1,8 @@
 """Run files the data layer writes (split files, their keys, skip logs), and how their names are shown.
 
-They are written whole or not at all by :func:`organfm.outputs.atomic.write_atomic`; ``file_mode`` is
-imported here only for the feature-store modules still importing it from this path (organfm/features/,
-being moved); new code imports both from ``organfm.outputs.atomic``.
+They are written whole or not at all by :func:`organfm.outputs.atomic.write_atomic`.
 """
 from __future__ import annotations
-
-from organfm.outputs.atomic import file_mode  # noqa: F401  (see the module docstring)
 
 __all__ = ["printable"]
 

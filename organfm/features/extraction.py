@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -117,16 +116,8 @@ class FeatureCache:
                 path.unlink(missing_ok=True)
         self.misses += 1
         feats = extract()
-        self.root.mkdir(parents=True, exist_ok=True)
-        from organfm.data.runfiles import file_mode
+        from organfm.outputs.atomic import write_atomic
 
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(feats.contiguous(), f)
-            os.chmod(tmp, file_mode())  # mkstemp makes 0600; the cache is shared like any file
-            os.replace(tmp, path)  # concurrent writers of one key both write whole files: last one wins
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # concurrent writers of one key both write whole files: the last one wins
+        write_atomic(path, lambda f: torch.save(feats.contiguous(), f))
         return feats
