@@ -48,7 +48,8 @@ if TYPE_CHECKING:
     from organfm.evaluation.protocol import ModelRun
     from organfm.evaluation.task_data import TaskData
 
-__all__ = ["FinetuneConfig", "finetune_classification", "finetune_once", "train_with_early_stopping"]
+__all__ = ["FinetuneConfig", "balanced_class_weights", "finetune_classification", "finetune_once",
+           "train_with_early_stopping"]
 
 _EVAL_BATCH = 256
 
@@ -188,7 +189,8 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
                             num_classes: int, epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
                             weight_decay: float = 0.05, layer_decay: float | None = None, patience: int = 5,
                             seed: int = 0, augment: bool = True, device: str = "cpu",
-                            monitor: str = "balanced_accuracy") -> dict[str, Any]:
+                            monitor: str = "balanced_accuracy",
+                            class_weight: str | None = None) -> dict[str, Any]:
     """Fine-tune a fresh pretrained backbone + new linear layer end to end; score test at the best val epoch.
 
     Args:
@@ -207,6 +209,9 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
         device: where to train ("cpu", "cuda", ...); the tensors may stay on the CPU.
         monitor: validation metric for model selection: ``"balanced_accuracy"`` or ``"auc"`` (any key
             of ``classification_metrics``).
+        class_weight: None (plain cross-entropy) or ``"balanced"``: each class weighted by
+            N / (K · N_k) on the training labels (scikit-learn's "balanced"), so a rare class counts as much
+            as a common one and the argmax no longer settles on the majority class.
 
     Returns:
         ``{"metrics": classification_metrics on test, "best_epoch": int (1-based), "val_metrics": at that
@@ -222,6 +227,9 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
             raise ValueError(f"{name} labels must lie in 0..{num_classes - 1}")
     images, labels = train[0], train[1].long()
     val, test = (val[0], val[1].long()), (test[0], test[1].long())
+    weight = balanced_class_weights(labels, num_classes).to(device) if class_weight == "balanced" else None
+    if class_weight not in (None, "balanced"):
+        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -236,7 +244,7 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
             x = images[indices].to(device)
             if augment:
                 x, _ = random_affine(x, generator=generator)
-            return F.cross_entropy(model(x), labels[indices].to(device))
+            return F.cross_entropy(model(x), labels[indices].to(device), weight=weight)
 
         def validate() -> tuple[float, float, dict[str, Any]]:
             metrics, loss = _score_classification(model, val, device)
@@ -252,6 +260,12 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
                       stacklevel=2)
     return {"metrics": test_metrics, "best_epoch": fit["best_epoch"], "val_metrics": val_metrics,
             "history": fit["history"], "epochs_run": fit["epochs_run"], "stopped_early": fit["stopped_early"]}
+
+
+def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K,) float32 weights N / (K · N_k) of the classes in ``labels`` (0 for a class absent from them)."""
+    counts = torch.bincount(labels.long(), minlength=num_classes).float()
+    return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), torch.zeros_like(counts))
 
 
 @dataclass

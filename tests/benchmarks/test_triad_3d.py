@@ -1,49 +1,94 @@
-"""benchmarks/triad_3d.py: the docs section (markers, n beside every claim, Holm named) from fake results."""
+"""benchmarks/triad_3d.py: the geometry, the pre-registration, and the report from fake run files (markers, n,
+balanced accuracy, the scratch-above-majority check, the health gate, one-sided paired t with Holm)."""
 from __future__ import annotations
 
-from benchmarks.triad_3d import BEGIN, END, parse_args, summarise, write_docs
+import json
+import math
+
+import pytest
+
+import benchmarks.triad_3d as tb
+from benchmarks.triad_3d import BEGIN, END
 
 
-def _fake():
-    args = parse_args(["--seeds", "0", "1", "2", "--seg-iterations", "0"])
-    runs = {arm: {s: {"step_s": 0.1, "seconds": 30.0} for s in (0, 1, 2)} for arm in ("triad_notext", "triad_text")}
-    auc = {"scratch": [0.60, 0.62, 0.61], "triad_notext": [0.65, 0.66, 0.64], "triad_text": [0.70, 0.69, 0.72]}
-    results = {arm: {s: {"cls": {"auc": v, "seconds": 5.0}} for s, v in enumerate(vals)} for arm, vals in auc.items()}
-    return args, runs, results
+def test_geometry_is_a_quarter_of_the_papers():
+    assert tb.bottleneck() == 3  # 24^3 through strides 1, 2, 2, 2 (the paper: 96^3 at stride 32)
+    o = tb.recipe_overrides("triad_notext", 3, run=tb.REPO / "x", data_root=tb.REPO)
+    assert "method.cube=24" in o and "method.mask_patch_size=4" in o and "method.text_weight=0.0" in o
+    assert "method.encoder_strides=[1, 2, 2, 2]" in o and "trainer.seed=3" in o
+    epochs = float(next(x for x in o if x.startswith("trainer.epochs=")).split("=")[1])
+    assert abs(epochs * tb.steps_per_epoch() - tb.STEPS) < 1  # the schedule ends at the last step
+    assert "method.text_weight=0.1" in tb.recipe_overrides("triad_text", 0, run=tb.REPO, data_root=tb.REPO)
 
 
-def test_summary_states_n_and_holm_and_the_claims():
-    report = summarise(*_fake())
-    md = report["markdown"]
-    assert md.startswith(BEGIN) and md.rstrip().endswith(END)
-    assert "Holm" in md and "scratch" in md and "text" in md
-    claim_rows = [line for line in md.splitlines() if line.startswith("| auc |")]
-    assert len(claim_rows) == 3 and all("n = 3 pretraining runs" in line for line in claim_rows)
-    by_claim = {c["claim"]: c for c in report["claims"]}
-    # text beats scratch by +0.093 on average over 3 paired seeds
-    assert abs(by_claim["triad_text > scratch"]["delta"] - 0.0933) < 1e-3
-    assert "| scratch | 0.610 ± 0.010 |" in md
-    assert "3.0 min together" in md  # 6 runs x 30 s, from the runs themselves
-    assert "unknown acquisition" in md  # what the text term can and cannot separate here
+def _run(arm, seed, auc, bacc, verdict="learning"):
+    readouts = {r: {"seconds": 10.0, "metrics": {"auc": auc + d, "balanced_accuracy": bacc, "accuracy": 0.7,
+                                                 "majority_accuracy": 0.7685}}
+                for r, d in (("linear", 0.0), ("ft50", -0.05), ("ft200", 0.02))}
+    pre = None if arm == "scratch" else {"train_seconds": 120.0}
+    return {"arm": arm, "seed": seed, "smoke": False, "pretrain": pre, "readouts": readouts,
+            "health": {"verdict": None if arm == "scratch" else verdict}}
 
 
-def test_docs_section_is_appended_then_replaced(tmp_path):
-    docs = tmp_path / "results.md"
-    docs.write_text("# Results\n\nother section\n")
-    write_docs(docs, f"{BEGIN}\nfirst\n{END}\n")
-    write_docs(docs, f"{BEGIN}\nsecond\n{END}\n")
-    text = docs.read_text()
-    assert text.count(BEGIN) == 1 and "second" in text and "first" not in text and "other section" in text
+def _write(tmp_path, rows):
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    for r in rows:
+        (tmp_path / "runs" / f"{r['arm']}-seed{r['seed']}.json").write_text(json.dumps(r))
 
 
-def test_report_only_rewrites_from_results_json(tmp_path):
-    import json
+def _prereg():
+    return tb.preregistration({a: list(tb.SEEDS) for a in tb.ARMS})
 
-    from benchmarks.triad_3d import main
 
-    args, runs, results = _fake()
-    saved = summarise(args, runs, results)
-    (tmp_path / "results.json").write_text(json.dumps(saved, default=str))
+def test_report_reads_the_primary_contrast_with_n_and_balanced_accuracy(tmp_path):
+    gains = [0.10, 0.12, 0.08, 0.11, 0.09]
+    rows = [_run("scratch", s, 0.55, 0.56) for s in range(5)]
+    rows += [_run("triad_notext", s, 0.55 + g, 0.6) for s, g in enumerate(gains)]
+    _write(tmp_path, rows)
     docs = tmp_path / "docs.md"
-    again = main(["--out", str(tmp_path), "--report-only", "--docs", str(docs)])
-    assert again["markdown"] == saved["markdown"] and BEGIN in docs.read_text()
+    md = tb.report(tmp_path, docs=docs, prereg=_prereg())
+    assert md.startswith(BEGIN) and md.rstrip().endswith(END) and BEGIN in docs.read_text()
+    assert "## Triad" in md and "balanced accuracy" in md and "n = 5 pretraining runs" in md
+    assert "binary shape masks" in md and "no real MRI cohort" in md and "0.7685" in md
+    (primary,) = [line for line in md.splitlines() if line.startswith("| primary |")]
+    assert "+0.100 (0.016)" in primary and "5/5" in primary and "| supported |" in primary
+    assert "**Primary verdict: supported.**" in md
+    # the text arm has no runs: its contrasts get no verdict, and Holm counts only the tested ones
+    assert "n = 0 random" not in md and "triad_text | linear probe (frozen), 1,188 labels | – |" in md
+
+
+def test_one_sided_p_is_half_the_two_sided_in_the_claimed_direction():
+    up = tb.st.contrast([(1, {0: 1.0, 1: 2.0, 2: 2.5}), (-1, {0: 0.0, 1: 0.5, 2: 1.5})])
+    down = tb.st.contrast([(-1, {0: 1.0, 1: 2.0, 2: 2.5}), (1, {0: 0.0, 1: 0.5, 2: 1.5})])
+    assert math.isclose(tb.one_sided(up), up.p / 2) and math.isclose(tb.one_sided(down), 1 - down.p / 2)
+    assert tb.one_sided_mde(5, 0.05) < tb.st.mde(1.0, 5, 0.05)  # one-sided tests detect smaller effects
+
+
+def test_scratch_at_the_majority_rate_withholds_every_verdict_of_that_readout(tmp_path):
+    rows = [_run("scratch", s, 0.55, 0.5) for s in range(5)]  # balanced accuracy 0.5: the majority class
+    rows += [_run("triad_notext", s, 0.7 + 0.01 * s, 0.6) for s in range(5)]
+    _write(tmp_path, rows)
+    md = tb.report(tmp_path, docs=None, prereg=_prereg())
+    (primary,) = [line for line in md.splitlines() if line.startswith("| primary |")]
+    assert "no verdict (scratch at the majority rate on this readout)" in primary
+    assert "**no**: its contrasts are not read" in md
+
+
+def test_runs_that_are_not_learning_are_excluded_and_named(tmp_path):
+    rows = [_run("scratch", s, 0.55, 0.56) for s in range(5)]
+    rows += [_run("triad_notext", s, 0.7, 0.6, "learning" if s < 2 else "collapsed") for s in range(5)]
+    _write(tmp_path, rows)
+    md = tb.report(tmp_path, docs=None, prereg=_prereg())
+    assert "2 learning, 3 excluded (seed 2: collapsed" in md
+    (primary,) = [line for line in md.splitlines() if line.startswith("| primary |")]
+    assert "no verdict" in primary
+
+
+def test_preregistration_is_written_once(tmp_path):
+    path = tb.write_preregistration(tmp_path / "p.yaml", _prereg())
+    import yaml
+    data = yaml.safe_load(path.read_text())
+    assert data["primary"]["a"] == "triad_notext" and data["primary"]["endpoint"] == "linear_auc"
+    assert data["primary"]["planned_n"] == 5 and data["secondary"]["family"]["m"] == len(tb.SECONDARY)
+    with pytest.raises(FileExistsError):
+        tb.write_preregistration(tmp_path / "p.yaml", _prereg())

@@ -180,3 +180,34 @@ def test_rejects_bad_labels() -> None:
     bad = (SPLITS[0][0], SPLITS[0][1] + 5)
     with pytest.raises(ValueError, match="labels"):
         finetune_classification(_Factory(), bad, SPLITS[1], SPLITS[2], num_classes=2)
+
+
+def test_balanced_class_weights_are_inverse_frequency() -> None:
+    from organfm.evaluation.finetuning import balanced_class_weights
+
+    w = balanced_class_weights(torch.tensor([0, 0, 0, 1]), 3)
+    assert torch.allclose(w, torch.tensor([4 / 9, 4 / 3, 0.0]))  # N / (K N_k); an absent class gets 0
+
+
+def test_class_weight_balanced_reaches_the_loss(monkeypatch) -> None:
+    import organfm.evaluation.finetuning as ft
+
+    seen = []
+    real = ft.F.cross_entropy
+
+    def spy(logits, target, weight=None, **kw):
+        seen.append(None if weight is None else weight.clone())
+        return real(logits, target, weight=weight, **kw)
+
+    monkeypatch.setattr(ft.F, "cross_entropy", spy)
+    x, y = _blobs(16, 5)
+    y = torch.tensor([0] * 12 + [1] * 4)
+    kwargs = dict(num_classes=2, epochs=1, batch_size=8, seed=0, augment=False)
+    finetune_classification(_Factory(), (x, y), SPLITS[1], SPLITS[2], class_weight="balanced", **kwargs)
+    weighted = [w for w in seen if w is not None]  # the training steps (validation losses stay unweighted)
+    assert len(weighted) == 2 and all(torch.allclose(w, torch.tensor([16 / 24, 16 / 8])) for w in weighted)
+    seen.clear()
+    finetune_classification(_Factory(), (x, y), SPLITS[1], SPLITS[2], **kwargs)
+    assert seen and all(w is None for w in seen)
+    with pytest.raises(ValueError, match="class_weight"):
+        finetune_classification(_Factory(), (x, y), SPLITS[1], SPLITS[2], class_weight="inverse", **kwargs)

@@ -111,3 +111,16 @@ def test_decoder_width_follows_the_encoder():
     # the U-Net path keeps the reference's 24; an explicit width wins
     assert _method().student["decoder"].blocks[0][0].in_channels == 24
     assert _method(decoder_dim=8).student["decoder"].blocks[0][0].in_channels == 8
+
+
+def test_health_baselines_are_each_volumes_visible_mean_and_median():
+    torch.manual_seed(0)
+    m = _method(text_weight=0.0)
+    batch = _batch(b=3)
+    image = torch.zeros(3, 1, 16, 16, 16)
+    image[:, :, 4:7, 4:7, 4:7] = 1.0  # a sparse binary shape: the visible median is 0, the mean is small
+    signals = m.health_signals(dict(batch, image=image), StepState(step=0))
+    hidden = SimMIMMask3D(16, 4, 2, 0.6).voxels(batch["mask"]).unsqueeze(1).bool()
+    # predicting 0 everywhere: the L1 over hidden voxels is the fraction of them that are foreground
+    assert signals["median_baseline_loss"] == pytest.approx(float(image[hidden].mean()), abs=1e-6)
+    assert signals["median_baseline_loss"] < signals["mean_baseline_loss"]

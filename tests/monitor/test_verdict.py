@@ -74,3 +74,40 @@ def test_nothing_measured_is_not_called_learning():
 def test_non_finite_embeddings_are_collapsed():
     v = judge({"non_finite": 1.0}, START)
     assert v.verdict == COLLAPSED and "NaN" in v.reason
+
+
+# Triad's plainconv3d (instance norm -> LeakyReLU -> global mean pool): pooled spread 0.05 at init, ~0.01 trained
+MASKED_START = {"embed_std_ratio": 0.05, "rankme": 5.6, "distance": 0.0, "masked_loss": 0.54,
+                "mean_baseline_loss": 0.043}
+
+
+def test_a_masked_encoder_with_low_pooled_spread_that_reconstructs_is_learning():
+    v = judge({"embed_std_ratio": 0.009, "rankme": 3.5, "distance": 0.2, "masked_loss": 0.02,
+               "mean_baseline_loss": 0.043}, MASKED_START)
+    assert v.verdict == LEARNING and "not a collapse for this masked-reconstruction encoder" in v.reason
+
+
+def test_a_truly_collapsed_masked_encoder_is_still_collapsed():
+    # one point for every volume: the reconstruction cannot beat each volume's own mean
+    v = judge({"embed_std_ratio": 0.009, "rankme": 1.0, "distance": 0.2, "masked_loss": 0.05,
+               "mean_baseline_loss": 0.043}, MASKED_START)
+    assert v.verdict == COLLAPSED and "normalised-embedding std" in v.reason
+    assert not any("teacher" in n for n in v.next) and any("mask_ratio" in n for n in v.next)
+    # a spread under a tenth of step 0 is a collapse even when the reconstruction beats the mean
+    assert judge({"embed_std_ratio": 0.004, "rankme": 3.0, "distance": 0.2, "masked_loss": 0.02,
+                  "mean_baseline_loss": 0.043}, MASKED_START).verdict == COLLAPSED
+
+
+def test_the_masked_exemption_does_not_reach_methods_without_reconstruction():
+    # the same spreads without masked-reconstruction signals (DINO, Coda, ...): collapsed as before, teacher advice
+    v = judge({**HEALTHY, "embed_std_ratio": 0.009}, {**START, "embed_std_ratio": 0.05})
+    assert v.verdict == COLLAPSED and any("teacher" in n for n in v.next)
+
+
+def test_on_sparse_volumes_the_reconstruction_must_beat_the_median_too():
+    # binary masks: predicting 0 (the median) scores 0.02 against 0.043 for the mean; 0.03 beats only the mean
+    base = {"embed_std_ratio": 0.9, "rankme": 10.0, "distance": 0.1}
+    v = judge({**base, "masked_loss": 0.03, "mean_baseline_loss": 0.043, "median_baseline_loss": 0.02}, base)
+    assert v.verdict == NOT_LEARNING and "median" in v.reason
+    assert judge({**base, "masked_loss": 0.015, "mean_baseline_loss": 0.043,
+                  "median_baseline_loss": 0.02}, base).verdict == LEARNING

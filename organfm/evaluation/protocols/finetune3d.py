@@ -5,6 +5,11 @@ preprocesses each volume as the model's contract says (``organfm.data.labelled.v
 intensity mode, e.g. Triad's percentile clip and min-max, and resize to its cube) and fine-tunes the encoder
 plus a linear layer end to end.
 The loop is ``organfm.evaluation.finetuning.finetune_classification`` (as protocol ``finetune``, no augmentation).
+
+``finetune3d.mode=linear`` reads the same cubes through the *frozen* encoder instead: its pooled features, a
+linear probe on them (``organfm.evaluation.probes.linear_probe``: standardised features, an (lr, weight decay)
+grid chosen on val, test scored once), the 3D counterpart of protocol ``linear``. ``class_weight=balanced``
+weights the fine-tuning loss by inverse class frequency (imbalanced sets such as AdrenalMNIST3D, 22 % positive).
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from typing import Any
 from organfm.data.labelled import load_npz_volumes, volume_input
 from organfm.evaluation.finetuning import finetune_classification
 from organfm.evaluation.metrics import CLASSIFICATION_METRICS
-from organfm.evaluation.protocol import ModelRun, make_row, register_protocol
+from organfm.evaluation.probes import linear_probe
+from organfm.evaluation.protocol import ModelRun, classification_values, make_row, metric_lists, register_protocol
 from organfm.evaluation.task_data import TaskDataConfig
 
 __all__ = ["Finetune3DConfig", "finetune3d", "model_cube"]
@@ -37,6 +43,8 @@ class Finetune3DConfig:
     max_train: int | None = None  # the first N volumes of each split (CPU budgets)
     max_val: int | None = None
     max_test: int | None = None
+    mode: str = "finetune"  # finetune (end to end) | linear (frozen pooled features + a linear probe)
+    class_weight: str | None = None  # None | balanced (fine-tuning loss weighted by N / (K N_k))
 
 
 def model_cube(run: ModelRun, default: int | None) -> int:
@@ -53,6 +61,8 @@ def model_cube(run: ModelRun, default: int | None) -> int:
 def finetune3d(run: ModelRun, data: TaskDataConfig, settings: Finetune3DConfig) -> list[dict[str, Any]]:
     """One row: test AUC (and the other classification metrics) over ``finetune3d.seeds`` fits."""
     s = settings
+    if s.mode not in ("finetune", "linear"):
+        raise ValueError(f"finetune3d.mode must be finetune or linear, got {s.mode!r}")
     path = data.resolve(s.source or data.source)
     cube = s.image_size or model_cube(run, data.image_size)
     prep = volume_input(run.contract, cube=cube)
@@ -61,6 +71,9 @@ def finetune3d(run: ModelRun, data: TaskDataConfig, settings: Finetune3DConfig) 
                                      max_array_voxels=data.max_array_voxels)
               for name, limit in (("train", s.max_train), ("val", s.max_val), ("test", s.max_test))}
     num_classes = int(max(int(y.max()) for _, y in splits.values())) + 1
+    sizes = [len(y) for _, y in splits.values()]
+    if s.mode == "linear":
+        return [_linear_row(run, splits, num_classes, cube, sizes, prep.describe())]
     train, val, test = ((run.normalized(x), y) for x, y in splits.values())
     values: dict[str, list[float]] = {}
     epochs = []
@@ -70,10 +83,27 @@ def finetune3d(run: ModelRun, data: TaskDataConfig, settings: Finetune3DConfig) 
             out = finetune_classification(run.make_backbone, train, val, test, num_classes=num_classes,
                                           epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                                           weight_decay=s.weight_decay, patience=s.patience, augment=False,
-                                          monitor=s.monitor, seed=run.seed + k, device=run.device)
+                                          monitor=s.monitor, seed=run.seed + k, device=run.device,
+                                          class_weight=s.class_weight)
         for m in CLASSIFICATION_METRICS:
             values.setdefault(m, []).append(out["metrics"][m])
         epochs.append(int(out["best_epoch"]))
-    sizes = [len(y) for _, y in splits.values()]
     return [make_row(run.name, "finetune3d", f"{sizes[0]} train volumes, {cube}^3", values, best_epoch=epochs,
                      volumes=sizes, input=prep.describe())]
+
+
+def _linear_row(run: ModelRun, splits: dict[str, Any], num_classes: int, cube: int, sizes: list[int],
+                prep: Any) -> dict[str, Any]:
+    """The frozen-encoder row: pooled features of each split, a linear probe chosen on val, test metrics."""
+    from organfm.features.extraction import extract_features
+
+    backbone = run.make_backbone()
+    feats = {name: extract_features(backbone, x, batch_size=run.batch_size, device=run.device,
+                                    mean=run.mean, std=run.std) for name, (x, _) in splits.items()}
+    (_, y_train), (_, y_val), (_, y_test) = splits.values()
+    out = linear_probe(feats["train"], y_train, feats["val"], y_val, feats["test"], num_classes=num_classes,
+                       seed=run.seed, device=run.device)
+    return make_row(run.name, "finetune3d", f"linear probe (frozen), {sizes[0]} train volumes, {cube}^3",
+                    metric_lists(classification_values(y_test, out["test_probs"])), volumes=sizes, input=prep,
+                    chosen={"lr": out["lr"], "weight_decay": out["weight_decay"],
+                            "val_accuracy": out["val_accuracy"]})

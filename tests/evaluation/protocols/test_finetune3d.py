@@ -57,3 +57,32 @@ def test_finetune3d_volumes_follow_the_contracts_intensity(tmp_path):
     assert float(windowed.max()) < 0.26  # 250 in a 0-1000 window
     with pytest.warns(UserWarning, match=r"no 'val_spacing' array"):
         load_npz_volumes(str(path), "val", 8, limit=1, prep=volume_input({"intensity": {"spacing": [1, 1, 1]}}))
+
+
+def test_finetune3d_linear_mode_probes_frozen_features(tmp_path):
+    from organfm.features.extraction import FeatureCache
+    from organfm.evaluation.task import load_task
+
+    path = _npz(tmp_path)
+    task = load_task(None, ["protocols=[finetune3d]", f"data.source={path}", "finetune3d.mode=linear",
+                            "finetune3d.image_size=8"])
+    torch.manual_seed(0)
+    built = []
+
+    def make():
+        built.append(create_backbone("plainconv3d", in_chans=1, channels=[4, 8], strides=[1, 2]))
+        built[-1].load_state_dict(reference)
+        return built[-1]
+
+    reference = create_backbone("plainconv3d", in_chans=1, channels=[4, 8], strides=[1, 2]).state_dict()
+    reference = {k: v.clone() for k, v in reference.items()}
+    run = model_run("m", make, {"mean": [0.0], "std": [1.0], "model_hash": "x"}, task, "cpu",
+                   FeatureCache(tmp_path / "cache"))
+    (row,) = run_protocol("finetune3d", run, task)
+    assert row["setting"].startswith("linear probe (frozen), 24 train volumes") and "lr" in row["chosen"]
+    assert row["values"]["auc"][0] > 0.9  # a bright cube is linearly visible in random pooled features
+    assert set(row["values"]) >= {"accuracy", "balanced_accuracy", "auc", "majority_accuracy"}
+    assert all(torch.equal(v, reference[k]) for k, v in built[0].state_dict().items())  # the encoder stayed frozen
+    with pytest.raises(ValueError, match="finetune3d.mode"):
+        run_protocol("finetune3d", run, load_task(None, ["protocols=[finetune3d]", f"data.source={path}",
+                                                         "finetune3d.mode=probe", "finetune3d.image_size=8"]))
