@@ -1,510 +1,776 @@
-"""MMKD distillation: is one student distilled from several teachers at or above the best single teacher?
+"""MMKD distillation: does one student distilled from several *different* experts beat each of them?
 
-Teachers: four organfm methods pretrained here at a tiny CPU recipe on a MedNIST subset drawn from the
-evaluation's TRAIN split only (``N`` images per organ, written as PNG folders, so no test image is ever
-pretrained on): Coda, SupCon and DINO (images only) and CLIP (MMKD-CLIP's stage 1: the image backbone plus a
-small text tower trained on captions templated from the organ folder names, "a medical image of the CXR").
-Every teacher and student is the same small timm architecture (``test_convnext``). Five student arms, each
-``--seeds`` distillation runs of ``organfm pretrain --method mmkd`` (the distillation run is the unit: seed s
-fixes the student's init, data order, views and teacher draws; the teachers are fixed):
+MMKD-CLIP's claim (``shared/design/seed-systems.md`` §4a) at a CPU scale, with teachers worth distilling: each
+knows something the student could not learn from its own architecture alone, none saw an evaluation label.
 
-- ``student``: images only, from the three image teachers (the original benchmark; its runs are reused);
-- ``student4``: images only, from all four teachers;
-- ``student4x``: the same with the projector's optional NT-Xent term (``method.projector_contrastive=1``);
-- ``student+text, no stage 1``: texts = the same captions, all four teachers (the image-only ones still give
-  image targets), ``teacher_filter=caption``, from a random student;
-- ``student+text``: the same, started from the CLIP teacher's backbone and text side (stage 1 -> stage 2).
+**Data** (``cut_data``; pretraining images only, written as PNGs under ``<out>/pretrain/data/`` with a manifest
+per set). Two disjoint domains of the local data, drawn from the evaluation's TRAIN splits only:
 
-Every model is then evaluated on the same tasks through ``organfm.evaluation.evaluate_models``
-(``configs/tasks/*.yaml`` with the overrides in ``TASK_FILES``):
+- ``ct``: MedNIST's CT classes (AbdomenCT, ChestCT, HeadCT), ``MEDNIST_PER_CLASS`` train images each;
+- ``xr``: MedNIST's radiograph/MR classes (BreastMRI, CXR, Hand), ``MEDNIST_PER_CLASS`` each, plus
+  ``PNEUMONIA_TRAIN`` PneumoniaMNIST train images.
 
-- MedNIST kNN and linear-probe accuracy (6 classes; capped splits),
-- PneumoniaMNIST linear-probe AUC,
-- CT organ crops (one TotalSegmentator example scan): leave-one-out kNN organ accuracy and k-means NMI,
-- models with a text tower only: MedNIST zero-shot accuracy (one prompt per class, the captions' template) and
-  text -> image Recall@1 (each test image's caption queries the test images; any image of its class is a hit).
+(The TotalSegmentator organ crops are not in any pretraining set: the CT evaluation is cut from that scan.)
 
-The table gives each teacher, each arm (mean ± sd over distillation runs, n = runs), the mean over the five
-shared tasks, and the claims: each arm "at or above the best single teacher it was distilled from" (on the mean
-over tasks) and ``student+text`` "at or above the CLIP teacher" on zero-shot accuracy, each a one-sided
-one-sample t-test of the per-run differences (scipy.stats.ttest_1samp), with the per-task comparisons
-Holm-corrected within an arm; and four paired contrasts (4th teacher: ``student4`` vs ``student``; NT-Xent
-projector: ``student4x`` vs ``student4``;
-texts: ``student+text, no stage 1`` vs ``student4``; stage 1: ``student+text`` vs ``student+text, no stage 1``). Everything is reused on a rerun with the same
-settings.
+**Teachers** (``TEACHERS``): label-free DINO (``configs/small/dino.yaml``: 64 + 2 x 32 px, K = 256, batch 32,
+300 steps), three architectures, seeds ``TEACHER_SEEDS``: ``ct`` = ``test_convnext`` on the CT set (the CT
+specialist), ``xr`` = ``test_resnet`` on the radiograph/MR set (the radiograph specialist), ``all`` =
+``test_vit`` on the union (a generalist with the student's own data). A teacher run must reach the health
+verdict ``learning`` (its ``health.json``) to be read.
 
-    nice -n 10 python benchmarks/mmkd_distill.py            # the CPU budget used for docs/results.md
-    python benchmarks/mmkd_distill.py --quick                # a smoke run (not a result)
+**Students** (``ARMS``): ``mobilenetv3_small_100`` (1.5 M parameters) at 64 px, ``configs/small/mmkd_student.yaml``
+(300 steps of batch 32; FD summed over D with w = 50/128, so its strength does not depend on D; D = 128),
+distilled with ``organfm pretrain --method mmkd`` on the union from all three teachers, each image drawing one
+of *its domain's* teachers (``method.teacher_filter=column``: a CT image ``ct`` or ``all``, a radiograph ``xr``
+or ``all``: the seed's ``available_clips``). Student seed s distils the teachers of seed
+``TEACHER_SEEDS[s % 2]``, so student seeds span the teachers' seeds. Two arms, ``STUDENT_SEEDS`` each:
+``student`` (projector trained on reconstruction only, the default) and ``student_ntxent``
+(``method.projector_contrastive=1``: the projector's NT-Xent term across teachers).
+
+**Endpoints** (``ENDPOINTS``; frozen features, ``organfm.evaluation.evaluate_models`` with the task files
+``configs/tasks/*.yaml`` and the overrides in ``EVALS``), two per domain, each a number in [0, 1] taken as is:
+
+- CT: TotalSegmentator CT organ crops, leave-one-out kNN organ accuracy (zero-shot; 10 organs), and MedNIST
+  CT classes 5-shot linear accuracy;
+- radiograph: PneumoniaMNIST linear AUC, and MedNIST radiograph/MR classes 5-shot linear accuracy.
+
+A domain's score is the mean of its two endpoints; the **mean over domains** is the mean of the two scores.
+
+**Pre-registered** (``benchmarks/preregistered/mmkd-small.yaml``, committed before the first run file):
+
+1. reference = the teacher with the highest mean (over its learning runs) of the mean over domains; each arm
+   against it on the mean over domains, Welch's t across the arm's student seeds and the reference's teacher
+   seeds, two-sided, α = 0.05, Holm over the arms (table 1);
+2. each arm against each domain's specialist on that domain's score (``ct`` on CT, ``xr`` on radiograph),
+   Welch, Holm over the 4 rows (table 2).
+
+n and the minimum detectable effect (Welch, power 0.8, at α/m) beside every p. Reported, not tested: the
+cross-teacher code alignment of each student run's projector (cosine of one image's codes across two teachers
+against shuffled pairs) per projector setting; accuracy, balanced accuracy and the majority rate beside each
+classification endpoint.
+
+Each (teacher or arm, seed) writes ``<out>/runs/<name>-seed<s>.json`` (committed); pretraining and evaluation
+folders live under ``<out>/pretrain/`` (git-ignored). The report aggregates whatever run files exist::
+
+    python benchmarks/mmkd_distill.py --preregister              # once; commit the file before any run file
+    python benchmarks/mmkd_distill.py --model ct --seed 0        # one run: pretrain (or reuse), evaluate, run file
+    python benchmarks/mmkd_distill.py --model ct --seed 0 --stage pretrain    # only pretrain
+    python benchmarks/mmkd_distill.py --model student --seed 0   # needs the teachers of seed 0 finished
+    python benchmarks/mmkd_distill.py --report                   # results.md and the page section only
+    python benchmarks/mmkd_distill.py --smoke                    # a few steps into a temp folder (not a result)
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
 import json
+import math
 import os
-import shlex
+import platform
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+import claims as st  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
 from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
-from organfm.evaluation import evaluate_models, load_task  # noqa: E402
-from organfm.evaluation.task import task_to_dict  # noqa: E402
 
-ARCH = "test_convnext"
+OUT = REPO / "benchmarks" / "results" / "mmkd_distill"
+PREREGISTRATION = REPO / "benchmarks" / "preregistered" / "mmkd-small.yaml"
 BEGIN, END = "<!-- BEGIN mmkd -->", "<!-- END mmkd -->"
-MODALITY = "medical"  # the captions' modality word; zero-shot prompts and retrieval captions must use the same
-CAPTIONS = ["method.texts=captions", f"method.caption_modality={MODALITY}"]
-TEACHERS = {  # method -> its tiny CPU recipe beyond COMMON
-    "coda": ["views.num_local_views=2", "method.out_dim=1024", "method.hidden_dim=256"],
-    "supcon": [],
-    "dino": ["views.num_local_views=2", "method.out_dim=1024", "method.hidden_dim=256"],
-    "clip": CAPTIONS,
+STEPS = 300
+TEACHER_RECIPE = "configs/small/dino.yaml"
+STUDENT_RECIPE = "configs/small/mmkd_student.yaml"
+STUDENT_ARCH = "mobilenetv3_small_100"
+TEACHER_SEEDS = (0, 1)
+STUDENT_SEEDS = (0, 1, 2, 3, 4)
+MIN_TEACHER_RUNS = 2   # learning runs a teacher needs to be compared (Welch needs 2 per side)
+MIN_STUDENT_RUNS = 3
+MEDNIST_PER_CLASS = 400
+PNEUMONIA_TRAIN = 600
+KEEP = ("accuracy", "balanced_accuracy", "auc", "majority_accuracy", "knn_accuracy", "nmi")
+
+# domain -> (label, MedNIST classes of its pretraining set and 5-shot endpoint, PneumoniaMNIST train images)
+DOMAINS: dict[str, tuple[str, tuple[str, ...], int]] = {
+    "ct": ("CT", ("AbdomenCT", "ChestCT", "HeadCT"), 0),
+    "xr": ("radiograph/MR", ("BreastMRI", "CXR", "Hand"), PNEUMONIA_TRAIN),
 }
-IMAGE_TEACHERS = ("coda", "supcon", "dino")  # the image-only student's teachers (the original benchmark)
-TEACHER_METHODS = {"clip": "imagetext"}  # teacher name -> its organfm method, where they differ
-TEXT_TEACHER = "clip"  # stage 1: the text student starts from it and is compared with it on the text columns
-COMMON = [f"backbone.name={ARCH}", "views.global_size=32", "views.local_size=32", "trainer.batch_size=16",
-          "trainer.num_workers=0", "trainer.progress=false", "trainer.log_every=25", "trainer.checkpoint_every=1000",
-          "optim.warmup_epochs=0.5"]
-LINEAR = ["linear.lrs=[0.01,0.1,1.0]", "linear.weight_decays=[0.0,0.0001]", "linear.epochs=60"]
-# task file -> its overrides (one evaluate_models call each)
-TASK_FILES = {
-    "mednist.yaml": ["protocols=[knn,linear,zeroshot,retrieval]", "data.image_size=32", "data.max_train=1500",
-                     "data.max_val=300", "data.max_test=600", "knn.k=[20]", *LINEAR, f"zeroshot.modality={MODALITY}",
-                     f"retrieval.modality={MODALITY}", "retrieval.k=[1,5]"],
-    "pneumoniamnist.yaml": ["protocols=[linear]", "data.max_train=1500", "data.max_val=300", "data.max_test=600",
-                            *LINEAR],
-    "totalseg_ct_organs.yaml": ["protocols=[clusters]", "clusters.embeddings=[]"],
-}
-# column -> (task file, protocol, metric): the five tasks every model is evaluated on
-TASKS = {
-    "MedNIST kNN": ("mednist.yaml", "knn", "accuracy"),
-    "MedNIST linear": ("mednist.yaml", "linear", "accuracy"),
-    "Pneumonia linear AUC": ("pneumoniamnist.yaml", "linear", "auc"),
-    "CT organs kNN": ("totalseg_ct_organs.yaml", "clusters", "knn_accuracy"),
-    "CT organs NMI": ("totalseg_ct_organs.yaml", "clusters", "nmi"),
-}
-# columns of models with a text tower only ("n/a" for the others). With one caption per class, image -> text
-# R@1 IS zero-shot accuracy (organfm.evaluation.protocols.retrieval), so the retrieval column is text -> image.
-TEXT_TASKS = {
-    "MedNIST zero-shot": ("mednist.yaml", "zeroshot", "accuracy"),
-    "MedNIST t2i R@1": ("mednist.yaml", "retrieval", "t2i_R@1"),
-}
-MEAN = "mean over tasks"  # of the five TASKS columns
-TIMING = "benchmark_seconds.json"  # in a run folder: its training wall time, written when it was trained
 
 
 @dataclass(frozen=True)
-class Arm:
-    """A student arm: its distillation runs (the unit) and the teachers they are compared with.
+class Teacher:
+    """A teacher: its method, architecture, pretraining domains and the domain it is the specialist of."""
 
-    Attributes:
-        label: its row in the table.
-        runs: the model names of its distillation runs.
-        teachers: the teachers it was distilled from; "best single teacher" is the best of these per column.
-        text_reference: the teacher its TEXT_TASKS columns are compared with (None: no text claim).
+    name: str
+    method: str
+    arch: str
+    domains: tuple[str, ...]
+    specialist_of: str | None
+
+
+TEACHERS: dict[str, Teacher] = {
+    "ct": Teacher("ct", "dino", "test_convnext", ("ct",), "ct"),
+    "xr": Teacher("xr", "dino", "test_resnet", ("xr",), "xr"),
+    "all": Teacher("all", "dino", "test_vit", ("ct", "xr"), None),
+}
+# arm -> the overrides beyond the student recipe
+ARMS: dict[str, tuple[str, ...]] = {
+    "student": ("method.projector_contrastive=0.0",),
+    "student_ntxent": ("method.projector_contrastive=1.0",),
+}
+ARM_LABELS = {"student": "student (reconstruction-only projector)",
+              "student_ntxent": "student (NT-Xent projector)"}
+
+_FEWSHOT = ("protocols=[fewshot]", "fewshot.fractions=[]", "fewshot.shots=[5]", "fewshot.seeds=5",
+            "fewshot.methods=[linear]", "data.max_train=600", "data.max_val=150", "data.max_test=600",
+            "report.scatter_points=0")
+# evaluation id -> (task file, overrides); one evaluate_models call each
+EVALS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ct_organs": ("totalseg_ct_organs", ("protocols=[clusters]", "clusters.embeddings=[]", "report.scatter_points=0")),
+    "mednist_ct": ("mednist", (*_FEWSHOT, f"data.organs=[{','.join(DOMAINS['ct'][1])}]")),
+    "pneumonia": ("pneumoniamnist", ("protocols=[linear]", "linear.lrs=[0.01,0.1,1.0]",
+                                     "linear.weight_decays=[0.0,0.0001]", "linear.epochs=60", "data.max_train=1500",
+                                     "data.max_val=300", "report.scatter_points=0")),
+    "mednist_xr": ("mednist", (*_FEWSHOT, f"data.organs=[{','.join(DOMAINS['xr'][1])}]")),
+}
+# endpoint -> (evaluation id, protocol, setting, metric, domain, label)
+ENDPOINTS: dict[str, tuple[str, str, str | None, str, str, str]] = {
+    "ct_organs_knn": ("ct_organs", "clusters", None, "knn_accuracy", "ct",
+                      "CT organ crops (10 organs, one scan), LOO kNN accuracy"),
+    "mednist_ct_5shot": ("mednist_ct", "fewshot-linear", "5-shot", "accuracy", "ct",
+                         "MedNIST CT classes, 5-shot linear accuracy"),
+    "pneumonia_auc": ("pneumonia", "linear", None, "auc", "xr", "PneumoniaMNIST linear AUC"),
+    "mednist_xr_5shot": ("mednist_xr", "fewshot-linear", "5-shot", "accuracy", "xr",
+                         "MedNIST radiograph/MR classes, 5-shot linear accuracy"),
+}
+MEAN = "mean_over_domains"
+SMOKE_CAPS = ("data.max_train=90", "data.max_val=30", "data.max_test=90")  # --smoke only: small splits
+
+
+# ------------------------------------------------------------------------------------------------------- data
+def cut_data(data_root: Path, out: Path, *, per_class: int = MEDNIST_PER_CLASS,
+             pneumonia: int | None = None) -> dict[str, Path]:
+    """Write the pretraining PNGs and one manifest per set (``ct.csv``, ``xr.csv``, ``union.csv``).
+
+    Every image comes from its source's evaluation TRAIN split (MedNIST: the task's hashed split of the whole
+    archive; PneumoniaMNIST: the npz's ``train`` key). Each manifest row has ``split=train`` and a ``teachers``
+    column naming the teachers an image may draw (its domain's specialist and the generalist).
+
+    Returns:
+        set name -> its manifest.
     """
-
-    label: str
-    runs: tuple[str, ...]
-    teachers: tuple[str, ...]
-    text_reference: str | None = None
-
-
-def cut_mednist(data_root: Path, out: Path, per_organ: int) -> Path:
-    """``per_organ`` images of each organ from MedNIST's evaluation TRAIN split, as ``out/<organ>/*.png``."""
     from PIL import Image
 
     from organfm.data import build_dataset
 
     done = out / "done.json"
-    if done.is_file() and json.loads(done.read_text()).get("per_organ") == per_organ:
-        return out
+    settings = {"per_class": per_class, "pneumonia": pneumonia, "domains": {d: list(v[1]) for d, v in DOMAINS.items()}}
+    manifests = {name: out / f"{name}.csv" for name in (*DOMAINS, "union")}
+    if done.is_file() and json.loads(done.read_text()) == settings:
+        return manifests
+    rows: dict[str, list[tuple[str, str]]] = {d: [] for d in DOMAINS}
     ds = build_dataset(data_root / "mednist" / "MedNIST.tar.gz", split="train")  # the task's split (seed 0, 80/10/10)
     organs = np.asarray(ds.organ_ids)
     rng = np.random.default_rng(0)
-    for o, name in enumerate(ds.organs):
-        (out / name).mkdir(parents=True, exist_ok=True)
-        for i in rng.permutation(np.flatnonzero(organs == o))[:per_organ]:
-            img = (ds[int(i)]["image"][0].numpy() * 255).round().astype(np.uint8)
-            Image.fromarray(img).save(out / name / f"{int(i):06d}.png")
-    done.write_text(json.dumps({"per_organ": per_organ}))
-    return out
+    for domain, (_, classes, n_pneu) in DOMAINS.items():
+        for name in classes:
+            o = ds.organs.index(name)
+            (out / "png" / name).mkdir(parents=True, exist_ok=True)
+            for i in rng.permutation(np.flatnonzero(organs == o))[:per_class]:
+                img = (ds[int(i)]["image"][0].numpy() * 255).round().astype(np.uint8)
+                rel = f"png/{name}/{int(i):06d}.png"
+                Image.fromarray(img).save(out / rel)
+                rows[domain].append((rel, name))
+        n_pneu = n_pneu if pneumonia is None or not n_pneu else pneumonia
+        if n_pneu:
+            train = np.load(data_root / "pneumoniamnist-unofficial" / "pneumoniamnist.npz")["train_images"]
+            (out / "png" / "PneumoniaCXR").mkdir(parents=True, exist_ok=True)
+            for i in rng.permutation(len(train))[:n_pneu]:
+                rel = f"png/PneumoniaCXR/{int(i):05d}.png"
+                Image.fromarray(train[int(i)]).save(out / rel)
+                rows[domain].append((rel, "PneumoniaCXR"))
+    available = {d: ";".join(t.name for t in TEACHERS.values() if d in t.domains) for d in DOMAINS}
+    for name, path in manifests.items():
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["path", "organ", "split", "teachers"])
+            for d in DOMAINS if name == "union" else (name,):
+                w.writerows((rel, organ, "train", available[d]) for rel, organ in rows[d])
+    done.write_text(json.dumps(settings))
+    return manifests
 
 
-def pretrain_run(run: Path, method: str, overrides: list[str]) -> Path:
-    """Pretrain (or reuse) one run; return its export folder."""
+# ---------------------------------------------------------------------------------------------------- running
+def is_teacher(name: str) -> bool:
+    if name not in TEACHERS and name not in ARMS:
+        raise ValueError(f"unknown model {name!r}: teachers {', '.join(TEACHERS)}, arms {', '.join(ARMS)}")
+    return name in TEACHERS
+
+
+def teacher_seed_of(student_seed: int) -> int:
+    """The teachers' pretraining seed a student seed distils (student seeds span the teachers' seeds)."""
+    return TEACHER_SEEDS[student_seed % len(TEACHER_SEEDS)]
+
+
+def run_folder(out: Path, name: str, seed: int) -> Path:
+    return out / "pretrain" / (f"teacher-{name}-s{seed}" if is_teacher(name) else f"{name}-s{seed}")
+
+
+def recipe(name: str, seed: int, *, out: Path, manifests: Mapping[str, Path], steps: int = STEPS
+           ) -> tuple[str, list[str]]:
+    """(config file, overrides) of one pretraining run: what ``organfm pretrain --config <file>`` is given."""
+    run = run_folder(out, name, seed)
+    common = [f"trainer.max_steps={steps}", f"trainer.seed={seed}", f"trainer.out_dir={run}", "trainer.progress=false",
+              f"trainer.checkpoint_every={max(1, steps // 3)}"]
+    if is_teacher(name):
+        t = TEACHERS[name]
+        data = manifests["union" if len(t.domains) > 1 else t.domains[0]]
+        return TEACHER_RECIPE, [f"backbone.name={t.arch}", f"data={data}", "data.split=train", *common]
+    ts = teacher_seed_of(seed)
+    teachers = ",".join(f"{t}={run_folder(out, t, ts)}" for t in TEACHERS)
+    return STUDENT_RECIPE, [f"method.teachers=[{teachers}]", *ARMS[name], f"data={manifests['union']}",
+                            "data.split=train", f"method.features_dir={out / 'pretrain' / f'features-t{ts}'}", *common]
+
+
+def pretrain(name: str, seed: int, *, out: Path, manifests: Mapping[str, Path], steps: int = STEPS) -> dict[str, Any]:
+    """Pretrain (or resume, or reuse) one run; return the run file's ``pretrain`` record."""
     from organfm.config import load_config
+    from organfm.monitor import read_health
 
-    steps = int(next(o for o in overrides if o.startswith("trainer.max_steps=")).split("=")[1])
-    t = time.time()
-    summary = pretrain_or_resume(run, steps, lambda: load_config(method, None, [*overrides, f"trainer.out_dir={run}"]))
-    if summary is None:
-        return run / "export"
-    seconds = time.time() - t
-    (run / TIMING).write_text(json.dumps({"seconds": round(seconds, 1), "steps": steps}))
-    print(f"{summary.line(method, ARCH)} [{seconds:.0f} s]", flush=True)
-    return run / "export"
+    run = run_folder(out, name, seed)
+    config, overrides = recipe(name, seed, out=out, manifests=manifests, steps=steps)
+    if not is_teacher(name):
+        missing = [t for t in TEACHERS if not finished(run_folder(out, t, teacher_seed_of(seed)), steps)]
+        if missing:
+            raise SystemExit(f"[{name} seed {seed}] teachers {missing} of seed {teacher_seed_of(seed)} are not "
+                             "finished: run them first (--model <teacher> --seed <s>)")
+    t0 = time.time()
+    if not finished(run, steps):
+        run.mkdir(parents=True, exist_ok=True)
+        pretrain_or_resume(run, steps, lambda: load_config(None, REPO / config, overrides))
+        if not finished(run, steps):
+            raise SystemExit(f"[{name} seed {seed}] stopped before step {steps}; run the same command to resume")
+        (run / "bench_seconds.json").write_text(json.dumps({"seconds": round(time.time() - t0, 1)}))
+    history = (read_health(run) or {}).get("history") or [{}]
+    loop = history[-1].get("time", math.nan) - history[0].get("time", math.nan)
+    timing = run / "bench_seconds.json"
+    return {"config": config, "overrides": overrides, "steps": steps,
+            "seconds": json.loads(timing.read_text())["seconds"] if timing.is_file() else None,
+            "loop_seconds": round(loop, 1) if math.isfinite(loop) else None}
 
 
-def run_seconds(run: Path) -> float | None:
-    """The wall time ``pretrain_run`` measured when it trained ``run`` (None: trained before it was kept)."""
-    f = run / TIMING
-    return float(json.loads(f.read_text())["seconds"]) if f.is_file() else None
+def health_record(run: Path) -> dict[str, Any]:
+    """The run file's copy of the run's ``health.json`` (as ``benchmarks/coda_ablation.py::health_record``)."""
+    from organfm.monitor import read_health
+
+    health = read_health(run) or {}
+    signals, reference = health.get("signals") or {}, health.get("reference") or {}
+    return {"verdict": health.get("verdict"), "reason": health.get("reason"), "step": health.get("step"),
+            "knn_step0": reference.get("knn"), "knn_final": signals.get("knn"),
+            "knn_majority": signals.get("knn_majority")}
 
 
-def evaluate(models: dict[str, str], *, out: Path, data_root: Path) -> dict[str, dict[str, float]]:
-    """model -> column -> value (mean over the protocol's repeats), one evaluate_models call per task file.
+def evaluate(spec: str, name: str, *, data_root: Path, out: Path, seed: int,
+             evals: Sequence[str] = tuple(EVALS), extra_overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Every evaluation of one model (one ``evaluate_models`` call per evaluation id); rows trimmed to KEEP."""
+    from organfm.evaluation import evaluate_models, load_task
 
-    A model without a text tower has no TEXT_TASKS columns (the zero-shot and retrieval protocols skip it).
+    result = {}
+    for ev in evals:
+        file, extra = EVALS[ev]
+        caps = [o for o in extra_overrides if file != "totalseg_ct_organs"]
+        overrides = [*extra, *caps, f"data.root={data_root}", f"seed={seed}", f"out_dir={out / ev}"]
+        t = time.time()
+        res = evaluate_models(load_task(REPO / "configs" / "tasks" / f"{file}.yaml", overrides), {name: spec})
+        rows = [{"protocol": r["protocol"], "setting": r["setting"],
+                 "values": {m: [round(float(x), 6) for x in v] for m, v in r["values"].items() if m in KEEP}}
+                for r in res["rows"] if r["model"] == name]
+        result[ev] = {"task": f"configs/tasks/{file}.yaml", "overrides": overrides, "seconds": round(time.time() - t, 1),
+                      "rows": rows}
+        print(f"[{name} seed {seed}] {ev}: {result[ev]['seconds']:.0f} s", flush=True)
+    return result
+
+
+def code_alignment(folder: Path, *, seed: int = 0) -> dict[str, Any]:
+    """Cross-teacher alignment of a projector's stored codes (``projected-<key>/teacher-<k>.npy``, unit rows).
+
+    For each pair of teachers: the mean cosine of one image's two codes, against the mean cosine of image i's
+    code from one teacher and a random other image's code from the other (one fixed permutation). Over every
+    image (each teacher is projected for every image, available or not).
     """
-    scores: dict[str, dict[str, float]] = {m: {} for m in models}
-    columns = {**TASKS, **TEXT_TASKS}
-    for file, overrides in TASK_FILES.items():
-        part = file.removesuffix(".yaml")
-        task = load_task(REPO / "configs" / "tasks" / file,
-                         [f"data.root={data_root}", f"out_dir={out / part}", "report.scatter_points=0", *overrides])
-        done = out / part / "results.json"
-        results = None
-        if done.is_file():
-            prev = json.loads(done.read_text())
-            if prev.get("task") == task_to_dict(task) and set(prev.get("models", {})) == set(models):
-                results = prev
-        if results is None:
-            t = time.time()
-            results = evaluate_models(task, models)
-            print(f"{part}: {time.time() - t:.0f} s", flush=True)
-        for column, (f, protocol, metric) in columns.items():
-            if f != file:
-                continue
-            for row in results["rows"]:
-                if row["protocol"] == protocol and metric in row["values"] and column not in scores[row["model"]]:
-                    scores[row["model"]][column] = float(np.mean(row["values"][metric]))
-    return scores
+    from organfm.batches.features import FIT_FILE
+    import torch
+
+    names = list(torch.load(folder / FIT_FILE, map_location="cpu", weights_only=True)["names"])
+    codes = [np.load(folder / f"teacher-{k}.npy", mmap_mode="r") for k in range(len(names))]
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(codes[0]))
+    pairs = {}
+
+    def cos(a: np.ndarray, b: np.ndarray) -> float:
+        a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+        b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+        return float((a * b).sum(1).mean())
+
+    for i in range(len(names)):
+        for j in range(i + 1, len(names)):
+            a, b = np.asarray(codes[i], dtype=np.float64), np.asarray(codes[j], dtype=np.float64)
+            pairs[f"{names[i]}-{names[j]}"] = {"same_image": round(cos(a, b), 4), "shuffled": round(cos(a, b[perm]), 4)}
+    same = float(np.mean([p["same_image"] for p in pairs.values()])) if pairs else math.nan
+    shuffled = float(np.mean([p["shuffled"] for p in pairs.values()])) if pairs else math.nan
+    return {"pairs": pairs, "same_image": round(same, 4), "shuffled": round(shuffled, 4), "images": len(codes[0])}
 
 
-@dataclass(frozen=True)
-class Contrast:
-    """Two arms that differ in one thing, their runs paired by distillation seed (position in ``runs``).
-
-    Attributes:
-        label: what the difference tests ("texts").
-        arm: the arm with the thing.
-        baseline: the arm without it.
-    """
-
-    label: str
-    arm: Arm
-    baseline: Arm
+def relative(text: str) -> str:
+    """Paths inside the repository written relative to it (the commands run from its root)."""
+    return text.replace(str(REPO) + os.sep, "").replace(str(REPO.parent / "shared") + os.sep, "../shared/")
 
 
-def paired(contrast: Contrast, scores: dict[str, dict[str, float]], columns: list[str]) -> dict[str, dict]:
-    """Per column: the per-seed differences arm − baseline, their mean and a two-sided paired t-test.
-
-    The five per-task columns are Holm-corrected together (``p_holm``); ``MEAN`` is tested on its own.
-    """
-    from scipy import stats
-
-    a, b = contrast.arm, contrast.baseline
-    if len(a.runs) != len(b.runs):
-        raise ValueError(f"contrast {contrast.label!r}: {len(a.runs)} runs against {len(b.runs)}; pair by seed")
-    out = {}
-    for c in columns:
-        diffs = np.array([scores[x][c] - scores[y][c] for x, y in zip(a.runs, b.runs)])
-        p = float(stats.ttest_1samp(diffs, 0.0).pvalue) if len(diffs) > 1 and diffs.std() > 0 else float("nan")
-        out[c] = {"diff_mean": float(diffs.mean()), "diff_sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0,
-                  "positive": int((diffs > 0).sum()), "n": len(diffs), "p": p}
-    for c, q in holm({c: out[c]["p"] for c in columns if c in TASKS}).items():
-        out[c]["p_holm"] = q
-    return out
+def run_file(out: Path, name: str, seed: int) -> Path:
+    return out / "runs" / f"{name}-seed{seed}.json"
 
 
-def contrast_table(contrasts: list[Contrast], scores: dict[str, dict[str, float]]) -> tuple[str, dict]:
-    """Markdown rows of every contrast on the five tasks and their mean, and the statistics.
-
-    The mean-over-tasks p-values are Holm-corrected across the contrasts (``p_holm``): each contrast is a claim.
-    """
-    stats_ = {con.label: paired(con, scores, [*TASKS, MEAN]) for con in contrasts}
-    for label, q in holm({label: res[MEAN]["p"] for label, res in stats_.items()}).items():
-        stats_[label][MEAN]["p_holm"] = q
-    rows = ["| contrast | column | arm − baseline (mean ± sd over seeds) | seeds above | p (paired, two-sided) |",
-            "|---|---|---|---|---|"]
-    for label, res in stats_.items():
-        for c, k in res.items():
-            p = f"{k['p_holm']:.3g} (Holm)" if "p_holm" in k else (f"{k['p']:.3g}" if np.isfinite(k["p"]) else "n/a")
-            rows.append(f"| {label} | {c} | {k['diff_mean']:+.3f} ± {k['diff_sd']:.3f} | {k['positive']}/{k['n']} "
-                        f"| {p} |")
-    return "\n".join(rows), stats_
-
-
-def compare(values: np.ndarray, reference: float) -> dict:
-    """An arm's per-run values against one reference value (a single teacher run).
-
-    Args:
-        values: (n,) the arm's value of one column, one per distillation run.
-        reference: the teacher's value of that column.
-
-    Returns:
-        ``diff_mean`` (mean of run − reference), ``runs_at_or_above``, ``n``, ``student_mean`` and ``p_below``: the
-        one-sided one-sample t-test of "run − reference < 0" (NaN with fewer than 2 runs or no spread).
-    """
-    from scipy import stats
-
-    diffs = np.asarray(values, dtype=float) - reference
-    p = float(stats.ttest_1samp(diffs, 0.0, alternative="less").pvalue) if len(diffs) > 1 and diffs.std() > 0 \
-        else float("nan")
-    return {"student_mean": float(np.mean(values)), "diff_mean": float(diffs.mean()),
-            "runs_at_or_above": int((diffs >= 0).sum()), "n": len(diffs), "p_below": p}
-
-
-def holm(ps: dict[str, float]) -> dict[str, float]:
-    """Holm-adjusted p-values of a family (NaN entries are left out of the family and of the result)."""
-    finite = sorted((p, c) for c, p in ps.items() if np.isfinite(p))
-    out, running = {}, 0.0
-    for i, (p, c) in enumerate(finite):
-        running = max(running, min(1.0, (len(finite) - i) * p))
-        out[c] = running
-    return out
-
-
-def _arm_values(scores: dict[str, dict[str, float]], arm: Arm, column: str) -> np.ndarray | None:
-    """The arm's per-run values of ``column``; None when no run has it (a text column of an image-only arm)."""
-    have = [r for r in arm.runs if column in scores[r]]
-    if not have:
+def run_one(name: str, seed: int, *, out: Path, data_root: Path, stage: str = "all", steps: int = STEPS,
+            manifests: Mapping[str, Path] | None = None, command: str = "",
+            eval_overrides: Sequence[str] = ()) -> Path | None:
+    """Pretrain one (teacher or arm, seed) and/or evaluate it and write its run file (kept when present)."""
+    path = run_file(out, name, seed)
+    if path.is_file() and stage != "pretrain":
+        print(f"[{name} seed {seed}] done already: {relative(str(path))}", flush=True)
+        return path
+    manifests = manifests or cut_data(data_root, out / "pretrain" / "data")
+    pre = pretrain(name, seed, out=out, manifests=manifests, steps=steps)
+    if stage == "pretrain":
         return None
-    if len(have) != len(arm.runs):
-        missing = sorted(set(arm.runs) - set(have))
-        raise ValueError(f"arm {arm.label!r}: runs {missing} have no {column!r} score while {have} do")
-    return np.array([scores[r][column] for r in arm.runs])
+    run = run_folder(out, name, seed)
+    import torch
+
+    from organfm.features.encoders import load_encoder
+
+    make, contract = load_encoder(str(run))
+    parameters = sum(p.numel() for p in make().parameters())
+    evaluation = evaluate(str(run), name, data_root=data_root, out=run / "eval", seed=seed,
+                          extra_overrides=eval_overrides)
+    record: dict[str, Any] = {
+        "model": name, "kind": "teacher" if is_teacher(name) else "student", "seed": seed,
+        "architecture": contract.get("architecture"), "parameters": parameters,
+        "pretrain": pre, "health": health_record(run), "evaluation": evaluation,
+        "commands": [relative(f"organfm pretrain --config {pre['config']} " + " ".join(pre["overrides"]))]
+        + [relative(f"organfm evaluate --models {name}={run} --task {e['task']} " + " ".join(e["overrides"]))
+           for e in evaluation.values()],
+        "bench_command": command,
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "device": f"{platform.machine()} CPU", "nice": os.nice(0)},
+        "timings": {"pretrain_s": pre["seconds"], "evaluation_s": round(sum(e["seconds"] for e in evaluation.values()), 1)},
+    }
+    if is_teacher(name):
+        t = TEACHERS[name]
+        record["teacher"] = {"method": t.method, "domains": list(t.domains), "specialist_of": t.specialist_of}
+    else:
+        info = json.loads((run / "data.json").read_text()).get("distillation", {})
+        folder = Path(info["projected_file"])
+        record["student"] = {"arm": name, "teacher_seed": teacher_seed_of(seed),
+                             "teachers": {k: {"spec": relative(v["spec"]), "available_images": v.get("available_images")}
+                                          for k, v in info.get("teachers", {}).items()},
+                             "projector_loss": info.get("projector_loss")}
+        record["alignment"] = code_alignment(folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(relative(json.dumps(record, indent=1)) + "\n")
+    os.replace(tmp, path)
+    print(f"[{name} seed {seed}] wrote {relative(str(path))}", flush=True)
+    return path
 
 
-def _cell(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+# ---------------------------------------------------------------------------------------------------- statistics
+def endpoint_values(run: Mapping[str, Any], endpoint: str, metric: str | None = None) -> list[float]:
+    """The probe-seed values of ``endpoint`` (or another ``metric`` of its row) in one run file ([] if absent)."""
+    ev, protocol, setting, main, _, _ = ENDPOINTS[endpoint]
+    rows = [r for r in run.get("evaluation", {}).get(ev, {}).get("rows", [])
+            if r["protocol"] == protocol and (setting is None or r["setting"] == setting)]
+    return [float(v) for r in rows[:1] for v in r["values"].get(metric or main, [])]
 
 
-def _p_text(k: dict) -> str:
-    if "p_below_holm" in k:
-        return f"{k['p_below_holm']:.3g} (Holm)"
-    return f"{k['p_below']:.3g}" if np.isfinite(k["p_below"]) else "n/a (no spread)"
+def scores(run: Mapping[str, Any]) -> dict[str, float]:
+    """One run's endpoint means (probe seeds averaged), domain scores and mean over domains (nan if incomplete)."""
+    out = {e: (float(np.mean(v)) if (v := endpoint_values(run, e)) else math.nan) for e in ENDPOINTS}
+    for d in DOMAINS:
+        out[d] = float(np.mean([out[e] for e, spec in ENDPOINTS.items() if spec[4] == d]))
+    out[MEAN] = float(np.mean([out[d] for d in DOMAINS]))
+    return out
 
 
-def table(scores: dict[str, dict[str, float]], teachers: list[str], arms: list[Arm]) -> tuple[str, dict]:
-    """Markdown tables (scores, then comparisons) + the claim statistics.
+def welch_mde(n_a: int, n_b: int, alpha: float, power: float = st.POWER) -> float:
+    """Minimum detectable effect of the two-sided Welch t at level ``alpha``, in units of a common sd.
 
-    Args:
-        scores: model -> column -> value; TEXT_TASKS columns only for models with a text tower. Gains a
-            ``MEAN`` entry per model (over the five TASKS columns).
-        teachers: the teacher model names, in row order (n = 1 run each).
-        arms: the student arms.
+    With equal sds σ = 1 the standard error is √(1/n_a + 1/n_b) and the Welch–Satterthwaite df is
+    (1/n_a + 1/n_b)² / ((1/n_a)²/(n_a − 1) + (1/n_b)²/(n_b − 1)); the power of a true difference δ is
+    P(|T| > t*) for T ~ noncentral t(df, δ/se). Returns the δ with that power (inf below 2 runs a side).
+    """
+    from scipy import optimize, stats
+
+    if n_a < 2 or n_b < 2:
+        return math.inf
+    va, vb = 1 / n_a, 1 / n_b
+    se, df = math.sqrt(va + vb), (va + vb) ** 2 / (va ** 2 / (n_a - 1) + vb ** 2 / (n_b - 1))
+    t_crit = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def pw(d: float) -> float:
+        lam = d / se
+        return float(stats.nct.sf(t_crit, df, lam)) + float(np.nan_to_num(stats.nct.cdf(-t_crit, df, lam)))
+
+    hi = 1.0
+    while pw(hi) < power:
+        hi *= 2
+    return float(optimize.brentq(lambda d: pw(d) - power, 0.0, hi, xtol=1e-8))
+
+
+def pooled_sd(a: Sequence[float], b: Sequence[float]) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) + len(b) < 3:
+        return math.nan
+    ss = (len(a) - 1) * (a.var(ddof=1) if len(a) > 1 else 0) + (len(b) - 1) * (b.var(ddof=1) if len(b) > 1 else 0)
+    return float(math.sqrt(ss / (len(a) + len(b) - 2)))
+
+
+def welch_verdict(delta: float, p_holm: float, mde_sd: float, sd: float, *, alpha: float,
+                  gates: Sequence[st.LearningRuns]) -> str:
+    """supported / not supported (inconclusive when the MDE exceeds the observed effect) / no verdict."""
+    blocked = [g for g in gates if g.blocks]
+    if blocked:
+        return f"no verdict (fewer than {blocked[0].min_runs} learning runs on a side)"
+    if not math.isfinite(p_holm):
+        return "no verdict (no test: fewer than 2 runs on a side, or no spread)"
+    if p_holm < alpha:
+        return "supported" if delta > 0 else "not supported (opposite sign, Holm p < α)"
+    observed = abs(delta) / sd if sd > 0 else math.inf
+    if not observed >= mde_sd:
+        return f"not supported — inconclusive (MDE {mde_sd:.2f} sd > observed {observed:.2f} sd)"
+    return f"not supported (MDE {mde_sd:.2f} sd ≤ observed {observed:.2f} sd)"
+
+
+def analyse(runs: Sequence[Mapping[str, Any]], *, alpha: float = st.ALPHA) -> dict[str, Any]:
+    """The pre-registered tables from run files.
 
     Returns:
-        ``(markdown, claims)`` with ``claims[arm.label][column]`` = :func:`compare`'s dict plus ``reference``
-        (the teacher) and ``reference_value``, and ``p_below_holm`` on the per-task columns (Holm within the arm).
+        ``models`` (name -> seed -> scores), ``gates`` (name -> LearningRuns), ``reference`` (the pre-registered
+        best teacher on the mean over domains, None without a teacher of enough learning runs), ``table1``
+        (arm vs reference) and ``table2`` (arm vs each domain's specialist on that domain), each row with the
+        two sides' values, delta, Welch p, Holm p, n, MDE (sd units and endpoint units) and the verdict.
     """
-    cols = list(TASKS)
-    for m in scores:
-        scores[m][MEAN] = float(np.mean([scores[m][c] for c in cols]))
-    shown = [*cols, MEAN, *TEXT_TASKS]
-    lines = ["| model | n | " + " | ".join(shown) + " |", "|---|---|" + "---|" * len(shown)]
-    for t in teachers:
-        lines.append(f"| teacher {t} | 1 | " + " | ".join(_cell(scores[t].get(c)) for c in shown) + " |")
-    for arm in arms:
-        cells = []
-        for c in shown:
-            v = _arm_values(scores, arm, c)
-            cells.append("n/a" if v is None else
-                         f"{v.mean():.3f}" + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else ""))
-        lines.append(f"| **{arm.label}** | {len(arm.runs)} | " + " | ".join(cells) + " |")
-    claims: dict[str, dict[str, dict]] = {}
-    rows = ["", "| arm | column | reference | arm − reference (mean over runs) | runs at or above | "
-                "p (arm below reference) |", "|---|---|---|---|---|---|"]
-    for arm in arms:
-        unknown = [t for t in (*arm.teachers, arm.text_reference) if t is not None and t not in teachers]
-        if unknown:
-            raise ValueError(f"arm {arm.label!r} names teachers {unknown} that are not among {teachers}")
-        refs = {c: max(arm.teachers, key=lambda t, c=c: scores[t][c]) for c in [*cols, MEAN]}
-        if arm.text_reference is not None:
-            refs |= {c: arm.text_reference for c in TEXT_TASKS}
-        mine = claims[arm.label] = {}
-        for c, ref in refs.items():
-            v = _arm_values(scores, arm, c)
-            if v is None or c not in scores[ref]:
-                raise ValueError(f"arm {arm.label!r} or its reference {ref!r} has no {c!r} score to compare")
-            mine[c] = {"reference": ref, "reference_value": scores[ref][c], **compare(v, scores[ref][c])}
-        for c, p in holm({c: mine[c]["p_below"] for c in cols}).items():  # MEAN and the text columns: on their own
-            mine[c]["p_below_holm"] = p
-        for c, k in mine.items():
-            rows.append(f"| {arm.label} | {c} | {k['reference']} ({k['reference_value']:.3f}) | {k['diff_mean']:+.3f} "
-                        f"| {k['runs_at_or_above']}/{k['n']} | {_p_text(k)} |")
-    return "\n".join(lines + rows), claims
+    models: dict[str, dict[int, dict[str, float]]] = {}
+    verdicts: dict[str, dict[int, str | None]] = {}
+    for r in runs:
+        models.setdefault(r["model"], {})[int(r["seed"])] = scores(r)
+        verdicts.setdefault(r["model"], {})[int(r["seed"])] = (r.get("health") or {}).get("verdict")
+    gates = {m: st.learning_seeds(v, min_runs=MIN_TEACHER_RUNS if m in TEACHERS else MIN_STUDENT_RUNS)
+             for m, v in verdicts.items()}
+
+    def kept(m: str, column: str) -> list[float]:
+        return [models[m][s][column] for s in gates[m].kept if math.isfinite(models[m][s][column])]
+
+    eligible = [t for t in TEACHERS if t in gates and not gates[t].blocks and kept(t, MEAN)]
+    reference = max(eligible, key=lambda t: float(np.mean(kept(t, MEAN)))) if eligible else None
+
+    def rows(pairs: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+        out = []
+        for arm, teacher, column in pairs:
+            a = kept(arm, column) if arm in models else []
+            b = kept(teacher, column) if teacher in models else []
+            _, df, p = st.welch_t(a, b)
+            delta = float(np.mean(a) - np.mean(b)) if a and b else math.nan
+            out.append({"arm": arm, "teacher": teacher, "column": column, "a": st.mean_sd(a), "b": st.mean_sd(b),
+                        "delta": delta, "df": df, "p": p, "sd": pooled_sd(a, b), "n_a": len(a), "n_b": len(b),
+                        "gates": [gates.get(arm, st.learning_seeds({}, min_runs=MIN_STUDENT_RUNS)),
+                                  gates.get(teacher, st.learning_seeds({}, min_runs=MIN_TEACHER_RUNS))]})
+        for row, q in zip(out, st.holm([r["p"] for r in out])):
+            row["p_holm"] = q
+            row["mde_sd"] = welch_mde(row["n_a"], row["n_b"], alpha / len(out))
+            row["mde"] = row["mde_sd"] * row["sd"] if math.isfinite(row["sd"]) else math.nan
+            row["verdict"] = welch_verdict(row["delta"], q, row["mde_sd"], row["sd"], alpha=alpha, gates=row["gates"])
+        return out
+
+    table1 = rows([(arm, reference, MEAN) for arm in ARMS]) if reference else []
+    table2 = rows([(arm, t.name, t.specialist_of) for arm in ARMS for t in TEACHERS.values() if t.specialist_of])
+    return {"models": models, "gates": gates, "reference": reference, "table1": table1, "table2": table2}
 
 
-def claim_sentence(name: str, k: dict, unit: str) -> str:
-    """One claim's verdict in words, e.g. "below the best teacher (supcon): -0.033 (n = 3 ..., p = 0.001)"."""
-    verdict = "at or above" if k["diff_mean"] >= 0 else "below"
-    return (f"{verdict} {name} ({k['reference']}, {k['reference_value']:.3f}): {k['diff_mean']:+.3f} "
-            f"(n = {k['n']} {unit}, {k['runs_at_or_above']}/{k['n']} at or above; p = {_p_text(k)})")
+# ---------------------------------------------------------------------------------------------- pre-registration
+def build_preregistration(*, alpha: float = st.ALPHA, power: float = st.POWER) -> dict[str, Any]:
+    """The pre-registration as plain data (``--preregister`` writes it once)."""
+    n_s, n_t = len(STUDENT_SEEDS), len(TEACHER_SEEDS)
+    m1, m2 = len(ARMS), len(ARMS) * sum(t.specialist_of is not None for t in TEACHERS.values())
+    return {
+        "name": "mmkd-small", "scale": "small", "registered": datetime.date.today().isoformat(),
+        "rule": "commit this file before the first run file under benchmarks/results/mmkd_distill/runs/",
+        "claim": "one student distilled from several different expert teachers beats each of them (MMKD-CLIP)",
+        "data": {"domains": {d: {"label": v[0], "mednist_train_classes": list(v[1]), "per_class": MEDNIST_PER_CLASS,
+                                 "pneumoniamnist_train": v[2]} for d, v in DOMAINS.items()},
+                 "note": "pretraining images from the evaluation's train splits only; no labels used in pretraining"},
+        "teachers": {t.name: {"method": t.method, "architecture": t.arch, "recipe": TEACHER_RECIPE, "steps": STEPS,
+                              "domains": list(t.domains), "specialist_of": t.specialist_of, "seeds": list(TEACHER_SEEDS)}
+                     for t in TEACHERS.values()},
+        "arms": {a: {"method": "mmkd", "architecture": STUDENT_ARCH, "recipe": STUDENT_RECIPE, "steps": STEPS,
+                     "overrides": list(o), "teachers": list(TEACHERS), "teacher_filter": "column (its domain's teachers)",
+                     "seeds": list(STUDENT_SEEDS), "teacher_seed": "TEACHER_SEEDS[s % 2]"} for a, o in ARMS.items()},
+        "endpoints": {e: {"evaluation": v[0], "task": f"configs/tasks/{EVALS[v[0]][0]}.yaml",
+                          "overrides": list(EVALS[v[0]][1]), "protocol": v[1], "setting": v[2], "metric": v[3],
+                          "domain": v[4], "label": v[5]} for e, v in ENDPOINTS.items()},
+        "domain_score": "mean of the domain's two endpoints (each in [0, 1], as is; probe seeds averaged first)",
+        "mean_over_domains": "mean of the two domain scores",
+        "primary": {"reference": "the teacher with the highest mean, over its learning runs, of the mean over domains",
+                    "contrasts": [f"{a} - reference > 0 on the mean over domains" for a in ARMS],
+                    "test": "Welch t, two-sided, across the arm's student seeds and the reference's teacher seeds",
+                    "family": {"correction": "holm", "m": m1}},
+        "secondary": {"contrasts": [f"{a} - {t.name} > 0 on the {t.specialist_of} domain score" for a in ARMS
+                                    for t in TEACHERS.values() if t.specialist_of],
+                      "test": "Welch t, two-sided", "family": {"correction": "holm", "m": m2}},
+        "alpha": alpha,
+        "gate": {"rule": "a run whose health verdict (health.json) is not 'learning' is shown, counted and excluded; "
+                         f"a teacher with fewer than {MIN_TEACHER_RUNS} or an arm with fewer than {MIN_STUDENT_RUNS} "
+                         "learning runs gets no verdict",
+                 "min_teacher_runs": MIN_TEACHER_RUNS, "min_student_runs": MIN_STUDENT_RUNS},
+        "verdicts": "supported (Holm p < alpha, positive); not supported (with 'inconclusive' where the MDE at the "
+                    "achieved n exceeds the observed effect in pooled-sd units); no verdict (gate, or no test)",
+        "reported_not_tested": ["cross-teacher code alignment per projector setting (cosine of one image's codes "
+                                "across teachers vs shuffled pairs)",
+                                "accuracy, balanced accuracy and the majority rate beside each classification endpoint",
+                                "every model's endpoints and domain scores; health records"],
+        "planned_n": {"teachers": n_t, "students": n_s},
+        "power": {"target": power, "mde_sd_units": {
+            "primary": round(welch_mde(n_s, n_t, alpha / m1, power), 3),
+            "secondary": round(welch_mde(n_s, n_t, alpha / m2, power), 3)},
+            "note": f"Welch with n = {n_s} vs {n_t} at alpha/m (Bonferroni, Holm's first step), in units of a common "
+                    "sd; no pilot, so no endpoint-unit MDE in advance"},
+    }
 
 
-def contrast_sentence(k: dict) -> str:
-    """A contrast's verdict on the mean over tasks, in words (on its Holm-corrected p when there is one)."""
-    p = k.get("p_holm", k["p"])
-    verdict = ("no reliable difference" if not np.isfinite(p) or p >= 0.05 else
-               ("reliably better" if k["diff_mean"] > 0 else "reliably worse"))
-    return (f"{k['diff_mean']:+.3f} ± {k['diff_sd']:.3f} on the mean over tasks ({k['positive']}/{k['n']} "
-            f"seeds above, p = {p:.3g}{' Holm' if 'p_holm' in k else ''}): {verdict}.")
+HEADER = """# Pre-registration of the MMKD distillation claim at the small scale (benchmarks/mmkd_distill.py --preregister
+# writes it, once). Written before any run file of benchmarks/results/mmkd_distill/runs/; the report tests exactly
+# the contrasts below. Do not edit after the first run file is committed: a change is a new pre-registration.
+"""
 
 
+def write_preregistration(path: Path, data: Mapping[str, Any]) -> Path:
+    """Save ``data`` as YAML at ``path``; an existing file is never overwritten (``FileExistsError``)."""
+    import yaml
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} exists: a pre-registration is written once")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "x") as f:
+        f.write(HEADER + yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=110))
+    return path
+
+
+def require_preregistration(path: Path = PREREGISTRATION, *, committed: bool = True) -> None:
+    """Refuse confirmatory run files before the pre-registration exists and is committed unchanged."""
+    if not Path(path).is_file():
+        raise RuntimeError(f"{relative(str(path))} must exist and be committed before the first run file: run "
+                           "--preregister and commit the file")
+    if committed:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(path)], cwd=REPO, capture_output=True)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(path)], cwd=REPO, capture_output=True)
+        if tracked.returncode != 0 or dirty.returncode != 0:
+            raise RuntimeError(f"{relative(str(path))} is not committed (or has uncommitted changes)")
+
+
+# ------------------------------------------------------------------------------------------------------ report
+def load_runs(folder: Path) -> list[dict[str, Any]]:
+    """Every run file of a folder (``<name>-seed<s>.json``), sorted by (teachers first, name, seed)."""
+    runs = [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*-seed*.json"))]
+    order = [*TEACHERS, *ARMS]
+    return sorted(runs, key=lambda r: (order.index(r["model"]) if r["model"] in order else 99, r["seed"]))
+
+
+def _ms(x: tuple[float, float, int], digits: int = 3) -> str:
+    mean, sd, n = x
+    if not n or not math.isfinite(mean):
+        return "–"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}" if math.isfinite(sd) else f"{mean:.{digits}f}"
+
+
+def _num(x: Any, fmt: str = ".3f") -> str:
+    return format(x, fmt) if isinstance(x, (int, float)) and math.isfinite(x) else "–"
+
+
+def _label(name: str) -> str:
+    if name in TEACHERS:
+        t = TEACHERS[name]
+        return f"teacher `{name}` ({t.arch}, DINO on {' + '.join(DOMAINS[d][0] for d in t.domains)})"
+    return ARM_LABELS.get(name, name)
+
+
+def report(runs: Sequence[Mapping[str, Any]], *, prereg: Mapping[str, Any] | None, command: str) -> str:
+    """The section's markdown from the run files (the page section and ``results.md``)."""
+    res = analyse(runs, alpha=float((prereg or {}).get("alpha", st.ALPHA)))
+    models, gates = res["models"], res["gates"]
+    n_of = {m: len(models.get(m, {})) for m in (*TEACHERS, *ARMS)}
+    teacher_n = ", ".join(f"`{t}` n = {n_of[t]}" for t in TEACHERS)
+    arm_n = ", ".join(f"`{a}` n = {n_of[a]}" for a in ARMS)
+    planned_t, planned_s = len(TEACHER_SEEDS), len(STUDENT_SEEDS)
+    partial = any(n_of[t] < planned_t for t in TEACHERS) or any(n_of[a] < planned_s for a in ARMS)
+    ref = res["reference"]
+    minutes = sum((r.get("timings") or {}).get("pretrain_s") or 0 for r in runs) / 60
+    eval_minutes = sum((r.get("timings") or {}).get("evaluation_s") or 0 for r in runs) / 60
+    lines = [
+        "## MMKD: one student distilled from several different experts, against each of them", "",
+        "Pre-registered in `benchmarks/preregistered/mmkd-small.yaml`"
+        + (f" ({prereg['registered']})" if prereg else " (**missing**)")
+        + ": the reference is the best teacher on the mean over domains (CT; radiograph/MR), each domain's score "
+        "the mean of its two endpoints in [0, 1] as is; each student arm against it with Welch's t across "
+        "student and teacher seeds, two-sided, α = 0.05, Holm over the table; and each arm against each domain's "
+        "specialist on that domain, Holm over that table.", "",
+        f"Teachers (pretraining runs so far): {teacher_n} (planned n = {planned_t} each); "
+        f"students (distillation runs so far): {arm_n} (planned n = {planned_s} each)"
+        + (" — **partial: the planned runs are not all done**." if partial else "."), "",
+        "Teachers: label-free DINO (`configs/small/dino.yaml`, 300 steps of batch 32, 64 + 2 × 32 px), each on "
+        f"its own data: `ct` ({TEACHERS['ct'].arch}) on {MEDNIST_PER_CLASS} MedNIST train images of each CT class "
+        f"(AbdomenCT, ChestCT, HeadCT); `xr` ({TEACHERS['xr'].arch}) on {MEDNIST_PER_CLASS} of each of BreastMRI, CXR, "
+        f"Hand plus {PNEUMONIA_TRAIN} PneumoniaMNIST train images; `all` ({TEACHERS['all'].arch}) on the union. "
+        f"Students: `{STUDENT_ARCH}` (1.5 M parameters, 64 px, `{STUDENT_RECIPE}`: 300 steps of batch 32, D = 128, "
+        "FD summed over D at 50/128) distilled with `organfm pretrain --method mmkd` on the union, each image "
+        "drawing one of its domain's teachers (its specialist or `all`; `method.teacher_filter=column`); student "
+        "seed s distils the teachers of seed s mod 2. Arms: reconstruction-only projector (`student`) and the "
+        "projector's NT-Xent term across teachers (`student_ntxent`, `method.projector_contrastive=1`). "
+        "Evaluation: `organfm.evaluation.evaluate_models` on frozen features (`benchmarks/mmkd_distill.py`, "
+        f"`EVALS`). CPU (2 shared cores): pretraining {minutes:.0f} min and evaluation {eval_minutes:.0f} min in "
+        "all the run files.", "",
+        "Health (`health.json` of each run; a run not `learning` is left out): "
+        + ("; ".join(f"`{m}`: {gates[m].text}" for m in (*TEACHERS, *ARMS) if m in gates) or "no run files yet")
+        + ".", "",
+        "Every model (mean ± sd over its learning runs; n = runs):", "",
+        "| model | n | " + " | ".join(v[5] for v in ENDPOINTS.values()) + " | CT domain | radiograph/MR domain "
+        "| mean over domains |", "|---|---|" + "---|" * (len(ENDPOINTS) + 3)]
+    for m in (*TEACHERS, *ARMS):
+        if m not in models:
+            continue
+        seeds = [s for s in gates[m].kept]
+        cells = [_ms(st.mean_sd([models[m][s][c] for s in seeds])) for c in (*ENDPOINTS, *DOMAINS, MEAN)]
+        lines.append(f"| {_label(m)} | {len(seeds)} | " + " | ".join(cells) + " |")
+    lines += ["", f"**Pre-registered reference: {'teacher `' + ref + '`' if ref else 'none yet (no teacher with ' + str(MIN_TEACHER_RUNS) + ' learning runs)'}** "
+              "(the best teacher on the mean over domains).", "",
+              "Table 1 — each arm against the reference on the mean over domains (Δ = arm − reference; Welch; MDE: the "
+              "smallest true Δ detected with power 0.8 at α/m, in pooled-sd units and in the endpoint's units):", "",
+              "| arm | reference | arm | reference | Δ | n (students vs teacher) | p | Holm p | MDE | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in res["table1"]:
+        lines.append(_row(row))
+    if not res["table1"]:
+        lines.append("| – | – | – | – | – | – | – | – | – | no reference yet |")
+    lines += ["", "Table 2 — each arm against each domain's specialist on that domain's score (Welch, Holm over the "
+              "table):", "", "| arm | specialist (domain) | arm | specialist | Δ | n (students vs teacher) | p | Holm p "
+              "| MDE | verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [_row(row) for row in res["table2"]]
+    lines += ["", "Cross-teacher code alignment of each student run's projector (reported, not tested): mean over "
+              "teacher pairs of the cosine between one image's two codes, and between an image's code and a "
+              "random other image's code (mean ± sd over runs):", "",
+              "| projector | runs | same image | shuffled pairs |", "|---|---|---|---|"]
+    for arm in ARMS:
+        al = [r["alignment"] for r in runs if r["model"] == arm and r.get("alignment")]
+        if al:
+            lines.append(f"| {ARM_LABELS[arm]} | {len(al)} | {_ms(st.mean_sd([a['same_image'] for a in al]))} | "
+                         f"{_ms(st.mean_sd([a['shuffled'] for a in al]))} |")
+    lines += ["", "Instrument check (not tested): each classification endpoint's accuracy beside balanced accuracy "
+              "and the test set's majority rate (always predicting the most frequent class); the CT organ crops' "
+              "`clusters` protocol reports kNN accuracy and NMI only.", "",
+              "| endpoint | model | n | accuracy | balanced accuracy | AUC | majority rate |", "|---|---|---|---|---|---|---|"]
+    for e, (ev, protocol, setting, metric, _, label) in ENDPOINTS.items():
+        if protocol == "clusters":
+            continue
+        for m in (*TEACHERS, *ARMS):
+            rs = [r for r in runs if r["model"] == m and int(r["seed"]) in (gates[m].kept if m in gates else ())]
+            if not rs:
+                continue
+            cells = [_ms(st.mean_sd([float(np.mean(v)) for r in rs if (v := endpoint_values(r, e, k))]))
+                     for k in ("accuracy", "balanced_accuracy", "auc", "majority_accuracy")]
+            lines.append(f"| {label} | `{m}` | {len(rs)} | " + " | ".join(cells) + " |")
+    lines += ["", "Caveats: a small recipe (tiny teachers, 300 steps, 64 px; the seed distils nine biomedical CLIP "
+              "models into a ViT-B/16), images only (no texts); MedNIST has no patient ids; the PneumoniaMNIST copy "
+              "has a modified train split; the CT organ crops come from one scan (neighbouring slices alike). "
+              "Teacher n is small, so Welch's df and power are low (MDE column); a large p is not evidence of parity.",
+              "", f"Regenerate: `{command}` (one run: `python benchmarks/mmkd_distill.py --model <teacher or arm> "
+              "--seed <s>`).", ""]
+    return "\n".join(lines)
+
+
+def _row(row: Mapping[str, Any]) -> str:
+    mde = f"{_num(row['mde_sd'], '.2f')} sd = {_num(row['mde'])}" if math.isfinite(row["mde_sd"]) else "–"
+    column = "mean over domains" if row["column"] == MEAN else DOMAINS[row["column"]][0]
+    return (f"| `{row['arm']}` | `{row['teacher']}` ({column}) | {_ms(row['a'])} | {_ms(row['b'])} | "
+            f"{_num(row['delta'], '+.3f')} | {row['n_a']} vs {row['n_b']} | {st.pvalue(row['p'])} | "
+            f"{st.pvalue(row['p_holm'])} | {mde} | {row['verdict']} |")
+
+
+def write_report(out: Path, docs: Path | None, *, command: str) -> str:
+    """Aggregate ``<out>/runs/``, write ``<out>/results.md`` and (``docs`` given) the page section."""
+    import yaml
+
+    runs = load_runs(out / "runs")
+    prereg = yaml.safe_load(PREREGISTRATION.read_text()) if PREREGISTRATION.is_file() else None
+    md = report(runs, prereg=prereg, command=command)
+    (out / "results.md").write_text(md)
+    if docs is not None:
+        write_section(docs, BEGIN, END, md)
+    print(md)
+    return md
+
+
+# -------------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher-steps", type=int, default=40)
-    p.add_argument("--student-steps", type=int, default=40)
-    p.add_argument("--seeds", type=int, default=3, help="distillation runs per arm")
-    p.add_argument("--per-organ", type=int, default=60, help="MedNIST train images per organ for pretraining")
+    p.add_argument("--model", help=f"a teacher ({', '.join(TEACHERS)}) or an arm ({', '.join(ARMS)})")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--stage", choices=("all", "pretrain"), default="all",
+                   help="pretrain: only the pretraining run (no evaluation, no run file)")
+    p.add_argument("--preregister", action="store_true", help=f"write {relative(str(PREREGISTRATION))} once and stop")
+    p.add_argument("--report", action="store_true", help="only aggregate the run files into the report and the page")
+    p.add_argument("--smoke", action="store_true", help="every model at a few steps, tiny data, a temp folder")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "mmkd_distill"))
+    p.add_argument("--out", default=str(OUT))
     p.add_argument("--docs", default=str(REPO / "docs" / "results.md"), help="results page ('' to skip)")
-    p.add_argument("--quick", action="store_true", help="few steps, 2 runs: a smoke run, not a result")
     args = p.parse_args(argv)
-    if args.quick:
-        args.teacher_steps, args.student_steps, args.seeds, args.per_organ = 4, 4, 2, 20
-    # one thread: these networks are tiny, and on a shared, busy CPU two threads ran up to 10x slower (measured)
-    torch.set_num_threads(int(os.environ.get("ORGANFM_THREADS", "1")))
-    out, data_root = Path(args.out), Path(args.data).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    folder = cut_mednist(data_root, out / "mednist-train-subset", args.per_organ)
-    trained: list[str] = []
-    reused: list[str] = []
-    order: list[str] = []  # every run, in the order they were asked for
+    out, data_root = Path(args.out).resolve(), Path(args.data).resolve()
+    docs = Path(args.docs) if args.docs else None
+    report_cmd = "python benchmarks/mmkd_distill.py --report"
+    if args.preregister:
+        print(f"wrote {write_preregistration(PREREGISTRATION, build_preregistration())}: commit it before any run file")
+        return 0
+    if args.report:
+        write_report(out, docs, command=report_cmd)
+        return 0
+    import torch
 
-    def run(name: str, method: str, overrides: list[str]) -> Path:
-        steps = int(next(o for o in overrides if o.startswith("trainer.max_steps=")).split("=")[1])
-        (reused if finished(out / "runs" / name, steps) else trained).append(name)
-        order.append(name)
-        return pretrain_run(out / "runs" / name, method, overrides)
-
-    exports = {m: run(m, TEACHER_METHODS.get(m, m), [*COMMON, *extra, f"data={folder}",
-                                                     f"trainer.max_steps={args.teacher_steps}", "trainer.seed=0"])
-               for m, extra in TEACHERS.items()}
-    image_teachers = ",".join(f"{m}={exports[m]}" for m in IMAGE_TEACHERS)
-    all_teachers = ",".join(f"{m}={e}" for m, e in exports.items())
-    clip = exports[TEXT_TEACHER]
-    arms, students = [], {}
-    text_student = [*CAPTIONS, "method.teacher_filter=caption"]
-    for label, prefix, run_prefix, teachers, extra, reference in (
-            # the image-only arm's overrides are the original benchmark's (its runs are reused)
-            ("student (mmkd)", "student", "mmkd", IMAGE_TEACHERS, [f"method.teachers=[{image_teachers}]"], None),
-            ("student, 4 teachers (mmkd)", "student4", "mmkd4", tuple(exports),
-             [f"method.teachers=[{all_teachers}]"], None),
-            ("student, 4 teachers, NT-Xent projector (mmkd)", "student4x", "mmkd4x", tuple(exports),
-             [f"method.teachers=[{all_teachers}]", "method.projector_contrastive=1.0"], None),
-            ("student+text, no stage 1 (mmkd, texts)", "student-text0", "mmkd-text0", tuple(exports),
-             [f"method.teachers=[{all_teachers}]", *text_student], TEXT_TEACHER),
-            ("student+text (mmkd, texts)", "student-text", "mmkd-text", tuple(exports),
-             [f"method.teachers=[{all_teachers}]", *text_student, f"method.text_init={clip}",
-              f"backbone.pretrained_file={clip / 'backbone.safetensors'}"], TEXT_TEACHER)):
-        names = [f"{prefix}-s{s}" for s in range(args.seeds)]
-        for s, name in enumerate(names):
-            students[name] = run(f"{run_prefix}-s{s}", "mmkd", [
-                *COMMON, f"data={folder}", *extra, f"method.features_dir={out / 'teacher_features'}",  # embedded once
-                f"trainer.max_steps={args.student_steps}", f"trainer.seed={s}"])
-        arms.append(Arm(label, tuple(names), tuple(teachers), reference))
-    # arms that differ in one thing, paired by seed (a seed fixes the student's initial backbone and data order)
-    contrasts = [Contrast("4th teacher", arms[1], arms[0]), Contrast("NT-Xent projector", arms[2], arms[1]),
-                 Contrast("texts", arms[3], arms[1]), Contrast("stage 1", arms[4], arms[3])]
-    models = {**{m: str(e) for m, e in exports.items()}, **{k: str(v) for k, v in students.items()}}
-    scores = evaluate(models, out=out / "eval", data_root=data_root)
-    md_table, claims = table(scores, list(exports), arms)
-    md_contrasts, contrast_stats = contrast_table(contrasts, scores)
-    python = Path(sys.executable)
-    python = str(python.relative_to(REPO)) if python.is_relative_to(REPO) else "python"
-    command = (f"nice -n {os.nice(0)} " if os.nice(0) else "") + f"{python} benchmarks/mmkd_distill.py " \
-        + shlex.join(argv if argv is not None else sys.argv[1:])
-    minutes = (time.time() - t0) / 60
-    n_img = sum(1 for _ in folder.rglob("*.png"))
-    seconds = {n: run_seconds(out / "runs" / n) for n in order}
-    timed = ", ".join(f"{n} {v:.0f} s" for n, v in seconds.items() if v is not None) or "none recorded"
-    untimed = [n for n, v in seconds.items() if v is None]
-    if untimed:
-        timed += f" (not recorded for {', '.join(untimed)}: trained before the benchmark kept timings)"
-    data_info = out / "runs" / IMAGE_TEACHERS[0] / "data.json"  # what pretraining read of the folder
-    n_read = json.loads(data_info.read_text()).get("n_items", "?") if data_info.is_file() else "?"
-    md = "\n".join([
-        "## MMKD: distilling several teachers into one student, with and without texts", "",
-        f"Teachers, each pretrained here for {args.teacher_steps} steps (batch 16, 32 px) on a folder of "
-        f"{args.per_organ} MedNIST train-split images per organ ({n_img} PNGs, of which pretraining reads the "
-        f"folder's default 80 % train split, {n_read} images): Coda, SupCon and DINO (images only) and CLIP (MMKD-CLIP's stage 1: the image "
-        "backbone plus a small 2-layer text Transformer on captions templated from the organ folder names, "
-        f"\"a {MODALITY} image of the CXR\"). Students: `{ARCH}` (the teachers' architecture) distilled with "
-        f"`organfm pretrain --method mmkd` for {args.student_steps} steps from the teachers' stored, projected "
-        "features (task + 50·FD + ICL, one teacher sampled per image), in five arms:", "",
-        "- **student (mmkd)**: images only (two views), from Coda, SupCon and DINO: the benchmark's original arm, "
-        "with the same settings;",
-        "- **student, 4 teachers (mmkd)**: images only, from all four teachers (CLIP as an image teacher);",
-        "- **student, 4 teachers, NT-Xent projector (mmkd)**: the same, with the seed's optional projector term "
-        "(`method.projector_contrastive=1`: NT-Xent, positives = one image's codes across teachers, so the "
-        "teachers' targets for an image agree);",
-        "- **student+text, no stage 1 (mmkd, texts)**: MMKD-CLIP's stage 2 from a random student: image-text pairs "
-        "with the same captions, from all four teachers (CLIP gives image and text targets, the others image "
-        "targets only), `method.teacher_filter=caption` (CLIP is kept for an image when it ranks the image's own "
-        "caption first; the image-only teachers stay available);",
-        "- **student+text (mmkd, texts)**: the same, started from the CLIP teacher's backbone and text side "
-        "(`backbone.pretrained_file`, `method.text_init`): MMKD-CLIP's stage 1 -> stage 2.", "",
-        f"n = {args.seeds} distillation runs per arm (seeds 0..{args.seeds - 1}; the unit), n = 1 pretraining run "
-        "per teacher. Frozen-feature evaluation through `organfm.evaluation.evaluate_models` (capped MedNIST and "
-        "PneumoniaMNIST splits, linear grid 3 lr x 2 wd; CT organ crops from one scan); the mean is over those "
-        "five tasks. For models with a text tower only (n/a for the others), on the same capped MedNIST test "
-        f"split: zero-shot accuracy (protocol `zeroshot`, one prompt per class, \"a {MODALITY} image of the "
-        "<class>\", the training captions' template) and text -> image Recall@1 (protocol `retrieval`: each test "
-        "image's caption queries the test images, any image of its class is a hit, ties count as misses; "
-        "image -> text R@1 is not shown because with one caption per class it equals zero-shot accuracy). "
-        f"Wall time on a shared 2-core CPU (nice {os.nice(0)}, {torch.get_num_threads()} thread(s)): pretraining, as measured when each run was "
-        f"trained: {timed}; the invocation that wrote this: {minutes:.1f} min"
-        + (f" (it reused {len(reused)} of {len(reused) + len(trained)} runs)." if reused else "."), "",
-        md_table, "",
-        "Comparisons: each arm against the best single teacher it was distilled from, per column (chosen after the "
-        "fact), and the text arm against the CLIP teacher on the text columns; one-sided one-sample t-test of the "
-        "per-run differences arm − reference < 0 (scipy.stats.ttest_1samp). The five per-task p-values are "
-        "Holm-corrected within an arm; the mean over tasks and the text columns are tested on their own. A "
-        "p-value below 0.05 means the arm is reliably BELOW the reference there; a large p-value is not evidence "
-        "of parity with n this small.", "",
-        f"**Claim (seed): the student is at or above the best single teacher.** On the mean over tasks the "
-        + "; ".join(f"{a.label} is {claim_sentence('the best of its teachers', claims[a.label][MEAN], 'distillation runs')}"
-                    for a in arms) + ".", "",
-        "**Claim (seed, text side): the student is at or above the CLIP teacher on zero-shot accuracy.** On MedNIST "
-        "zero-shot accuracy " + "; ".join(
-            f"{a.label} is {claim_sentence('the CLIP teacher', claims[a.label]['MedNIST zero-shot'], 'distillation runs')}"
-            for a in arms if a.text_reference) + ". (\"At or above\" is the direction of the mean difference; with "
-        "a large p the runs are not reliably below the teacher, which is not a proof of parity.)", "",
-        "**What a 4th teacher, the projector term, the texts and stage 1 change** (arms that differ in one thing, runs paired by distillation seed; the "
-        "seed fixes the student's initial backbone, data order and views; two-sided paired t-test, the five tasks "
-        "Holm-corrected within a contrast, the means Holm-corrected across the contrasts):", "",
-        md_contrasts, "",
-        *(f"- {c.label} ({c.arm.label} vs {c.baseline.label}): " + contrast_sentence(contrast_stats[c.label][MEAN])
-          for c in contrasts), "",
-        "Caveats: tiny recipe (a 0.2M-parameter network, minutes of CPU pretraining; the text tower is a small "
-        "Transformer learnt from six distinct captions, not a biomedical language model): these are the mechanics "
-        "of distillation at toy scale, not the seed's biomedical-CLIP setting; the teachers are single runs; with "
-        "six captions, zero-shot is a six-way nearest-prompt classifier and retrieval has only six distinct queries "
-        "(so t2i R@1 moves in steps of a class's share of the test split). The stage 1 arm has had twice the steps "
-        "of the others (CLIP's plus distillation's).",
-        "",
-        f"Regenerate: `{command.strip()}`", ""])
-    (out / "results.md").write_text(md)
-    (out / "scores.json").write_text(json.dumps({"scores": scores, "claims": claims, "contrasts": contrast_stats},
-                                                indent=1))
-    if args.docs and not args.quick:
-        write_section(Path(args.docs), BEGIN, END, md)
-    print(md)
+    torch.set_num_threads(int(os.environ.get("ORGANFM_THREADS", "2")))
+    if args.smoke:
+        tmp = Path(tempfile.mkdtemp(prefix="mmkd-smoke-"))
+        manifests = cut_data(data_root, tmp / "pretrain" / "data", per_class=24, pneumonia=24)
+        for name, seed in [*((t, 0) for t in TEACHERS), ("student_ntxent", 0)]:
+            run_one(name, seed, out=tmp, data_root=data_root, steps=4, manifests=manifests, command="--smoke",
+                    eval_overrides=SMOKE_CAPS)
+        print(report(load_runs(tmp / "runs"), prereg=None, command="--smoke"))
+        print(f"smoke run in {tmp} (not a result)")
+        return 0
+    if args.model is None or args.seed is None:
+        p.error("give --model and --seed (or --preregister, --report, --smoke)")
+    is_teacher(args.model)
+    require_preregistration()
+    command = f"python benchmarks/mmkd_distill.py --model {args.model} --seed {args.seed}"
+    if run_one(args.model, args.seed, out=out, data_root=data_root, stage=args.stage, command=command) is not None:
+        write_report(out, docs, command=report_cmd)
     return 0
 
 

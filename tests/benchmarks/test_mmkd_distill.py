@@ -1,140 +1,158 @@
-"""The MMKD benchmark's table and claim statistics on hand-made scores, and its results-page markers."""
+"""The MMKD benchmark's design, statistics and report on hand-made run files (no pretraining here)."""
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
+import claims as st  # noqa: E402
 import mmkd_distill as bench  # noqa: E402
 
-ZS, T2I = list(bench.TEXT_TASKS)
-IMAGE = bench.Arm("student (mmkd)", ("student-s0", "student-s1", "student-s2"), ("coda", "supcon", "dino"))
-TEXT = bench.Arm("student+text", ("text-s0", "text-s1", "text-s2"), ("coda", "supcon", "dino", "clip"), "clip")
+
+def _run(model: str, seed: int, value: float, *, verdict: str = "learning", ct: float | None = None,
+         xr: float | None = None, alignment: float | None = None) -> dict:
+    """A run file whose endpoints are all ``value`` (or ``ct`` / ``xr`` on that domain's two endpoints)."""
+    evaluation: dict = {}
+    for e, (ev, protocol, setting, metric, domain, _) in bench.ENDPOINTS.items():
+        v = {"ct": ct, "xr": xr}[domain]
+        v = value if v is None else v
+        values = {metric: [v, v]}
+        if metric in ("accuracy", "auc"):
+            values |= {"accuracy": [v], "balanced_accuracy": [v - 0.01], "auc": [v], "majority_accuracy": [0.5]}
+        evaluation.setdefault(ev, {"rows": []})["rows"].append({"protocol": protocol, "setting": setting,
+                                                                 "values": values})
+    run = {"model": model, "seed": seed, "health": {"verdict": verdict}, "evaluation": evaluation,
+           "timings": {"pretrain_s": 60.0, "evaluation_s": 30.0}}
+    if alignment is not None:
+        run["alignment"] = {"same_image": alignment, "shuffled": 0.1}
+    return run
 
 
-def _scores():
-    """Flat scores per model: coda best on every task but the last (supcon), clip best of all on the first."""
-    cols = list(bench.TASKS)
-    teachers = {"coda": 0.8, "supcon": 0.7, "dino": 0.6, "clip": 0.65}
-    scores = {t: {c: v for c in cols} for t, v in teachers.items()}
-    scores["coda"][cols[-1]] = 0.5  # supcon is best on the last column
-    scores["clip"][cols[0]] = 0.9  # clip is best on the first column, but not among the image arm's teachers
-    scores["clip"] |= {ZS: 0.5, T2I: 0.4}
-    for s, v in (("student-s0", 0.81), ("student-s1", 0.79), ("student-s2", 0.84)):
-        scores[s] = {c: v for c in cols}
-    for s, v, zs in (("text-s0", 0.7, 0.55), ("text-s1", 0.72, 0.45), ("text-s2", 0.74, 0.47)):
-        scores[s] = {c: v for c in cols} | {ZS: zs, T2I: 0.4}
-    return scores, list(teachers)
+def _runs(student_shift: float = 0.1) -> list[dict]:
+    runs = [_run("ct", s, 0.6 + 0.01 * s, ct=0.9 + 0.01 * s) for s in (0, 1)]
+    runs += [_run("xr", s, 0.55 + 0.01 * s, xr=0.85 - 0.01 * s) for s in (0, 1)]
+    runs += [_run("all", s, 0.8 + 0.02 * s) for s in (0, 1)]  # best on the mean over domains: 0.81
+    for arm in bench.ARMS:
+        runs += [_run(arm, s, 0.81 + student_shift + 0.005 * s, alignment=0.3) for s in range(5)]
+    return runs
 
 
-def test_each_arm_is_compared_with_the_best_of_its_own_teachers_per_column():
-    scores, teachers = _scores()
-    md, claims = bench.table(scores, teachers, [IMAGE, TEXT])
-    first, last = list(bench.TASKS)[0], list(bench.TASKS)[-1]
-    image, text = claims[IMAGE.label], claims[TEXT.label]
-    # clip is best on the first column, but the image arm was not distilled from it
-    assert image[first]["reference"] == "coda" and text[first]["reference"] == "clip"
-    assert image[last]["reference"] == "supcon" and text[last]["reference"] == "supcon"
-    assert image[first]["diff_mean"] == pytest.approx((0.01 - 0.01 + 0.04) / 3)
-    assert image[first]["runs_at_or_above"] == 2 and image[first]["n"] == 3
-    p = stats.ttest_1samp([0.01, -0.01, 0.04], 0.0, alternative="less").pvalue
-    assert image[first]["p_below"] == pytest.approx(p)
-    assert text[first]["diff_mean"] == pytest.approx(0.72 - 0.9)
-    # mean over tasks: the teachers' means, each run's mean of its own five columns (not the text columns)
-    assert scores["coda"][bench.MEAN] == pytest.approx((0.8 * 4 + 0.5) / 5)
-    assert scores["text-s0"][bench.MEAN] == pytest.approx(0.7)
-    assert image[bench.MEAN]["reference"] == "coda"  # 0.74 beats clip's (0.9 + 4 * 0.65) / 5 = 0.70
-    assert "| **student (mmkd)** | 3 |" in md and "| **student+text** | 3 |" in md and "(Holm)" in md
+def test_teachers_differ_in_architecture_and_specialists_cover_disjoint_domains():
+    archs = {t.arch for t in bench.TEACHERS.values()}
+    assert len(archs) == len(bench.TEACHERS)
+    specialists = {t.specialist_of: t for t in bench.TEACHERS.values() if t.specialist_of}
+    assert set(specialists) == set(bench.DOMAINS)
+    assert all(t.domains == (d,) for d, t in specialists.items())
+    classes = [set(v[1]) for v in bench.DOMAINS.values()]
+    assert not set.intersection(*classes)
+    assert all(sum(spec[4] == d for spec in bench.ENDPOINTS.values()) == 2 for d in bench.DOMAINS)
 
 
-def test_the_text_arm_is_compared_with_clip_on_the_text_columns():
-    scores, teachers = _scores()
-    md, claims = bench.table(scores, teachers, [IMAGE, TEXT])
-    zs = claims[TEXT.label][ZS]
-    assert zs["reference"] == "clip" and zs["reference_value"] == 0.5
-    assert zs["diff_mean"] == pytest.approx((0.05 - 0.05 - 0.03) / 3) and zs["runs_at_or_above"] == 1
-    assert zs["p_below"] == pytest.approx(stats.ttest_1samp([0.05, -0.05, -0.03], 0.0, alternative="less").pvalue)
-    assert "p_below_holm" not in zs  # the headline text claim is tested on its own
-    # every run equals clip on retrieval: no spread, no p-value, all runs "at or above"
-    t2i = claims[TEXT.label][T2I]
-    assert np.isnan(t2i["p_below"]) and t2i["runs_at_or_above"] == 3 and "n/a (no spread)" in md
-    assert ZS not in claims[IMAGE.label]  # no text claim without a text reference
+def test_student_recipe_distils_every_teacher_of_its_teacher_seed_by_domain(tmp_path):
+    manifests = {n: tmp_path / f"{n}.csv" for n in ("ct", "xr", "union")}
+    config, overrides = bench.recipe("student_ntxent", 3, out=tmp_path, manifests=manifests)
+    assert config == bench.STUDENT_RECIPE and "method.projector_contrastive=1.0" in overrides
+    teachers = next(o for o in overrides if o.startswith("method.teachers="))
+    for t in bench.TEACHERS:
+        assert f"{t}={tmp_path / 'pretrain' / f'teacher-{t}-s1'}" in teachers  # seed 3 -> teachers of seed 1
+    assert f"data={manifests['union']}" in overrides and "trainer.seed=3" in overrides
+    config, overrides = bench.recipe("xr", 1, out=tmp_path, manifests=manifests)
+    assert config == bench.TEACHER_RECIPE and f"data={manifests['xr']}" in overrides
+    assert "backbone.name=test_resnet" in overrides
+    _, overrides = bench.recipe("all", 0, out=tmp_path, manifests=manifests)
+    assert f"data={manifests['union']}" in overrides
+    yaml = __import__("yaml").safe_load((bench.REPO / bench.STUDENT_RECIPE).read_text())
+    assert yaml["method"]["fd_scale"] == "sum" and yaml["method"]["teacher_filter"] == "column"
+    assert yaml["backbone"]["name"] == bench.STUDENT_ARCH
 
 
-def test_models_without_a_text_tower_show_na_in_the_text_columns():
-    scores, teachers = _scores()
-    md, _ = bench.table(scores, teachers, [IMAGE, TEXT])
-    score_table = md.split("\n\n")[0]  # the comparisons table follows after a blank line
-    rows = {line.split(" | ")[0].strip("| *"): line.split(" | ") for line in score_table.splitlines()}
-    assert rows["teacher coda"][-2:] == ["n/a", "n/a |"]
-    assert rows["student (mmkd)"][-2:] == ["n/a", "n/a |"]
-    assert rows["teacher clip"][-2:] == ["0.500", "0.400 |"]
-    sd = np.std([0.55, 0.45, 0.47], ddof=1)
-    assert rows["student+text"][-2] == f"{np.mean([0.55, 0.45, 0.47]):.3f} ± {sd:.3f}"
+def test_domain_scores_and_the_mean_over_domains():
+    s = bench.scores(_run("ct", 0, 0.5, ct=0.9))
+    assert s["ct"] == pytest.approx(0.9) and s["xr"] == pytest.approx(0.5)
+    assert s[bench.MEAN] == pytest.approx(0.7)
 
 
-def test_an_arm_whose_runs_disagree_on_having_text_is_an_error():
-    scores, teachers = _scores()
-    del scores["text-s1"][ZS]
-    with pytest.raises(ValueError, match="text-s1"):
-        bench.table(scores, teachers, [IMAGE, TEXT])
+def test_reference_is_the_best_teacher_on_the_mean_over_domains_and_welch_holm():
+    res = bench.analyse(_runs())
+    assert res["reference"] == "all"
+    assert [r["arm"] for r in res["table1"]] == list(bench.ARMS)
+    row = res["table1"][0]
+    a = [0.91 + 0.005 * s for s in range(5)]
+    b = [0.8, 0.82]
+    assert row["delta"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert row["p"] == pytest.approx(st.welch_t(a, b)[2])
+    assert row["p_holm"] == pytest.approx(st.holm([r["p"] for r in res["table1"]])[0])
+    assert row["n_a"] == 5 and row["n_b"] == 2
+    assert math.isfinite(row["mde_sd"]) and row["mde_sd"] > 0
+    # table 2: each arm against each specialist on its own domain (4 rows, one Holm family)
+    assert [(r["arm"], r["teacher"], r["column"]) for r in res["table2"]] == [
+        (arm, t, t) for arm in bench.ARMS for t in ("ct", "xr")]
+    ct_row = res["table2"][0]
+    assert ct_row["b"][0] == pytest.approx(0.905)
 
 
-def test_an_arm_naming_an_unknown_teacher_is_an_error():
-    scores, teachers = _scores()
-    arm = bench.Arm("x", IMAGE.runs, ("coda", "biomedclip"))
-    with pytest.raises(ValueError, match="biomedclip"):
-        bench.table(scores, teachers, [arm])
+def test_a_teacher_that_is_not_learning_is_left_out_and_cannot_be_the_reference():
+    runs = _runs()
+    runs = [dict(r, health={"verdict": "stalled"}) if r["model"] == "all" and r["seed"] == 1 else r for r in runs]
+    res = bench.analyse(runs)
+    assert res["gates"]["all"].blocks and res["reference"] == "ct"  # ct: (0.905 + 0.605) / 2 > xr's 0.6975
 
 
-def test_holm_by_hand():
-    adjusted = bench.holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": float("nan")})
-    # sorted 0.01, 0.03, 0.04 over a family of 3: 3*0.01, max(0.03, 2*0.03), max(0.06, 1*0.04)
-    assert adjusted == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
-    assert bench.holm({"a": 0.6, "b": 0.5}) == pytest.approx({"b": 1.0, "a": 1.0})  # capped at 1
+def test_welch_mde_shrinks_with_n_and_matches_its_power():
+    from scipy import stats
+
+    small, large = bench.welch_mde(5, 2, 0.05), bench.welch_mde(20, 20, 0.05)
+    assert large < small and math.isinf(bench.welch_mde(5, 1, 0.05))
+    # at n = 20 vs 20 the Welch df is 38 and the MDE is near (z + z_power) * sqrt(2 / 20)
+    assert large == pytest.approx((stats.norm.ppf(0.975) + stats.norm.ppf(0.8)) * math.sqrt(0.1), rel=0.05)
 
 
-def test_compare_one_run_has_no_p_value():
-    k = bench.compare(np.array([0.7]), 0.6)
-    assert k["diff_mean"] == pytest.approx(0.1) and k["n"] == 1 and k["runs_at_or_above"] == 1
-    assert np.isnan(k["p_below"])
+def test_verdicts():
+    gate = st.learning_seeds({0: "learning", 1: "learning", 2: "learning"})
+    assert bench.welch_verdict(0.1, 0.01, 2.0, 0.01, alpha=0.05, gates=[gate]) == "supported"
+    assert "opposite sign" in bench.welch_verdict(-0.1, 0.01, 2.0, 0.01, alpha=0.05, gates=[gate])
+    assert "inconclusive" in bench.welch_verdict(0.01, 0.5, 2.0, 0.01, alpha=0.05, gates=[gate])
+    short = st.learning_seeds({0: "learning"}, min_runs=2)
+    assert bench.welch_verdict(0.1, 0.01, 2.0, 0.01, alpha=0.05, gates=[short]).startswith("no verdict")
 
 
+def test_code_alignment_tells_aligned_codes_from_shuffled(tmp_path):
+    import torch
 
-def test_contrasts_pair_runs_by_seed_with_a_two_sided_t_and_holm_over_the_tasks():
-    scores, teachers = _scores()
-    bench.table(scores, teachers, [IMAGE, TEXT])  # adds the mean over tasks
-    cols = list(bench.TASKS)
-    scores["text-s1"][cols[1]] = 0.80  # one column of one run differs, so its diffs differ from the others
-    contrast = bench.Contrast("texts", TEXT, IMAGE)
-    res = bench.paired(contrast, scores, [*cols, bench.MEAN])
-    diffs = [0.7 - 0.81, 0.72 - 0.79, 0.74 - 0.84]  # paired by position (seed), not sorted
-    assert res[cols[0]]["diff_mean"] == pytest.approx(np.mean(diffs))
-    assert res[cols[0]]["diff_sd"] == pytest.approx(np.std(diffs, ddof=1))
-    assert res[cols[0]]["p"] == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue)
-    assert res[cols[0]]["positive"] == 0 and res[cols[0]]["n"] == 3
-    # Holm over the five tasks only; the mean keeps its own p
-    ps = sorted(res[c]["p"] for c in cols)
-    assert min(res[c]["p_holm"] for c in cols) == pytest.approx(min(1.0, 5 * ps[0]))
-    assert "p_holm" not in res[bench.MEAN]
-    md, _ = bench.contrast_table([contrast], scores)
-    assert md.count("| texts |") == 6
-    with pytest.raises(ValueError, match="pair by seed"):
-        bench.paired(bench.Contrast("x", TEXT, bench.Arm("short", ("student-s0",), ("coda",))), scores, cols)
+    from organfm.batches.features import FIT_FILE
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(size=(200, 8))
+    codes = [shared + 0.1 * rng.normal(size=shared.shape), shared + 0.1 * rng.normal(size=shared.shape)]
+    for k, c in enumerate(codes):
+        np.save(tmp_path / f"teacher-{k}.npy", (c / np.linalg.norm(c, axis=1, keepdims=True)).astype(np.float32))
+    torch.save({"names": ["a", "b"]}, tmp_path / FIT_FILE)
+    al = bench.code_alignment(tmp_path)
+    assert al["same_image"] > 0.9 and abs(al["shuffled"]) < 0.2 and set(al["pairs"]) == {"a-b"}
 
 
-def test_contrast_means_are_holm_corrected_across_contrasts():
-    scores, teachers = _scores()
-    bench.table(scores, teachers, [IMAGE, TEXT])
-    scores["text-s1"][list(bench.TASKS)[1]] = 0.80
-    a, b = bench.Contrast("a", TEXT, IMAGE), bench.Contrast("b", IMAGE, TEXT)
-    _, res = bench.contrast_table([a, b], scores)
-    p = res["a"][bench.MEAN]["p"]
-    assert res["b"][bench.MEAN]["p"] == pytest.approx(p)  # the same differences, negated
-    assert res["a"][bench.MEAN]["p_holm"] == pytest.approx(min(1.0, 2 * p))
-    assert "Holm" in bench.contrast_sentence(res["a"][bench.MEAN])
+def test_report_names_the_preregistered_reference_and_n_for_teachers_and_students():
+    runs = [r for r in _runs() if not (r["model"] == "student_ntxent" and r["seed"] >= 3)]
+    md = bench.report(runs, prereg={"registered": "2026-12-01", "alpha": 0.05}, command="python x")
+    low = md.lower()
+    assert md.startswith("## MMKD") and "pre-registered reference: teacher `all`" in low
+    assert __import__("re").search(r"teacher[^\n]*n = [2-9]", low)  # what ../shared/acceptance/mmkd-caches greps
+    assert "`student_ntxent` n = 3" in md and "partial" in low
+    assert "balanced accuracy" in low and "majority rate" in low and "| 0.300 ± 0.000 |" in md
+
+
+def test_preregistration_is_written_once_and_required(tmp_path):
+    path = tmp_path / "p.yaml"
+    data = bench.build_preregistration()
+    assert data["planned_n"] == {"teachers": 2, "students": 5}
+    assert data["primary"]["family"]["m"] == 2 and data["secondary"]["family"]["m"] == 4
+    bench.write_preregistration(path, data)
+    with pytest.raises(FileExistsError):
+        bench.write_preregistration(path, data)
+    with pytest.raises(RuntimeError):
+        bench.require_preregistration(tmp_path / "missing.yaml")
