@@ -634,8 +634,8 @@ def report(runs: Sequence[Mapping[str, Any]], *, prereg: Mapping[str, Any] | Non
         "the mean of its two endpoints in [0, 1] as is; each student arm against it with Welch's t across "
         "student and teacher seeds, two-sided, α = 0.05, Holm over the table; and each arm against each domain's "
         "specialist on that domain, Holm over that table.", "",
-        f"Teachers (pretraining runs so far): {teacher_n} (planned n = {planned_t} each); "
-        f"students (distillation runs so far): {arm_n} (planned n = {planned_s} each)"
+        f"Teachers, pretraining runs so far ({planned_t} planned each): {teacher_n}.", "",
+        f"Students, distillation runs so far ({planned_s} planned each): {arm_n}"
         + (" — **partial: the planned runs are not all done**." if partial else "."), "",
         "Teachers: label-free DINO (`configs/small/dino.yaml`, 300 steps of batch 32, 64 + 2 × 32 px), each on "
         f"its own data: `ct` ({TEACHERS['ct'].arch}) on {MEDNIST_PER_CLASS} MedNIST train images of each CT class "

@@ -144,6 +144,10 @@ def test_report_names_the_preregistered_reference_and_n_for_teachers_and_student
     assert __import__("re").search(r"teacher[^\n]*n = [2-9]", low)  # what ../shared/acceptance/mmkd-caches greps
     assert "`student_ntxent` n = 3" in md and "partial" in low
     assert "balanced accuracy" in low and "majority rate" in low and "| 0.300 ± 0.000 |" in md
+    # with fewer than 2 runs of every teacher, the acceptance's pattern must not match (students' n is elsewhere)
+    md = bench.report([r for r in runs if r["model"] not in bench.TEACHERS or r["seed"] == 0], prereg=None,
+                      command="python x")
+    assert not __import__("re").search(r"teacher[^\n]*n = [2-9]", md.lower())
 
 
 def test_preregistration_is_written_once_and_required(tmp_path):
