@@ -82,6 +82,9 @@ def test_runs_that_are_not_learning_are_excluded_and_named(tmp_path):
     assert "2 learning, 3 excluded (seed 2: collapsed" in md
     (primary,) = [line for line in md.splitlines() if line.startswith("| primary |")]
     assert "no verdict" in primary
+    # every run, gate aside, is shown as exploratory (never as the pre-registered verdict)
+    (line,) = [x for x in md.splitlines() if x.startswith("Exploratory, not the pre-registered test")]
+    assert "Δ +0.150" in line and "5/5 seeds positive" in line and "n = 5 pretraining runs" in line
 
 
 def test_preregistration_is_written_once(tmp_path):
@@ -92,3 +95,15 @@ def test_preregistration_is_written_once(tmp_path):
     assert data["primary"]["planned_n"] == 5 and data["secondary"]["family"]["m"] == len(tb.SECONDARY)
     with pytest.raises(FileExistsError):
         tb.write_preregistration(tmp_path / "p.yaml", _prereg())
+
+
+def test_health_record_rejudges_the_runs_own_signals(tmp_path):
+    signals = {"step": 300, "embed_std_ratio": 0.023, "rankme": 1.5, "distance": 0.4, "masked_loss": 0.044,
+               "mean_baseline_loss": 0.043, "median_baseline_loss": 0.029}
+    reference = {"step": 0, "embed_std_ratio": 0.051, "rankme": 5.7, "distance": 0.0, "masked_loss": 0.5,
+                 "mean_baseline_loss": 0.043, "median_baseline_loss": 0.029}
+    (tmp_path / "health.json").write_text(json.dumps({"format": "organfm-health", "verdict": "collapsed",
+                                                      "signals": signals, "reference": reference}))
+    h = tb.health_record(tmp_path)
+    assert h["recorded_verdict"] == "collapsed" and h["verdict"] == "not learning yet" and "median" in h["reason"]
+    assert h["signals"]["median_baseline_loss"] == 0.029 and tb.health_record(None)["verdict"] is None

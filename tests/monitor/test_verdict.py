@@ -87,21 +87,28 @@ def test_a_masked_encoder_with_low_pooled_spread_that_reconstructs_is_learning()
     assert v.verdict == LEARNING and "not a collapse for this masked-reconstruction encoder" in v.reason
 
 
+def test_a_masked_encoder_that_does_not_reconstruct_yet_is_not_learning_rather_than_collapsed():
+    v = judge({"embed_std_ratio": 0.023, "rankme": 1.5, "distance": 0.4, "masked_loss": 0.044,
+               "mean_baseline_loss": 0.043, "median_baseline_loss": 0.029}, MASKED_START)
+    assert v.verdict == NOT_LEARNING and "median" in v.reason and v.checks["embedding_spread"]["ok"]
+    assert not any("teacher" in n for n in v.next)
+
+
 def test_a_truly_collapsed_masked_encoder_is_still_collapsed():
-    # one point for every volume: the reconstruction cannot beat each volume's own mean
-    v = judge({"embed_std_ratio": 0.009, "rankme": 1.0, "distance": 0.2, "masked_loss": 0.05,
-               "mean_baseline_loss": 0.043}, MASKED_START)
-    assert v.verdict == COLLAPSED and "normalised-embedding std" in v.reason
-    assert not any("teacher" in n for n in v.next) and any("mask_ratio" in n for n in v.next)
-    # a spread under a tenth of step 0 is a collapse even when the reconstruction beats the mean
-    assert judge({"embed_std_ratio": 0.004, "rankme": 3.0, "distance": 0.2, "masked_loss": 0.02,
-                  "mean_baseline_loss": 0.043}, MASKED_START).verdict == COLLAPSED
+    # one point for every volume: the pooled spread falls to a tenth of step 0 or below
+    for rec in (0.05, 0.02):  # whether or not the reconstruction beats the mean
+        v = judge({"embed_std_ratio": 0.004, "rankme": 1.0, "distance": 0.2, "masked_loss": rec,
+                   "mean_baseline_loss": 0.043}, MASKED_START)
+        assert v.verdict == COLLAPSED and "normalised-embedding std" in v.reason
+        assert not any("teacher" in n for n in v.next) and any("mask_ratio" in n for n in v.next)
 
 
 def test_the_masked_exemption_does_not_reach_methods_without_reconstruction():
     # the same spreads without masked-reconstruction signals (DINO, Coda, ...): collapsed as before, teacher advice
     v = judge({**HEALTHY, "embed_std_ratio": 0.009}, {**START, "embed_std_ratio": 0.05})
     assert v.verdict == COLLAPSED and any("teacher" in n for n in v.next)
+    contrastive = {"embed_std_ratio": 0.009, "rankme": 30.0, "distance": 0.1, "knn": 0.9}  # no teacher, no mask
+    assert judge(contrastive, {**contrastive, "embed_std_ratio": 0.05, "knn": 0.7}).verdict == COLLAPSED
 
 
 def test_on_sparse_volumes_the_reconstruction_must_beat_the_median_too():
