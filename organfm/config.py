@@ -76,6 +76,13 @@ class DataConfig:
     # carrying the strong disease mark; the same seed with another offset gives other subjects of the same world
     synthetic_index_offset: int = 0
     synthetic_dominant: int = 0
+    # how strong the planted shortcut is: the dominant organ's disease-mark amplitude, every other organ's, and
+    # the pixel noise (the generator's defaults; recorded in the contract so an evaluation draws the same world)
+    synthetic_dominant_strength: float = 0.35
+    synthetic_subtle_strength: float = 0.12
+    synthetic_noise: float = 0.05
+    # > 0: disease 0's graded severity also scales the dominant organ's whole intensity (an organ-wide shortcut)
+    synthetic_dominant_gain: float = 0.0
     synthetic_dim: int = 2
     synthetic_refresh: int | None = None  # pair-buffer samples replaced per step; None: max(1, batch_size // 10)
 
@@ -258,7 +265,9 @@ _BOUNDS = {"trainer.batch_size": 1, "trainer.accumulate_grad_batches": 1, "train
            "views.global_size": 1, "views.local_size": 1, "optim.lr": 0.0, "optim.min_lr": 0.0,
            "optim.warmup_epochs": 0.0, "data.synthetic_organs": 1, "data.synthetic_images_per_organ": 1,
            "data.synthetic_size": 8, "data.synthetic_labels": 1, "data.synthetic_index_offset": 0,
-           "data.synthetic_dominant": 0,
+           "data.synthetic_dominant": 0, "data.synthetic_dominant_strength": 0.0,
+           "data.synthetic_subtle_strength": 0.0, "data.synthetic_noise": 0.0,
+           "data.synthetic_dominant_gain": 0.0,
            "data.max_member_bytes": 1, "data.max_image_pixels": 1,
            "data.max_volume_voxels": 1, "data.max_array_voxels": 1}
 

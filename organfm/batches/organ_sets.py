@@ -18,6 +18,7 @@ from organfm.data.splits import selected_split
 from organfm.batches import BatchSource, SourceContext, register_batch_source
 from organfm.config import DataConfig
 from organfm.data.samplers import ResumableBatchSampler
+from organfm.synthesis.subjects import SHORTCUT
 
 __all__ = ["NormalizedSubjects", "build_subjects"]
 
@@ -30,14 +31,14 @@ def build_subjects(data: DataConfig, *, skip_log_dir: str | None = None) -> Data
         return SyntheticSubjects(num_subjects=data.synthetic_images_per_organ, num_organs=data.synthetic_organs,
                                  size=data.synthetic_size, num_diseases=data.synthetic_labels,
                                  dim=data.synthetic_dim, seed=data.synthetic_seed,
-                                 index_offset=data.synthetic_index_offset, dominant=data.synthetic_dominant)
+                                 index_offset=data.synthetic_index_offset, **_strengths(data))
     if data.source.startswith("mednist-subjects:"):  # the semi-real variant: MedNIST images as organ slots
         from organfm.synthesis.subjects import MedNISTSubjects
 
         return MedNISTSubjects(data.source.split(":", 1)[1], num_subjects=data.synthetic_images_per_organ,
                                num_organs=data.synthetic_organs, size=data.synthetic_size,
                                num_diseases=data.synthetic_labels, seed=data.synthetic_seed,
-                               index_offset=data.synthetic_index_offset, dominant=data.synthetic_dominant)
+                               index_offset=data.synthetic_index_offset, **_strengths(data))
     from organfm.data.subjects import SubjectImages, read_subject_manifest
 
     # pretraining reads no label, so a manifest without a split column gives all its subjects (README)
@@ -48,10 +49,18 @@ def build_subjects(data: DataConfig, *, skip_log_dir: str | None = None) -> Data
                          window=data.window, on_error=data.on_error, skip_log_dir=skip_log_dir)
 
 
+def _strengths(data: DataConfig) -> dict:
+    """The generator's shortcut settings: which organ is dominant and how strong each mark and the noise are."""
+    return {"dominant": data.synthetic_dominant, "dominant_strength": data.synthetic_dominant_strength,
+            "subtle_strength": data.synthetic_subtle_strength, "noise": data.synthetic_noise,
+            "dominant_gain": data.synthetic_dominant_gain}
+
+
 def _world(subjects) -> dict:
     """Which synthetic subjects pretraining used, so an evaluation can draw others of the same world."""
     return {"seed": int(subjects.seed), "index_offset": int(subjects.index_offset),
-            "num_subjects": len(subjects), "dominant": int(subjects.dominant)}
+            "num_subjects": len(subjects), "dominant": int(subjects.dominant),
+            **{k: float(getattr(subjects, k)) for k in SHORTCUT}}
 
 
 class NormalizedSubjects(Dataset):

@@ -5,7 +5,10 @@ Pan-FM's embedded default (issue 13; seed-systems.md §2, P5). A subject has one
 
 - the *dominant* organ carries a strong, easy mark (a bright blob): the shortcut a naive model latches on;
 - every other organ carries a subtle mark (a faint blob at an organ-specific place), informative only
-  when several organs are read together.
+  when several organs are read together;
+- optionally (``dominant_gain`` > 0), disease 0 also has a graded severity that scales the dominant organ's whole
+  intensity (and, by the subtle-to-dominant strength ratio, every other organ's): an organ-wide shortcut that
+  a self-distilled encoder picks up within a short run, where a blob of a few pixels is not.
 
 Organs are missing not at random: an organ's chance of being absent rises with disease 0
 (``mnar_strength``), as sicker UK-Biobank participants skip more imaging visits. Every subject keeps at
@@ -23,10 +26,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["MEDNIST_REGIONS", "MedNISTSubjects", "ORGAN_NAMES", "SyntheticSubjects", "organ_names"]
+__all__ = ["MEDNIST_REGIONS", "MedNISTSubjects", "ORGAN_NAMES", "SHORTCUT", "SyntheticSubjects", "organ_names"]
 
 # UK Biobank's imaged organs (Pan-FM); the paper found adipose and heart dominant, so heart comes first
 ORGAN_NAMES = ("heart", "brain", "liver", "kidney", "spleen", "pancreas", "adipose")
+# the arguments that set how strong the planted shortcut is (part of the world an evaluation must match)
+SHORTCUT = ("dominant_strength", "subtle_strength", "noise", "dominant_gain")
 
 
 def organ_names(num_organs: int) -> list[str]:
@@ -56,6 +61,9 @@ class SyntheticSubjects(Dataset):
         missing_prob: base probability that an organ is missing.
         mnar_strength: logit shift of an organ's missingness for a subject with disease 0 (0: MCAR).
         dominant_missing_prob: base missingness of the dominant organ (so robustness to its loss is testable).
+        dominant_gain: g; disease 0's severity s in (0, 1] (s > 0.5 exactly for the subjects that have it) scales
+            the dominant organ's image by 1 + g (s - 0.5) and every other organ's by
+            1 + g (s - 0.5) subtle_strength / dominant_strength. 0 (the default): no such signal.
 
     Item shapes: ``images`` float32 (O, 1, *S) in [0, 1], zeros for missing organs; ``available`` bool (O,);
     ``labels`` float32 (D,); ``organ_ids`` int64 (O,); ``index`` int.
@@ -64,7 +72,7 @@ class SyntheticSubjects(Dataset):
     def __init__(self, num_subjects: int = 256, num_organs: int = 5, size: int = 32, num_diseases: int = 2, *,
                  dim: int = 2, seed: int = 0, index_offset: int = 0, dominant: int = 0, dominant_strength: float = 0.35,
                  subtle_strength: float = 0.12, noise: float = 0.05, missing_prob: float = 0.2,
-                 mnar_strength: float = 1.0, dominant_missing_prob: float = 0.1) -> None:
+                 mnar_strength: float = 1.0, dominant_missing_prob: float = 0.1, dominant_gain: float = 0.0) -> None:
         if dim not in (2, 3):
             raise ValueError(f"dim must be 2 or 3, got {dim}")
         if num_subjects < 1 or num_organs < 1 or num_diseases < 1:
@@ -79,7 +87,7 @@ class SyntheticSubjects(Dataset):
         self.dim, self.seed, self.index_offset, self.dominant = dim, seed, index_offset, dominant
         self.dominant_strength, self.subtle_strength, self.noise = dominant_strength, subtle_strength, noise
         self.missing_prob, self.mnar_strength = missing_prob, mnar_strength
-        self.dominant_missing_prob = dominant_missing_prob
+        self.dominant_missing_prob, self.dominant_gain = dominant_missing_prob, dominant_gain
         self.organs = organ_names(num_organs)
         axes = [np.linspace(-1, 1, size, dtype=np.float32)] * dim
         self._grid = np.stack(np.meshgrid(*axes, indexing="ij"))  # (dim, *S)
@@ -110,6 +118,19 @@ class SyntheticSubjects(Dataset):
             available[rng.integers(self.num_organs)] = True
         return labels, available
 
+    def severity(self, index: int) -> float:
+        """Disease 0's graded severity s in (0, 1] of subject ``index``: 1 - u for the uniform draw u that gave its
+        label (label 1 exactly when u < 0.5, i.e. s > 0.5)."""
+        return float(1.0 - np.random.default_rng([self.seed, 1, self.index_offset + index]).random(self.num_diseases)[0])
+
+    def _gain(self, o: int, severity: float) -> float:
+        """Organ ``o``'s intensity factor under ``dominant_gain`` (1 without it)."""
+        if not self.dominant_gain:
+            return 1.0
+        share = 1.0 if o == self.dominant else (self.subtle_strength / self.dominant_strength
+                                                 if self.dominant_strength else 0.0)
+        return 1.0 + self.dominant_gain * share * (severity - 0.5)
+
     def _base_image(self, o: int, rng: np.random.Generator, centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
         """The healthy organ: an ellipse (ellipsoid) of the organ's tissue intensity on a dark background."""
         tissue = self._anatomy[o][2]
@@ -118,7 +139,7 @@ class SyntheticSubjects(Dataset):
         inside = (((self._grid - shape) / scale) ** 2).sum(0) <= 1.0
         return np.where(inside, tissue + rng.uniform(-0.05, 0.05), 0.1).astype(np.float32)
 
-    def _organ_image(self, o: int, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _organ_image(self, o: int, labels: np.ndarray, rng: np.random.Generator, gain: float = 1.0) -> np.ndarray:
         centre, radii, _, marks = self._anatomy[o]
         g = self._grid
         shape = lambda c: np.array(c, dtype=np.float32).reshape((-1,) + (1,) * self.dim)  # noqa: E731
@@ -129,15 +150,17 @@ class SyntheticSubjects(Dataset):
         for d in np.flatnonzero(labels):
             offset = marks[d] + jitter_c - centre  # the mark moves with the organ
             img += amplitude * np.exp(-(((g - shape(offset)) ** 2).sum(0)) / (2 * 0.18 ** 2))
+        img *= gain
         img += rng.normal(0.0, self.noise, img.shape).astype(np.float32)
         return np.clip(img, 0.0, 1.0)
 
     def __getitem__(self, index: int) -> dict:
         labels, available = self.labels_and_availability(index)
         images = np.zeros((self.num_organs, 1) + (self.size,) * self.dim, dtype=np.float32)
+        severity = self.severity(index) if self.dominant_gain else 0.5
         for o in np.flatnonzero(available):
             rng = np.random.default_rng([self.seed, 2, self.index_offset + index, int(o)])
-            images[o, 0] = self._organ_image(int(o), labels, rng)
+            images[o, 0] = self._organ_image(int(o), labels, rng, self._gain(int(o), severity))
         return {"images": torch.from_numpy(images), "available": torch.from_numpy(available),
                 "labels": torch.from_numpy(labels), "organ_ids": torch.arange(self.num_organs), "index": index}
 
@@ -147,7 +170,7 @@ class SyntheticSubjects(Dataset):
         return {"source": "synthetic_subjects", "num_subjects": self.num_subjects, "organs": self.organs,
                 "dominant_organ": self.organs[self.dominant], "dim": self.dim, "size": self.size,
                 "num_diseases": self.num_diseases, "seed": self.seed, "index_offset": self.index_offset,
-                "mnar_strength": self.mnar_strength,
+                "mnar_strength": self.mnar_strength, "dominant_gain": self.dominant_gain,
                 "organ_availability": dict(zip(self.organs, avail.mean(0).round(3).tolist()))}
 
 

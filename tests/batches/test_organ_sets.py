@@ -64,9 +64,25 @@ def test_a_manifest_with_a_non_label_column_and_no_split_column_trains_with_labe
 
 def test_the_synthetic_contract_records_the_world_and_an_offset_draws_other_subjects():
     src = _source()
-    assert src.contract["synthetic_subjects"] == {"seed": 0, "index_offset": 0, "num_subjects": 12, "dominant": 0}
+    assert src.contract["synthetic_subjects"] == {"seed": 0, "index_offset": 0, "num_subjects": 12, "dominant": 0,
+                                                  "dominant_strength": 0.35, "subtle_strength": 0.12, "noise": 0.05,
+                                                  "dominant_gain": 0.0}
     later = _source(synthetic_index_offset=12)
     assert later.contract["synthetic_subjects"]["index_offset"] == 12
     from organfm.synthesis.subjects import SyntheticSubjects
 
     assert torch.equal(later.batches.dataset.subjects[0]["images"], SyntheticSubjects(24, 3, 16, 6)[12]["images"])
+
+
+def test_the_shortcut_strengths_reach_the_generator_and_the_contract():
+    from organfm.synthesis.subjects import SyntheticSubjects
+
+    src = _source(synthetic_dominant_strength=0.9, synthetic_subtle_strength=0.0, synthetic_noise=0.0,
+                  synthetic_dominant_gain=0.5)
+    world = src.contract["synthetic_subjects"]
+    assert (world["dominant_strength"], world["subtle_strength"], world["noise"], world["dominant_gain"]) == (
+        0.9, 0.0, 0.0, 0.5)
+    expected = SyntheticSubjects(12, 3, 16, 6, dominant_strength=0.9, subtle_strength=0.0, noise=0.0,
+                                 dominant_gain=0.5)[0]["images"]
+    assert torch.equal(src.batches.dataset.subjects[0]["images"], expected)
+    assert not torch.equal(expected, SyntheticSubjects(12, 3, 16, 6)[0]["images"])

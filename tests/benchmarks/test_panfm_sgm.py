@@ -1,27 +1,70 @@
-"""benchmarks/panfm_sgm.py: the claims table (paired by pretraining seed, Holm) and the docs markers."""
+"""benchmarks/panfm_sgm.py: endpoints from the protocol's rows, the gate, and the report over run files."""
 from __future__ import annotations
 
-import sys
+import json
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import pytest
 
-import panfm_sgm  # noqa: E402
-
-
-def _run(entropy: float, dom: float) -> dict:
-    return {"entropy": entropy, "training_entropy": entropy, "auroc_mean": 0.8,
-            "curves": {"dominant": [0.8, dom], "random": [0.8, 0.7, 0.6], "mnar": [0.8, 0.7]},
-            "loo_drop": {"heart": 0.1, "brain": 0.0}}
+from benchmarks import panfm_sgm
 
 
-def test_table_reports_n_and_tests_sgm_against_random_paired_by_seed():
-    results = {"sgm": {s: _run(1.2 + 0.01 * s, 0.75) for s in range(3)},
-               "random": {s: _run(1.0 + 0.012 * s, 0.70 + 0.001 * s) for s in range(3)},
-               "none": {s: _run(0.9, 0.6) for s in range(3)}}
-    md = panfm_sgm.table("synthetic", results)
-    assert "| SGM | n = 3 | 1.210 ± 0.010" in md
-    entropy_row = next(line for line in md.splitlines() if line.startswith("| SGM raises"))
-    assert "+0.198 (n = 3 pretraining runs)" in entropy_row and "3/3" in entropy_row and "paired t" in entropy_row
-    assert "supported" in entropy_row  # a consistent +0.2 with tiny spread
-    assert "no spread" in next(line for line in md.splitlines() if "all organs (no claim" in line)
+def _rows(entropy: float, dropped: float, curve: list[float], saliency: float = 0.4, share: float = 0.3) -> dict:
+    return {"all organs": {"auroc_mean": 0.8, "organ_entropy": entropy},
+            "organ saliency": {"saliency_heart": saliency, "uniform_share_heart": share},
+            "drop heart where present": {"auroc_all": 0.8, "auroc_dropped": dropped, "auroc_drop": 0.8 - dropped},
+            "drop random": {f"auroc_k{k}": v for k, v in enumerate(curve)}}
+
+
+def test_endpoints_are_read_from_the_protocol_rows():
+    e = panfm_sgm.endpoints(_rows(1.1, 0.7, [0.8, 0.7, 0.6, 0.5, 0.4]))
+    assert e["entropy"] == 1.1 and e["auroc_dominant_dropped"] == 0.7 and e["auroc_dominant_drop"] == pytest.approx(0.1)
+    assert e["auroc_random_area"] == pytest.approx(0.55)  # k = 1..4 only: the all-organ point is not in the area
+    assert (e["saliency_dominant"], e["uniform_share_dominant"]) == (0.4, 0.3)
+
+
+def _record(arm: str, seed: int, entropy: float, dropped: float, verdict: str | None = "learning") -> dict:
+    ev = {"endpoints": panfm_sgm.endpoints(_rows(entropy, dropped, [0.8, 0.7, 0.6, 0.5, 0.4 + 0.01 * seed]))}
+    pre = None if arm == "init" else {"curve": [[0, 1.3, 0.25], [100, entropy, 0.3]]}
+    return {"arm": arm, "seed": seed, "pretrain": pre, "evaluation": ev,
+            "health": {"verdict": verdict if arm != "init" else None,
+                       "step0": {"organ_entropy": 1.3}, "final": {"organ_entropy": entropy}}}
+
+
+def test_the_gate_needs_both_the_entropy_fall_and_the_dominant_saliency():
+    rec = _record("random", 100, 1.0, 0.7)
+    rec["evaluation"]["endpoints"].update(saliency_dominant=0.4, uniform_share_dominant=0.3)
+    assert panfm_sgm.gate_result(rec)["passed"]  # 1.0 / 1.3 = 0.77 <= 0.95 and 0.4 / 0.3 = 1.33 >= 1.1
+    rec["evaluation"]["endpoints"]["saliency_dominant"] = 0.31  # attention fell onto another organ
+    assert not panfm_sgm.gate_result(rec)["passed"]
+    rec["evaluation"]["endpoints"]["saliency_dominant"] = 0.4
+    rec["health"]["final"]["organ_entropy"] = 1.27  # 0.977 of step 0: did not move clearly
+    assert not panfm_sgm.gate_result(rec)["passed"]
+
+
+def test_report_pairs_by_seed_holms_once_and_leaves_out_runs_that_did_not_learn(tmp_path: Path):
+    folder = tmp_path / "panfm"
+    for s in range(5):
+        for arm, ent, dropped in (("sgm", 1.2 + 0.01 * s, 0.75 + 0.002 * s), ("random", 1.0 + 0.012 * s, 0.70),
+                                  ("init", 1.3, 0.5)):
+            verdict = "not learning yet" if (arm == "random" and s == 4) else "learning"
+            panfm_sgm.write_json(folder / "runs" / f"{arm}-seed{s}.json", _record(arm, s, ent, dropped, verdict))
+    md = panfm_sgm.report(folder, None)
+    assert "| sgm | n = 5 pretraining runs | 5 learning |" in md
+    assert "1 excluded (seed 4: not learning yet)" in md
+    entropy = next(line for line in md.splitlines() if line.startswith("| SGM raises organ-attention entropy"))
+    # seeds 0-3 only (seed 4 of random did not learn): deltas 0.2, 0.198, 0.196, 0.194
+    assert "+0.1970" in entropy and "n = 4 pretraining runs" in entropy and "| 4/4 |" in entropy
+    assert entropy.rstrip(" |").endswith("supported")
+    area = next(line for line in md.splitlines() if line.startswith("| SGM raises AUROC over the random-drop"))
+    assert "no spread" in area  # both arms have the same curve at each seed: nothing to test
+    assert "Instrument check" in md and "sgm − init on entropy: -0.0800" in md
+    assert (folder / "panfm_entropy.png").is_file()
+
+
+def test_the_runs_refuse_to_start_before_the_gate_passed(tmp_path: Path):
+    with pytest.raises(SystemExit, match="the gate has not passed"):
+        panfm_sgm.main(["--out", str(tmp_path), "--docs", "", "--arms", "sgm", "--seeds", "0"])
+    (tmp_path / "gate.json").write_text(json.dumps({"passed": False}))
+    with pytest.raises(SystemExit, match="the gate has not passed"):
+        panfm_sgm.main(["--out", str(tmp_path), "--docs", "", "--arms", "sgm", "--seeds", "0"])

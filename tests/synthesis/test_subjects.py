@@ -94,3 +94,27 @@ def test_an_index_offset_draws_other_subjects_of_the_same_world():
 def test_the_dominant_organ_can_be_fixed():
     data = SyntheticSubjects(8, 3, 16, dominant=2)
     assert data.summary()["dominant_organ"] == data.organs[2]
+
+
+def test_the_dominant_gain_scales_whole_organs_by_disease_0_severity():
+    plain = SyntheticSubjects(200, 3, 16, noise=0.0)
+    gained = SyntheticSubjects(200, 3, 16, noise=0.0, dominant_gain=1.0, dominant_strength=0.4, subtle_strength=0.1)
+    plain_marks = SyntheticSubjects(200, 3, 16, noise=0.0, dominant_strength=0.4, subtle_strength=0.1)
+    ratios, severities = [], []
+    for i in range(200):
+        s = gained.severity(i)
+        labels, avail = gained.labels_and_availability(i)
+        assert (s > 0.5) == bool(labels[0])  # the label is the severity's threshold
+        a, b = gained[i]["images"], plain_marks[i]["images"]
+        for o, share in ((0, 1.0), (1, 0.25)):  # the other organs by the subtle / dominant strength ratio
+            if avail[o]:
+                # the same pixels as without the gain, times 1 + g share (s - 0.5), before the [0, 1] clip
+                factor = 1.0 + share * (s - 0.5)
+                expected = torch.clamp(b[o] * factor, 0, 1) if float(b[o].max()) * factor <= 1 else None
+                if expected is not None:
+                    assert torch.allclose(a[o], expected, atol=1e-5)
+        if avail[0]:
+            ratios.append(float(a[0].mean() / b[0].mean()))
+            severities.append(s)
+    assert np.corrcoef(ratios, severities)[0, 1] > 0.99
+    assert torch.equal(plain[3]["images"], SyntheticSubjects(200, 3, 16, noise=0.0)[3]["images"])  # off by default

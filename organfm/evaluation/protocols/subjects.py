@@ -28,6 +28,7 @@ import torch
 
 from organfm.evaluation.protocol import ModelRun, make_row, register_protocol
 from organfm.evaluation.task_data import TaskDataConfig
+from organfm.synthesis.subjects import SHORTCUT
 from organfm.views.organ_masking import organ_entropy, organ_saliency
 
 __all__ = ["SubjectSet", "SubjectsConfig", "drop_organs", "embed_subjects", "evaluate_subjects", "load_subject_sets",
@@ -138,7 +139,8 @@ def evaluate_subjects(backbone: torch.nn.Module, train: SubjectSet, test: Subjec
     Returns:
         ``auroc`` (D,) list and ``auroc_mean``; ``loo_drop`` {organ: mean AUROC drop}; ``drop_order``;
         ``curves`` {drop: [mean AUROC with k = 0, 1, ..., O-1 organs dropped]}; ``entropy`` (mean organ-attention
-        entropy on test subjects, nats); ``saliency`` {organ: mean saliency where available}; with ``dominant``,
+        entropy on test subjects, nats); ``saliency`` {organ: mean saliency where available} and ``uniform_share`` {organ: the mean
+        1 / (organs available) over the same subjects, its saliency under uniform attention}; with ``dominant``,
         ``dominant_drop``: AUROC with all organs and with the dominant one dropped, on the test subjects that
         have it (``subjects``: how many), and their difference ``drop``.
     """
@@ -189,7 +191,10 @@ def evaluate_subjects(backbone: torch.nn.Module, train: SubjectSet, test: Subjec
     counts = test.available.sum(0).clamp(min=1)
     out = {"auroc": auroc.tolist(), "auroc_mean": base, "loo_drop": loo, "drop_order": [organs[o] for o in order],
            "curves": curves, "entropy": float(ent.mean()),
-           "saliency": dict(zip(organs, ((sal * test.available).sum(0) / counts).tolist()))}
+           "saliency": dict(zip(organs, ((sal * test.available).sum(0) / counts).tolist())),
+           # what each organ's saliency would be if attention were spread evenly over a subject's organs
+           "uniform_share": dict(zip(organs, ((test.available / test.available.sum(-1, keepdim=True).clamp(min=1))
+                                              .sum(0) / counts).tolist()))}
     has = (test.available[:, dominant] & (test.available.sum(-1) > 1)) if dominant is not None else None
     if has is not None and has.any():
         # only subjects that have the dominant organ lose anything when it is dropped: averaging over the others
@@ -242,8 +247,9 @@ def load_subject_sets(source: str, cfg: SubjectsConfig, organs: list[str] | None
         source: ``"synthetic"`` or a subject manifest CSV.
         cfg: the task's ``subjects.*`` settings.
         organs: the model's organ list (manifests).
-        geometry: ``num_organs``, ``size``, ``dim``, ``intensity``, ``window``, ``dominant`` as the model was
-            trained (:func:`subject_geometry`); None: from ``cfg`` (minmax intensity).
+        geometry: ``num_organs``, ``size``, ``dim``, ``intensity``, ``window``, ``dominant`` and the synthetic
+            world's ``shortcut`` strengths as the model was trained (:func:`subject_geometry`); None: from ``cfg``
+            (minmax intensity, the generator's default strengths).
         label_columns: a manifest's label columns (None: every extra column).
     """
     g = geometry or {"num_organs": cfg.num_organs or 5, "size": cfg.size or 32, "dim": cfg.dim or 2,
@@ -253,7 +259,8 @@ def load_subject_sets(source: str, cfg: SubjectsConfig, organs: list[str] | None
         from organfm.synthesis.subjects import SyntheticSubjects
 
         data = SyntheticSubjects(cfg.num_subjects, g["num_organs"], g["size"], cfg.num_diseases, dim=g["dim"],
-                                 seed=cfg.seed, index_offset=cfg.index_offset, dominant=g["dominant"])
+                                 seed=cfg.seed, index_offset=cfg.index_offset, dominant=g["dominant"],
+                                 **g.get("shortcut", {}))
         cut = int(cfg.train_fraction * cfg.num_subjects)
         return SubjectSet.from_dataset(data, range(cut)), SubjectSet.from_dataset(data, range(cut, len(data)))
     from organfm.data.subjects import SubjectImages, read_subject_manifest
@@ -296,7 +303,9 @@ def subject_geometry(contract: dict[str, Any], backbone: torch.nn.Module, cfg: S
     window = intensity.get("window") if isinstance(intensity, dict) else None
     world = contract.get("synthetic_subjects") or {}
     dominant = cfg.dominant if cfg.dominant is not None else int(world.get("dominant", 0))
-    return {**model, "intensity": mode or "minmax", "window": window, "dominant": dominant}
+    # the pretraining world's shortcut strengths (older exports record none: the generator's defaults)
+    shortcut = {k: float(world[k]) for k in SHORTCUT if k in world}
+    return {**model, "intensity": mode or "minmax", "window": window, "dominant": dominant, "shortcut": shortcut}
 
 
 def _check_disjoint(contract: dict[str, Any], cfg: SubjectsConfig) -> None:
@@ -332,6 +341,9 @@ def subjects(run: ModelRun, data: TaskDataConfig, settings: SubjectsConfig) -> l
     rows = [make_row(run.name, "subjects", "all organs",
                      {"auroc_mean": [res["auroc_mean"]], "organ_entropy": [res["entropy"]],
                       **{f"auroc_{d}": [v] for d, v in enumerate(res["auroc"])}}),
+            make_row(run.name, "subjects", "organ saliency",
+                     {**{f"saliency_{o}": [v] for o, v in res["saliency"].items()},
+                      **{f"uniform_share_{o}": [v] for o, v in res["uniform_share"].items()}}),
             make_row(run.name, "subjects", "leave one organ out",
                      {f"auroc_drop_{o}": [v] for o, v in res["loo_drop"].items()})]
     if "dominant_drop" in res:

@@ -49,6 +49,11 @@ def test_evaluate_subjects_reports_curves_loo_and_entropy():
     assert 0 < res["entropy"] <= np.log(3) + 1e-6
     assert set(res["saliency"]) == {"heart", "brain", "liver"} and all(0 < v < 1 for v in res["saliency"].values())
     assert res["drop_order"][0] == max(res["loo_drop"], key=res["loo_drop"].get)
+    # the uniform share by hand: mean over the subjects that have the organ of 1 / (their organ count)
+    for o, organ in enumerate(test.organs):
+        has = test.available[:, o]
+        expected = float((1.0 / test.available[has].sum(-1).float()).mean())
+        assert abs(res["uniform_share"][organ] - expected) < 1e-6
     forced = evaluate_subjects(bb, train, test, repeats=1, dominant=2, drops=("dominant",))
     assert forced["drop_order"][0] == "liver" and list(forced["curves"]) == ["dominant"]
 
@@ -106,6 +111,28 @@ def test_the_protocol_refuses_evaluation_subjects_that_pretraining_saw():
     world = {"seed": 0, "index_offset": 0, "num_subjects": 256, "dominant": 0}
     with pytest.raises(ValueError, match="overlap the pretraining subjects"):
         subjects(*_run(bb, _export_contract(bb, synthetic_subjects=world), ["subjects.index_offset=200"]))
+
+
+def test_the_evaluation_subjects_are_drawn_with_the_pretraining_worlds_shortcut_strengths(monkeypatch):
+    from organfm.evaluation.protocols import subjects as module
+    from organfm.synthesis import subjects as synthesis
+
+    bb = create_backbone("organ_set_vit", num_organs=3, image_size=16, patch_size=8, embed_dim=16, depth=1,
+                         num_heads=2)
+    world = {"seed": 0, "index_offset": 0, "num_subjects": 10, "dominant": 0, "dominant_strength": 0.9,
+             "subtle_strength": 0.0, "noise": 0.01}
+    made = []
+    real = synthesis.SyntheticSubjects
+
+    def spy(*args, **kwargs):
+        made.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(synthesis, "SyntheticSubjects", spy)
+    module.subjects(*_run(bb, _export_contract(bb, synthetic_subjects=world),
+                          ["subjects.num_subjects=40", "subjects.index_offset=10", "subjects.repeats=1"]))
+    assert made and {k: made[0][k] for k in ("dominant_strength", "subtle_strength", "noise")} == {
+        "dominant_strength": 0.9, "subtle_strength": 0.0, "noise": 0.01}
 
 
 def test_manifest_subjects_follow_the_contracts_intensity_mode(tmp_path, monkeypatch):
