@@ -454,13 +454,16 @@ def report(out: Path, *, docs: Path | None, prereg: dict[str, Any] | None) -> st
                   f"health verdict: Δ {c0.delta:+.3f} (sd {c0.sd:.3f}), {c0.wins}/{c0.n_a} seeds positive, one-sided "
                   f"p {st.pvalue(p0)}, n = {c0.n_a} pretraining runs. The same, for every contrast (one-sided "
                   "paired t; Holm over the secondary ones; no verdict is drawn from this table):", "",
-                  "| contrast | endpoint | Δ mean (sd) | wins | n | p (one-sided) | Holm p |", "|---|---|---|---|---|---|---|"]
+                  "| contrast | endpoint | Δ mean (sd) | wins | n | p (one-sided) | Holm p | MDE (sd) |",
+                  "|---|---|---|---|---|---|---|---|"]
             rows = [(sp, *test_contrast(runs, sp, every, scratch_ok)[:2]) for sp in [PRIMARY, *SECONDARY]]
             adj = [p0] + st.holm([q for _, _, q in rows[1:]])
-            for (sp, cc, q), qh in zip(rows, adj):
+            for i, ((sp, cc, q), qh) in enumerate(zip(rows, adj)):
                 if cc.n_a >= 2:
+                    m = one_sided_mde(cc.n_a, st.ALPHA if i == 0 else st.ALPHA / len(SECONDARY))
                     L.append(f"| {sp['a']} > {sp['b']} | {sp['endpoint']} | {cc.delta:+.3f} ({cc.sd:.3f}) | "
-                             f"{cc.wins}/{cc.n_a} | n = {cc.n_a} pretraining runs | {st.pvalue(q)} | {st.pvalue(qh)} |")
+                             f"{cc.wins}/{cc.n_a} | n = {cc.n_a} pretraining runs | {st.pvalue(q)} | {st.pvalue(qh)} | "
+                             f"{m:.2f} |")
         L += [""]
         L += timing_lines(runs)
         L += ["", "Left out: 3D segmentation on held-out RaSD label-map subjects (train on some synthetic subjects, "
