@@ -34,6 +34,7 @@ def _record(arm: str, seed: int, entropy: float, dropped: float, verdict: str | 
 def test_the_gate_needs_both_the_entropy_fall_and_the_dominant_saliency():
     rec = _record("random", 100, 1.0, 0.7)
     rec["evaluation"]["endpoints"].update(saliency_dominant=0.4, uniform_share_dominant=0.3)
+    rec["health"]["step0"]["knn"] = rec["health"]["final"]["knn"] = 0.8
     assert panfm_sgm.gate_result(rec)["passed"]  # 1.0 / 1.3 = 0.77 <= 0.95 and 0.4 / 0.3 = 1.33 >= 1.1
     rec["evaluation"]["endpoints"]["saliency_dominant"] = 0.31  # attention fell onto another organ
     assert not panfm_sgm.gate_result(rec)["passed"]
@@ -68,3 +69,14 @@ def test_the_runs_refuse_to_start_before_the_gate_passed(tmp_path: Path):
     (tmp_path / "gate.json").write_text(json.dumps({"passed": False}))
     with pytest.raises(SystemExit, match="the gate has not passed"):
         panfm_sgm.main(["--out", str(tmp_path), "--docs", "", "--arms", "sgm", "--seeds", "0"])
+
+
+def test_a_failed_gate_is_reported_with_its_numbers_and_no_contrast(tmp_path: Path):
+    rec = _record("random", 100, 1.29, 0.7)
+    rec["health"]["step0"].update(knn=0.84, knn_majority=0.5)
+    rec["health"]["final"].update(knn=0.95, knn_majority=0.5)
+    panfm_sgm.write_json(tmp_path / "gate.json", panfm_sgm.gate_result(rec))
+    md = panfm_sgm.report(tmp_path, None)
+    assert "ratio 0.992, at most 0.95 required" in md and "**failed**" in md
+    assert "0.840 at step 0 → 0.950" in md and "no confirmatory SGM-vs-random run" in md
+    assert "No run file yet." in md and "Pre-registered contrasts" not in md
