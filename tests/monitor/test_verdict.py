@@ -65,6 +65,12 @@ def test_organ_attention_must_leave_its_fresh_init_value():
     base = {"embed_std_ratio": 0.9, "rankme": 10.0, "distance": 0.1}
     assert judge({**base, "organ_entropy": 1.2987}, {**base, "organ_entropy": 1.2987}).verdict == NOT_LEARNING
     assert judge({**base, "organ_entropy": 1.0}, {**base, "organ_entropy": 1.2987}).verdict == LEARNING
+    # even attention with a kNN gain is learning (an organ-wide signal read through an even average) ...
+    v = judge({**base, "organ_entropy": 1.2987, "knn": 0.95}, {**base, "organ_entropy": 1.2987, "knn": 0.86})
+    assert v.verdict == LEARNING and "spread evenly" in v.checks["attention_moved"]["text"]
+    # ... but not without one
+    v = judge({**base, "organ_entropy": 1.2987, "knn": 0.87}, {**base, "organ_entropy": 1.2987, "knn": 0.86})
+    assert v.verdict == NOT_LEARNING and "organ-attention entropy" in v.reason
 
 
 def test_nothing_measured_is_not_called_learning():
