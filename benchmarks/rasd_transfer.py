@@ -424,7 +424,7 @@ def report(runs: Sequence[Mapping[str, Any]], *, prereg: Mapping[str, Any] | Non
         f"Synthetic-only pretraining (RaSD, `{RECIPE}`: `{ARCH}`, {', '.join(map(str, steps)) or STEPS} steps of "
         "batch 8 at 64 px, K = 8 labels, constant lr 1e-3; no real image) against **scratch**, the same "
         f"architecture at its random init — at each pretraining seed exactly the RaSD run's own initial weights "
-        f"(`random:{ARCH}` at the same seed; checked per run). **n = {k} pretraining runs** per arm (RaSD "
+        f"(`random:{ARCH}` at the same seed; checked per run). **n = {k} pretraining run{'s' if k != 1 else ''}** per arm (RaSD "
         f"pretraining seeds {', '.join(str(r['seed']) for r in rasd)}; scratch: one random init per seed), paired "
         "by seed; probe seeds are averaged within a model first, so the unit of replication is the pretrained "
         "model. Every number comes from `organfm evaluate` (`benchmarks/rasd_transfer.py`, `TASKS`). "
@@ -442,7 +442,8 @@ def report(runs: Sequence[Mapping[str, Any]], *, prereg: Mapping[str, Any] | Non
     ]
     for r in rasd:
         h, ic = r["health"], r.get("init_check") or {}
-        same = {True: "yes (max |Δw| = 0)", False: f"**no** (max |Δw| {_num(ic.get('max_abs_diff'), '.3g')})",
+        same = {True: "yes (largest weight difference 0)",
+                False: f"**no** (largest weight difference {_num(ic.get('max_abs_diff'), '.3g')})",
                 None: "not checked"}[ic.get("same_init")]
         lines.append(f"| seed {r['seed']} | {h.get('verdict')} | {_num(h.get('knn_step0'))} → {_num(h.get('knn_final'))}"
                      f" ({_num(h.get('knn_majority'))}) | {_num(100 * h['distance'] if h.get('distance') is not None else None, '.1f')} % "

@@ -109,7 +109,7 @@ def test_report_states_n_pretraining_runs_and_balanced_accuracy_beside_accuracy(
     md = bench.report(runs, prereg={"registered": "2026-12-01", "alpha": 0.05}, command="python x --report")
     assert "n = 3 pretraining runs" in md and "n = 1 pretraining run" not in md
     assert "0.405 ± 0.000" in md and "0.170 ± 0.000" in md  # balanced accuracy and majority rate, per arm
-    assert "learning" in md and "yes (max |Δw| = 0)" in md
+    assert "learning" in md and "yes (largest weight difference 0)" in md
     # the page keeps everything outside its markers
     page = tmp_path / "results.md"
     page.write_text(f"# Results\nbefore\n{bench.BEGIN}\nold, hand-edited\n{bench.END}\nafter\n")
