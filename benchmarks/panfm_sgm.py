@@ -43,7 +43,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+import preregistration as prereg  # noqa: E402
 from benchmarks import claims  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
 from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
@@ -473,15 +475,10 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     docs = Path(args.docs) if args.docs else None
     if args.preregister:
-        if PREREGISTRATION.is_file():
-            raise SystemExit(f"{relative(str(PREREGISTRATION))} exists: a change is a new pre-registration")
-        import yaml
-
-        PREREGISTRATION.parent.mkdir(parents=True, exist_ok=True)
-        PREREGISTRATION.write_text("# Pre-registration of the Pan-FM SGM benchmark (benchmarks/panfm_sgm.py "
-                                   "--preregister writes it, once).\n" + yaml.safe_dump(preregistration(args),
-                                                                                        sort_keys=False))
-        print(f"wrote {relative(str(PREREGISTRATION))}")
+        prereg.write_once(PREREGISTRATION, preregistration(args),
+                          prereg.header("the Pan-FM SGM claims at the small scale", "benchmarks/panfm_sgm.py",
+                                        "benchmarks/results/panfm_sgm/runs/"))
+        print(f"wrote {relative(str(PREREGISTRATION))}: commit it before any run file")
         return 0
     if args.overhead:
         write_json(out / "overhead.json", measure_overhead(args))
@@ -494,12 +491,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=1))
         return 0 if result["passed"] else 1
     if not args.report:
-        if out == Path(REPO / "benchmarks" / "results" / "panfm_sgm") and not PREREGISTRATION.is_file():
-            raise SystemExit(f"{relative(str(PREREGISTRATION))} must exist (and be committed) before the first run "
-                             "file: run --preregister, commit it, then the runs")
         gate = out / "gate.json"
         if not gate.is_file() or not json.loads(gate.read_text())["passed"]:
             raise SystemExit(f"the gate has not passed ({relative(str(gate))}): run --gate first")
+        if out == Path(REPO / "benchmarks" / "results" / "panfm_sgm"):
+            try:
+                prereg.require_committed(PREREGISTRATION, how="--preregister, commit it")
+            except RuntimeError as e:
+                raise SystemExit(str(e)) from None
         for seed in args.seeds:  # seed-major: the arms of one seed finish together
             for arm in args.arms:
                 run_one(arm, seed, args)

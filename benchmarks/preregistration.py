@@ -22,11 +22,14 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import claims as st
+
+REPO = Path(__file__).resolve().parents[1]
 
 __all__ = ["CONTRASTS", "ENDPOINTS", "build", "load", "write"]
 
@@ -128,7 +131,19 @@ HEADER = """# Pre-registration of the Coda claims at scale {scale} (benchmarks/p
 
 
 def write(path: Path, data: Mapping[str, Any]) -> Path:
-    """Save ``data`` as YAML at ``path``; an existing file is never overwritten (``FileExistsError``)."""
+    """The Coda ablation's pre-registration (``write_once`` with its header)."""
+    return write_once(path, data, HEADER.format(scale=data["scale"]))
+
+
+def header(claim: str, script: str, runs: str) -> str:
+    """The comment block every pre-registration file starts with."""
+    return (f"# Pre-registration of {claim} ({script} --preregister writes it, once).\n"
+            f"# Written before any run file of {runs}; the report tests exactly the contrasts below.\n"
+            "# Do not edit after the first run file is committed: a change is a new pre-registration.\n")
+
+
+def write_once(path: Path, data: Mapping[str, Any], head: str) -> Path:
+    """Save ``head`` + ``data`` as YAML at ``path``; an existing file is never overwritten (``FileExistsError``)."""
     import yaml
 
     path = Path(path)
@@ -136,10 +151,31 @@ def write(path: Path, data: Mapping[str, Any]) -> Path:
         raise FileExistsError(f"{path} exists: a pre-registration is written once (delete it only if no run file "
                               "was committed after it, and say why in the commit)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = HEADER.format(scale=data["scale"]) + yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=110)
+    text = head + yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=110)
     with open(path, "x") as f:  # "x": fails rather than overwrite, even in a race
         f.write(text)
     return path
+
+
+def require_committed(path: Path, *, committed: bool = True, how: str = "--preregister, commit it") -> None:
+    """Refuse confirmatory run files before the pre-registration at ``path`` exists (and, with ``committed``, is
+    tracked by git with no uncommitted change).
+
+    Raises:
+        RuntimeError: naming the file and what to do.
+    """
+    import subprocess
+
+    path = Path(path)
+    shown = os.path.relpath(path, REPO) if path.is_absolute() else str(path)
+    if not path.is_file():
+        raise RuntimeError(f"{shown} must exist and be committed before the first run file: run {how}, then the runs")
+    if committed:
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(path)], cwd=REPO, capture_output=True)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(path)], cwd=REPO, capture_output=True)
+        if tracked.returncode != 0 or dirty.returncode != 0:
+            raise RuntimeError(f"{shown} is not committed (or has uncommitted changes): commit it before the first "
+                               "run file")
 
 
 def load(path: Path) -> dict[str, Any] | None:

@@ -43,7 +43,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -55,6 +54,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import claims as st  # noqa: E402
+import preregistration as prereg  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
 from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
 
@@ -295,37 +295,19 @@ def build_preregistration(pilot: Sequence[Mapping[str, Any]] = (), *, alpha: flo
     }
 
 
-HEADER = """# Pre-registration of the RaSD transfer claim at the small scale (benchmarks/rasd_transfer.py --preregister writes
-# it, once). Written before any run file of benchmarks/results/rasd_transfer/runs/; the report tests exactly the
-# contrasts below. Do not edit after the first run file is committed: a change is a new pre-registration.
-"""
+HEADER = prereg.header("the RaSD transfer claim at the small scale", "benchmarks/rasd_transfer.py",
+                       "benchmarks/results/rasd_transfer/runs/")
 
 
 def write_preregistration(path: Path, data: Mapping[str, Any]) -> Path:
-    """Save ``data`` as YAML at ``path``; an existing file is never overwritten (``FileExistsError``)."""
-    import yaml
-
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"{path} exists: a pre-registration is written once")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "x") as f:
-        f.write(HEADER + yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=110))
-    return path
+    """Save ``data`` as the pre-registration at ``path``, once (``FileExistsError`` if it exists)."""
+    return prereg.write_once(path, data, HEADER)
 
 
 def require_preregistration(path: Path = PREREGISTRATION, *, committed: bool = True) -> None:
     """Refuse confirmatory run files before the pre-registration exists (and, with ``committed``, is in git with
     no uncommitted change)."""
-    if not Path(path).is_file():
-        raise RuntimeError(f"{relative(str(path))} must exist and be committed before the first run file: run "
-                           "--pilot, then --preregister, commit the file, then the runs")
-    if committed:
-        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(path)], cwd=REPO, capture_output=True)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(path)], cwd=REPO, capture_output=True)
-        if tracked.returncode != 0 or dirty.returncode != 0:
-            raise RuntimeError(f"{relative(str(path))} is not committed (or has uncommitted changes): commit it "
-                               "before the first run file")
+    prereg.require_committed(path, committed=committed, how="--pilot, then --preregister, commit the file")
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
@@ -492,12 +474,10 @@ def _span(values: Sequence[float]) -> str:
 
 def write_report(out: Path, docs: Path | None, *, command: str) -> str:
     """Aggregate ``<out>/runs/``, write ``<out>/results.md`` and (``docs`` given) the page section."""
-    from preregistration import load
-
     runs = load_runs(out / "runs")
     if not runs:
         raise SystemExit(f"no run files under {out / 'runs'}")
-    md = report(runs, prereg=load(PREREGISTRATION), command=command)
+    md = report(runs, prereg=prereg.load(PREREGISTRATION), command=command)
     (out / "results.md").write_text(md)
     if docs is not None:
         write_section(docs, BEGIN, END, md)

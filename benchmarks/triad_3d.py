@@ -44,6 +44,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import claims as st  # noqa: E402
+import preregistration as prereg  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
 from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
 
@@ -318,15 +319,9 @@ def preregistration(seeds: dict[str, list[int]]) -> dict[str, Any]:
 
 
 def write_preregistration(path: Path, data: dict[str, Any]) -> Path:
-    import yaml
-
-    header = ("# Pre-registration of the Triad claim at small scale (benchmarks/triad_3d.py --preregister writes it, "
-              "once).\n# Written before any run file of benchmarks/results/triad_3d/runs/; the report tests exactly "
-              "the contrasts below.\n# Do not edit after the first run file is committed: a change is a new "
-              "pre-registration.\n")
-    with open(path, "x") as f:  # never overwritten
-        f.write(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))
-    return path
+    """Save ``data`` as the pre-registration at ``path``, once (never overwritten)."""
+    return prereg.write_once(path, data, prereg.header("the Triad claim at small scale", "benchmarks/triad_3d.py",
+                                                       "benchmarks/results/triad_3d/runs/"))
 
 
 # ---------------------------------------------------------------------------------------------- report
