@@ -32,7 +32,6 @@ pre-registration (``benchmarks/preregistered/coda-<scale>.yaml``) exists. The or
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import math
@@ -47,7 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
+from benchmarks.runs import final_logs, finished, pretrain_or_resume  # noqa: E402
 
 # arm -> (method, overrides that set it apart); "random" has no pretraining
 ARMS: dict[str, tuple[str, list[str]]] = {
@@ -190,19 +189,6 @@ def load_arm_config(method: str, file: str | None, overrides: list[str]) -> Any:
     from organfm.config import load_config
 
     return load_config(method, REPO / file if file else None, overrides)
-
-
-def final_logs(run: Path) -> dict[str, float]:
-    """The last logged value of every scalar of a run (``logs/csv/*/metrics.csv``, resumed parts included)."""
-    last: dict[str, tuple[int, float]] = {}
-    for path in sorted(run.glob("logs/csv/*/metrics.csv")):
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                step = int(float(row.get("step") or 0))
-                for k, v in row.items():
-                    if k != "step" and v not in ("", None) and step >= last.get(k, (-1, 0.0))[0]:
-                        last[k] = (step, float(v))
-    return {k: v for k, (_, v) in last.items()}
 
 
 def health_record(run: Path | None) -> dict[str, Any]:

@@ -56,7 +56,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import claims as st  # noqa: E402
 import preregistration as prereg  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
-from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
+from benchmarks.runs import final_logs, finished, pretrain_or_resume  # noqa: E402
 
 ARCH = "unet_small"
 RECIPE = "configs/small/rasd.yaml"
@@ -121,22 +121,7 @@ def pretrain_rasd(seed: int, run: Path, steps: int = STEPS) -> dict[str, Any]:
     loop = history[-1].get("time", math.nan) - history[0].get("time", math.nan)  # step 0 to the last step
     return {"config": RECIPE, "overrides": overrides, "steps": int(contract.get("step", steps)),
             "seconds": round(time.time() - t, 1), "loop_seconds": round(loop, 1) if math.isfinite(loop) else None,
-            "final_logs": final_logs(run)}
-
-
-def final_logs(run: Path) -> dict[str, float]:
-    """Last logged loss terms of a run (``logs/csv/*/metrics.csv``)."""
-    import csv
-
-    last: dict[str, tuple[int, float]] = {}
-    for path in sorted(run.glob("logs/csv/*/metrics.csv")):
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                step = int(float(row.get("step") or 0))
-                for k, v in row.items():
-                    if k in ("loss", "loss_seg", "loss_proto") and v not in ("", None) and step >= last.get(k, (-1, 0))[0]:
-                        last[k] = (step, round(float(v), 5))
-    return {k: v for k, (_, v) in last.items()}
+            "final_logs": {k: round(v, 5) for k, v in final_logs(run).items() if k in ("loss", "loss_seg", "loss_proto")}}
 
 
 def health_record(run: Path | None) -> dict[str, Any]:

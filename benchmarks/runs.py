@@ -1,12 +1,13 @@
 """Pretraining runs of a benchmark: reused when finished, resumed when interrupted, started otherwise."""
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["finished", "pretrain_or_resume"]
+__all__ = ["final_logs", "finished", "pretrain_or_resume"]
 
 
 def finished(run: Path, steps: int) -> bool:
@@ -35,3 +36,16 @@ def pretrain_or_resume(run: Path, steps: int, config: Callable[[], Any]) -> Any 
     if latest_checkpoint(run) is not None:  # an interrupted run: continue it
         return pretrain(load_config(None, Path(run) / "config.yaml", [f"trainer.max_steps={steps}"]), resume_dir=run)
     return pretrain(config())
+
+
+def final_logs(run: Path) -> dict[str, float]:
+    """The last logged value of every scalar of a run (``logs/csv/*/metrics.csv``, resumed parts included)."""
+    last: dict[str, tuple[int, float]] = {}
+    for path in sorted(run.glob("logs/csv/*/metrics.csv")):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                step = int(float(row.get("step") or 0))
+                for k, v in row.items():
+                    if k != "step" and v not in ("", None) and step >= last.get(k, (-1, 0.0))[0]:
+                        last[k] = (step, float(v))
+    return {k: v for k, (_, v) in last.items()}
