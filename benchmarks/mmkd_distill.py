@@ -68,7 +68,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -557,35 +556,19 @@ def build_preregistration(*, alpha: float = st.ALPHA, power: float = st.POWER) -
     }
 
 
-HEADER = """# Pre-registration of the MMKD distillation claim at the small scale (benchmarks/mmkd_distill.py --preregister
-# writes it, once). Written before any run file of benchmarks/results/mmkd_distill/runs/; the report tests exactly
-# the contrasts below. Do not edit after the first run file is committed: a change is a new pre-registration.
-"""
-
-
 def write_preregistration(path: Path, data: Mapping[str, Any]) -> Path:
-    """Save ``data`` as YAML at ``path``; an existing file is never overwritten (``FileExistsError``)."""
-    import yaml
+    """Save ``data`` as YAML at ``path`` once (``preregistration.write_once``: never overwritten)."""
+    from preregistration import header, write_once
 
-    path = Path(path)
-    if path.exists():
-        raise FileExistsError(f"{path} exists: a pre-registration is written once")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "x") as f:
-        f.write(HEADER + yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True, width=110))
-    return path
+    return write_once(path, data, header("the MMKD distillation claim at the small scale", "benchmarks/mmkd_distill.py",
+                                         "benchmarks/results/mmkd_distill/runs/"))
 
 
 def require_preregistration(path: Path = PREREGISTRATION, *, committed: bool = True) -> None:
     """Refuse confirmatory run files before the pre-registration exists and is committed unchanged."""
-    if not Path(path).is_file():
-        raise RuntimeError(f"{relative(str(path))} must exist and be committed before the first run file: run "
-                           "--preregister and commit the file")
-    if committed:
-        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", str(path)], cwd=REPO, capture_output=True)
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", str(path)], cwd=REPO, capture_output=True)
-        if tracked.returncode != 0 or dirty.returncode != 0:
-            raise RuntimeError(f"{relative(str(path))} is not committed (or has uncommitted changes)")
+    from preregistration import require_committed
+
+    require_committed(path, committed=committed)
 
 
 # ------------------------------------------------------------------------------------------------------ report
