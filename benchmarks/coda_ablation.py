@@ -46,7 +46,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from benchmarks.runs import final_logs, finished, pretrain_or_resume  # noqa: E402
+from organfm.outputs.atomic import write_atomic  # noqa: E402
+from benchmarks.runs import final_logs, finished, health_record, pretrain_or_resume  # noqa: E402
 
 # arm -> (method, overrides that set it apart); "random" has no pretraining
 ARMS: dict[str, tuple[str, list[str]]] = {
@@ -191,20 +192,6 @@ def load_arm_config(method: str, file: str | None, overrides: list[str]) -> Any:
     return load_config(method, REPO / file if file else None, overrides)
 
 
-def health_record(run: Path | None) -> dict[str, Any]:
-    """The run file's copy of the pretraining run's ``health.json`` verdict: verdict, reason, step and the kNN
-    monitor at step 0 and at the end (a random-init arm has no pretraining run and so no verdict)."""
-    from organfm.monitor import read_health
-
-    if run is None:
-        return {"verdict": None, "reason": "random init: no pretraining run, so no health verdict"}
-    health = read_health(run) or {}
-    signals, reference = health.get("signals") or {}, health.get("reference") or {}
-    return {"verdict": health.get("verdict"), "reason": health.get("reason"), "step": health.get("step"),
-            "knn_step0": reference.get("knn"), "knn_final": signals.get("knn"),
-            "knn_majority": signals.get("knn_majority")}
-
-
 def pretrain_run(arm: str, seed: int, scale: Scale, *, run: Path, **kwargs: Any) -> dict[str, Any]:
     """Pretrain (or resume, or reuse) one run; return its summary for the run file (with its health verdict)."""
     method, file, overrides = pretrain_overrides(arm, seed, scale, run=run, **kwargs)
@@ -315,10 +302,7 @@ def run_one(arm: str, seed: int, scale: Scale, *, out: Path, data_root: Path, sp
               "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                               "device": torch.cuda.get_device_name() if scale.device == "cuda" else
                               f"{platform.machine()} CPU"}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(relative(json.dumps(record, indent=1)))
-    os.replace(tmp, path)
+    write_atomic(path, relative(json.dumps(record, indent=1)))
     print(f"[{arm} seed {seed}] wrote {path}", flush=True)
     return path
 

@@ -84,7 +84,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import claims as st  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
-from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
+from organfm.outputs.atomic import write_atomic  # noqa: E402
+from benchmarks.runs import finished, health_record, pretrain_or_resume  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "mmkd_distill"
 PREREGISTRATION = REPO / "benchmarks" / "preregistered" / "mmkd-small.yaml"
@@ -270,17 +271,6 @@ def pretrain(name: str, seed: int, *, out: Path, manifests: Mapping[str, Path], 
             "loop_seconds": round(loop, 1) if math.isfinite(loop) else None}
 
 
-def health_record(run: Path) -> dict[str, Any]:
-    """The run file's copy of the run's ``health.json`` (as ``benchmarks/coda_ablation.py::health_record``)."""
-    from organfm.monitor import read_health
-
-    health = read_health(run) or {}
-    signals, reference = health.get("signals") or {}, health.get("reference") or {}
-    return {"verdict": health.get("verdict"), "reason": health.get("reason"), "step": health.get("step"),
-            "knn_step0": reference.get("knn"), "knn_final": signals.get("knn"),
-            "knn_majority": signals.get("knn_majority")}
-
-
 def evaluate(spec: str, name: str, *, data_root: Path, out: Path, seed: int,
              evals: Sequence[str] = tuple(EVALS), extra_overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Every evaluation of one model (one ``evaluate_models`` call per evaluation id); rows trimmed to KEEP."""
@@ -385,10 +375,7 @@ def run_one(name: str, seed: int, *, out: Path, data_root: Path, stage: str = "a
                                           for k, v in info.get("teachers", {}).items()},
                              "projector_loss": info.get("projector_loss")}
         record["alignment"] = code_alignment(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(relative(json.dumps(record, indent=1)) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, relative(json.dumps(record, indent=1)) + "\n")
     print(f"[{name} seed {seed}] wrote {relative(str(path))}", flush=True)
     return path
 

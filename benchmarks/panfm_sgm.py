@@ -48,6 +48,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import preregistration as prereg  # noqa: E402
 from benchmarks import claims  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
+from organfm.outputs.atomic import write_atomic  # noqa: E402
 from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
 
 ARMS = {"sgm": ["method.masking=sgm"], "random": ["method.masking=random"]}
@@ -176,10 +177,7 @@ def endpoints(rows: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(relative(json.dumps(record, indent=1)))
-    os.replace(tmp, path)
+    write_atomic(path, relative(json.dumps(record, indent=1)))
 
 
 def run_one(arm: str, seed: int, args: argparse.Namespace, *, sub: str = "runs") -> dict[str, Any]:

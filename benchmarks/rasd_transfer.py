@@ -56,7 +56,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import claims as st  # noqa: E402
 import preregistration as prereg  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
+from organfm.outputs.atomic import write_atomic  # noqa: E402
 from benchmarks.runs import final_logs, finished, pretrain_or_resume  # noqa: E402
+from benchmarks.runs import health_record as run_health  # noqa: E402
 
 ARCH = "unet_small"
 RECIPE = "configs/small/rasd.yaml"
@@ -125,17 +127,8 @@ def pretrain_rasd(seed: int, run: Path, steps: int = STEPS) -> dict[str, Any]:
 
 
 def health_record(run: Path | None) -> dict[str, Any]:
-    """The run file's copy of the run's ``health.json``: verdict, reason, step, kNN at step 0 and at the end, and
-    the distance from the initial weights (scratch: no pretraining run, so no verdict)."""
-    from organfm.monitor import read_health
-
-    if run is None:
-        return {"verdict": None, "reason": "random init: no pretraining run, so no health verdict"}
-    health = read_health(run) or {}
-    signals, reference = health.get("signals") or {}, health.get("reference") or {}
-    return {"verdict": health.get("verdict"), "reason": health.get("reason"), "step": health.get("step"),
-            "knn_step0": reference.get("knn"), "knn_final": signals.get("knn"),
-            "knn_majority": signals.get("knn_majority"), "distance": signals.get("distance")}
+    """``benchmarks.runs.health_record`` plus the distance from the initial weights."""
+    return run_health(run, extra=("distance",))
 
 
 def init_check(run: Path, seed: int) -> dict[str, Any]:
@@ -219,10 +212,7 @@ def run_seed(seed: int, *, out: Path, data_root: Path, pilot: bool, command: str
             "commands": ([pretrain_cmd] if arm == "rasd" else []) + eval_cmds,
             "bench_command": command, "environment": environment,
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(relative(json.dumps(record, indent=1)) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, relative(json.dumps(record, indent=1)) + "\n")
         print(f"[{arm} seed {seed}] wrote {path}", flush=True)
     return paths
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["final_logs", "finished", "pretrain_or_resume"]
+__all__ = ["final_logs", "finished", "health_record", "pretrain_or_resume"]
 
 
 def finished(run: Path, steps: int) -> bool:
@@ -49,3 +49,18 @@ def final_logs(run: Path) -> dict[str, float]:
                     if k != "step" and v not in ("", None) and step >= last.get(k, (-1, 0.0))[0]:
                         last[k] = (step, float(v))
     return {k: v for k, (_, v) in last.items()}
+
+
+def health_record(run: Path | None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The run file's copy of the pretraining run's ``health.json`` verdict: verdict, reason, step, the kNN
+    monitor at step 0 and at the end, and the final value of each signal in ``extra`` (a random-init arm has no
+    pretraining run and so no verdict)."""
+    from organfm.monitor import read_health
+
+    if run is None:
+        return {"verdict": None, "reason": "random init: no pretraining run, so no health verdict"}
+    health = read_health(run) or {}
+    signals, reference = health.get("signals") or {}, health.get("reference") or {}
+    return {"verdict": health.get("verdict"), "reason": health.get("reason"), "step": health.get("step"),
+            "knn_step0": reference.get("knn"), "knn_final": signals.get("knn"),
+            "knn_majority": signals.get("knn_majority"), **{k: signals.get(k) for k in extra}}

@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import claims as st  # noqa: E402
 import preregistration as prereg  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
+from organfm.outputs.atomic import write_atomic  # noqa: E402
 from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
 
 BEGIN, END = "<!-- BEGIN triad -->", "<!-- END triad -->"
@@ -245,10 +246,7 @@ def run_one(arm: str, seed: int, *, out: Path, data_root: Path, steps: int, synt
               "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                               "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores",
                               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(relative(json.dumps(record, indent=1)))
-    os.replace(tmp, path)
+    write_atomic(path, relative(json.dumps(record, indent=1)))
     return path
 
 
