@@ -4,19 +4,19 @@ The volume is prepared as the model's contract says (``organfm.data.labelled.vol
 mode, then resampled to its ``spacing``, or resized whole to its cube as pretraining without a spacing did),
 cut into contiguous train/val/test slabs along D (``organfm.data.slabs.split_slabs``; one scan: this measures
 fitting within a scan, not generalisation to new patients); a ``BackboneUNet`` (the encoder plus a random
-decoder) is trained on random patches of the contract's input size (``dice_ce_loss``, AdamW) and scored by Dice
-per class on the test slab with MONAI's sliding-window inference.
+decoder) is trained on random patches of the contract's input size (``dice_ce_loss``) through the shared
+fine-tuning loop (the engine's parameter groups, warmup + cosine lr; ``organfm.evaluation.finetuning``) and scored
+by Dice per class on the test slab with MONAI's sliding-window inference.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,6 +24,8 @@ from torch import nn
 from organfm.data.labelled import VolumeInput, load_labelled_volume, volume_input
 from organfm.data.slabs import split_slabs
 from organfm.data.volumes import load_class_map
+from organfm.engine.param_groups import build_param_groups
+from organfm.evaluation.finetuning import train_with_early_stopping
 from organfm.evaluation.metrics import segmentation_metrics
 from organfm.evaluation.protocol import ModelRun, make_row, register_protocol
 from organfm.evaluation.task_data import TaskDataConfig
@@ -51,8 +53,9 @@ class Segmentation3DConfig:
     iterations: int = 200
     val_every: int = 50
     batch_size: int = 2
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: float = 1e-3  # peak lr: linear warmup, then cosine to 1% (organfm.evaluation.finetuning)
+    weight_decay: float = 1e-4  # on weights only, not biases and norms (organfm.engine.param_groups)
+    layer_decay: float | None = None  # layer-wise lr decay of the encoder (e.g. 0.75); None: one lr
     overlap: float = 0.25  # sliding-window overlap
     seeds: int = 1
 
@@ -98,63 +101,85 @@ def _random_patch(image: torch.Tensor, target: torch.Tensor, size: int,
 
 
 @torch.no_grad()
-def _sliding_predict(model: torch.nn.Module, image: torch.Tensor, patch: int, overlap: float,
-                     device: str) -> torch.Tensor:
-    """(D, H, W) -> predicted labels (D, H, W): MONAI sliding windows of ``patch``³, Gaussian-weighted."""
+def _sliding_logits(model: torch.nn.Module, image: torch.Tensor, patch: int, overlap: float,
+                    device: str) -> torch.Tensor:
+    """(D, H, W) -> logits (1, C, D, H, W) on ``device``: MONAI sliding windows of ``patch``³, Gaussian-weighted."""
     from monai.inferers import sliding_window_inference
 
     model.eval()
-    logits = sliding_window_inference(image[None, None].to(device), (patch,) * 3, 4, model, overlap=overlap,
-                                      mode="gaussian")
-    return logits.argmax(1)[0].cpu()
+    return sliding_window_inference(image[None, None].to(device), (patch,) * 3, 4, model, overlap=overlap,
+                                    mode="gaussian")
 
 
 def train_segmentation3d(make_backbone: Callable[[], nn.Module], normalize: Callable[[torch.Tensor], torch.Tensor],
                          image: torch.Tensor, target: torch.Tensor, num_classes: int, s: Segmentation3DConfig, *,
-                         seed: int, device: str = "cpu") -> dict[str, Any]:
+                         seed: int, device: str = "cpu",
+                         on_step: Callable[[int, torch.optim.Optimizer], None] | None = None) -> dict[str, Any]:
     """Train a ``BackboneUNet`` on random patches of the train slab, keep the best validation Dice, score test.
+
+    Training is the shared fine-tuning loop (``organfm.evaluation.finetuning.train_with_early_stopping``): the
+    engine's parameter groups (no weight decay on biases and norms, optional layer-wise lr decay) and its
+    warmup + cosine lr schedule. One of the loop's "epochs" is ``val_every`` iterations, each a batch of
+    ``batch_size`` random patches; the validation slab is scored after each (ties broken by the lower
+    validation loss) and the best weights are restored before the test slab is scored.
 
     Args:
         make_backbone: a FRESH encoder with the weights under test.
         normalize: (N, 1, D, H, W) in [0, 1] -> the model's input scaling.
         image, target: (D, H, W) volume in [0, 1] and labels 0..C-1.
         num_classes: C with background.
-        s: the settings.
-        seed: patch order and decoder initialisation.
+        s: the settings (``iterations`` is rounded up to a multiple of ``val_every``).
+        seed: patch draws and decoder initialisation.
+        device: where to train.
+        on_step: called as ``on_step(step, optimizer)`` before each update (tests, logging).
 
     Returns:
-        ``{"metrics": segmentation_metrics on the test slab, "best_iteration": int, "slabs": [train, val, test]}``.
+        ``{"metrics": segmentation_metrics on the test slab, "best_iteration": int, "slabs": [train, val, test],
+        "history": the loop's per-validation records}``.
+
+    Raises:
+        ValueError: ``batch_size`` < 2 or ``iterations`` / ``val_every`` < 1.
     """
+    if s.batch_size < 2:
+        # the shared loop drops single-sample batches (batch norm); say so instead of training nothing
+        raise ValueError(f"segmentation3d.batch_size must be >= 2, got {s.batch_size}")
+    if s.iterations < 1 or s.val_every < 1:
+        raise ValueError(f"segmentation3d.iterations and val_every must be >= 1, got {s.iterations}, {s.val_every}")
     if s.patch_size is None:
         s = dataclasses.replace(s, patch_size=_DEFAULT_PATCH)
     train_sl, val_sl, test_sl = split_slabs(image.shape[0], s.fractions, s.gap)
     x = normalize(image[None, None])[0, 0]
+    x_train, y_train = x[train_sl], target[train_sl]
+    x_val, y_val = x[val_sl], target[val_sl]
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = BackboneUNet(make_backbone(), num_classes).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    best, best_state, best_it = -1.0, None, 0
-    for it in range(1, s.iterations + 1):
-        model.train()
-        patches = [_random_patch(x[train_sl], target[train_sl], s.patch_size, g) for _ in range(s.batch_size)]
+        backbone = make_backbone()
+        model = BackboneUNet(backbone, num_classes).to(device)
+    groups = build_param_groups(backbone, model.decoder, layer_decay=s.layer_decay, head_prefix="decoder.")
+
+    def compute_loss(indices: torch.Tensor) -> torch.Tensor:
+        # patches are drawn fresh each step, so the loop's sample indices only give the batch size
+        patches = [_random_patch(x_train, y_train, s.patch_size, g) for _ in range(len(indices))]
         xb = torch.stack([p[0] for p in patches])[:, None].to(device)
         yb = torch.stack([p[1] for p in patches]).to(device)
-        loss = dice_ce_loss(model(xb), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if it % s.val_every == 0 or it == s.iterations:
-            pred = _sliding_predict(model, x[val_sl], s.patch_size, s.overlap, device)
-            score = segmentation_metrics(pred[None], target[val_sl][None], num_classes)["mean_dice"]
-            score = -0.5 if np.isnan(score) else score
-            if score > best:
-                best, best_state, best_it = score, copy.deepcopy(model.state_dict()), it
-    model.load_state_dict(best_state)
-    pred = _sliding_predict(model, x[test_sl], s.patch_size, s.overlap, device)
+        return dice_ce_loss(model(xb), yb)
+
+    def validate() -> tuple[float, float, dict[str, Any]]:
+        logits = _sliding_logits(model, x_val, s.patch_size, s.overlap, device)
+        loss = float(dice_ce_loss(logits, y_val[None].to(logits.device)).item())
+        score = segmentation_metrics(logits.argmax(1).cpu(), y_val[None], num_classes)["mean_dice"]
+        return score, loss, {"mean_dice": score}
+
+    num_checks = math.ceil(s.iterations / s.val_every)
+    # no early stopping: patience = every check, so the loop runs all iterations and keeps the best check
+    fit = train_with_early_stopping(model, groups, num_train=s.val_every * s.batch_size, compute_loss=compute_loss,
+                                    validate=validate, epochs=num_checks, batch_size=s.batch_size, lr=s.lr,
+                                    weight_decay=s.weight_decay, patience=num_checks, generator=g, on_step=on_step)
+    pred = _sliding_logits(model, x[test_sl], s.patch_size, s.overlap, device).argmax(1)[0].cpu()
     sizes = [sl.stop - sl.start for sl in (train_sl, val_sl, test_sl)]
-    return {"metrics": segmentation_metrics(pred[None], target[test_sl][None], num_classes), "best_iteration": best_it,
-            "slabs": sizes}
+    return {"metrics": segmentation_metrics(pred[None], target[test_sl][None], num_classes),
+            "best_iteration": fit["best_epoch"] * s.val_every, "slabs": sizes, "history": fit["history"]}
 
 
 @register_protocol("segmentation3d", config=Segmentation3DConfig, inputs="own", splits=())

@@ -37,6 +37,49 @@ def test_3d_unet_with_sliding_windows_segments_a_bright_block():
     assert out["metrics"]["dice"][1] > 0.8
 
 
+def test_training_goes_through_the_engines_param_groups_and_warmup_cosine_schedule():
+    # a plain AdamW at a constant lr (the old loop) fails every check below
+    image, target = torch.rand(24, 12, 12), torch.zeros(24, 12, 12, dtype=torch.long)
+    target[:, 3:9, 3:9] = 1
+    s = Segmentation3DConfig(classes=["block"], patch_size=8, iterations=20, val_every=10, batch_size=2, lr=1e-2,
+                             weight_decay=0.1, layer_decay=0.5, gap=1)
+    made: list[torch.nn.Module] = []
+
+    def make() -> torch.nn.Module:
+        made.append(create_backbone("plainconv3d", in_chans=1, channels=[4, 8], strides=[1, 2]))
+        return made[-1]
+
+    steps: list[list[tuple[bool, bool, float, float]]] = []
+
+    def on_step(step: int, optimizer: torch.optim.Optimizer) -> None:
+        backbone_ids = {id(p) for p in made[0].parameters()}
+        steps.append([(id(g["params"][0]) in backbone_ids, g["params"][0].ndim >= 2, g["lr"], g["weight_decay"])
+                      for g in optimizer.param_groups])
+
+    out = train_segmentation3d(make, lambda x: x, image, target, 2, s, seed=0, on_step=on_step)
+    assert len(steps) == 20 and len(out["history"]) == 2 and out["best_iteration"] in (10, 20)
+    decoder_lr = [max(lr for in_backbone, _, lr, _ in groups if not in_backbone) for groups in steps]
+    # warmup over min(val_every, 10% of steps) = 2 steps from 0, then cosine from 1e-2 down to 1e-4
+    np.testing.assert_allclose(decoder_lr[:3], [0.0, 5e-3, 1e-2], rtol=1e-6)
+    np.testing.assert_allclose(decoder_lr[-1], 1e-4, rtol=1e-6)
+    assert all(a >= b for a, b in zip(decoder_lr[2:], decoder_lr[3:]))
+    for groups in steps[1:]:
+        head = max(lr for in_backbone, _, lr, _ in groups if not in_backbone)
+        # layer decay: every encoder group below the decoder's lr, the deepest encoder layer at lr * 0.5
+        encoder = sorted({lr for in_backbone, _, lr, _ in groups if in_backbone})
+        assert encoder and encoder[-1] == pytest.approx(head * 0.5) and all(lr < head for lr in encoder)
+        # weight decay only on weights (ndim >= 2), none on biases and norm scales
+        assert {wd for _, is_weight, _, wd in groups if is_weight} == {0.1}
+        assert {wd for _, is_weight, _, wd in groups if not is_weight} == {0.0}
+
+
+def test_batch_size_1_is_a_config_error_naming_the_key():
+    s = Segmentation3DConfig(classes=["block"], patch_size=8, batch_size=1)
+    with pytest.raises(ValueError, match="segmentation3d.batch_size must be >= 2"):
+        train_segmentation3d(lambda: None, lambda x: x, torch.rand(24, 12, 12),
+                             torch.zeros(24, 12, 12, dtype=torch.long), 2, s, seed=0)
+
+
 def _mr_case(tmp_path):
     """An MR-like volume (no HU: tissue at 300-1500, a bright organ) with its label map and class map."""
     import json
