@@ -7,7 +7,7 @@ encoder's ``spatial_dims``, so a 3D encoder (``spatial_dims = 3``, 5D skips) slo
 ``segmentation_metrics`` already accepts (N, D, H, W) maps.
 
 Real data: ``organfm.data.labelled.load_ct_segmentation_slices`` turns a CT volume and its label map (e.g.
-TotalSegmentator's) into axial slices with organ masks, and ``organfm.data.slabs.split_slice_blocks`` splits
+TotalSegmentator's) into axial slices with organ masks, and ``organfm.data.slabs.split_slabs`` splits
 them in contiguous blocks of slices, so neighbouring (nearly identical) slices never sit on both sides of a
 split.
 
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from organfm.data.labelled import load_ct_segmentation_slices
-from organfm.data.slabs import split_slice_blocks
+from organfm.data.slabs import split_slabs
 from organfm.data.volumes import load_class_map
 from organfm.engine.param_groups import build_param_groups
 from organfm.evaluation.finetuning import train_with_early_stopping
@@ -92,7 +92,7 @@ def load_segmentation_split(data: TaskDataConfig, settings: SegmentationConfig) 
     Reads ``segmentation.image`` (default ``data.source``) and ``segmentation.label_map`` (default
     ``data.label_map``) under ``data.root``, names labels with ``data.class_map``/``data.class_map_key``,
     keeps ``segmentation.classes`` (``load_ct_segmentation_slices``) and splits the slices in blocks
-    (``split_slice_blocks`` with ``segmentation.block_size``, ``fractions``, ``gap``).
+    (``split_slabs`` with ``segmentation.block_size``, ``fractions``, ``gap``).
 
     Args:
         data: the task's ``data.*`` section (``root``, ``source``, ``label_map``, ``class_map``, caps).
@@ -116,7 +116,7 @@ def load_segmentation_split(data: TaskDataConfig, settings: SegmentationConfig) 
                                                        size=s.image_size, window=tuple(s.window),
                                                        min_foreground=s.min_foreground,
                                                        max_volume_voxels=data.max_volume_voxels)
-    parts = split_slice_blocks(len(images), block_size=s.block_size, fractions=s.fractions, gap=s.gap)
+    parts = split_slabs(len(images), fractions=s.fractions, gap=s.gap, block_size=s.block_size)
     train, val, test = ((images[p], masks[p]) for p in parts)
     return SegmentationSplit(train=train, val=val, test=test, class_names=names)
 

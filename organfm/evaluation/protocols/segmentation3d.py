@@ -2,11 +2,12 @@
 
 The volume is prepared as the model's contract says (``organfm.data.labelled.volume_input``: its intensity
 mode, then resampled to its ``spacing``, or resized whole to its cube as pretraining without a spacing did),
-cut into contiguous train/val/test slabs along D (``organfm.data.slabs.split_slabs``; one scan: this measures
-fitting within a scan, not generalisation to new patients); a ``BackboneUNet`` (the encoder plus a random
-decoder) is trained on random patches of the contract's input size (``dice_ce_loss``) through the shared
-fine-tuning loop (the engine's parameter groups, warmup + cosine lr; ``organfm.evaluation.finetuning``) and scored
-by Dice per class on the test slab with MONAI's sliding-window inference.
+cut into contiguous train/val/test slabs along D (``organfm.data.slabs.split_slabs`` with ``block_size=None``;
+one scan: this measures fitting within a scan, not generalisation to new patients); a ``BackboneUNet`` (the
+encoder plus a random decoder) is trained on random patches of the contract's input size (``dice_ce_loss``)
+through the shared fine-tuning loop (the engine's parameter groups, warmup + cosine lr;
+``organfm.evaluation.finetuning``) and scored by Dice per class on the test slab with MONAI's sliding-window
+inference.
 """
 from __future__ import annotations
 
@@ -147,10 +148,11 @@ def train_segmentation3d(make_backbone: Callable[[], nn.Module], normalize: Call
         raise ValueError(f"segmentation3d.iterations and val_every must be >= 1, got {s.iterations}, {s.val_every}")
     if s.patch_size is None:
         s = dataclasses.replace(s, patch_size=_DEFAULT_PATCH)
-    train_sl, val_sl, test_sl = split_slabs(image.shape[0], s.fractions, s.gap)
+    train_idx, val_idx, test_idx = (torch.from_numpy(i) for i in
+                                    split_slabs(image.shape[0], fractions=s.fractions, gap=s.gap, block_size=None))
     x = normalize(image[None, None])[0, 0]
-    x_train, y_train = x[train_sl], target[train_sl]
-    x_val, y_val = x[val_sl], target[val_sl]
+    x_train, y_train = x[train_idx], target[train_idx]
+    x_val, y_val = x[val_idx], target[val_idx]
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -176,9 +178,9 @@ def train_segmentation3d(make_backbone: Callable[[], nn.Module], normalize: Call
     fit = train_with_early_stopping(model, groups, num_train=s.val_every * s.batch_size, compute_loss=compute_loss,
                                     validate=validate, epochs=num_checks, batch_size=s.batch_size, lr=s.lr,
                                     weight_decay=s.weight_decay, patience=num_checks, generator=g, on_step=on_step)
-    pred = _sliding_logits(model, x[test_sl], s.patch_size, s.overlap, device).argmax(1)[0].cpu()
-    sizes = [sl.stop - sl.start for sl in (train_sl, val_sl, test_sl)]
-    return {"metrics": segmentation_metrics(pred[None], target[test_sl][None], num_classes),
+    pred = _sliding_logits(model, x[test_idx], s.patch_size, s.overlap, device).argmax(1)[0].cpu()
+    sizes = [len(i) for i in (train_idx, val_idx, test_idx)]
+    return {"metrics": segmentation_metrics(pred[None], target[test_idx][None], num_classes),
             "best_iteration": fit["best_epoch"] * s.val_every, "slabs": sizes, "history": fit["history"]}
 
 

@@ -10,7 +10,7 @@ import torch
 from organfm.backbones import TimmBackbone
 from organfm.evaluation.metrics import segmentation_metrics
 from organfm.data.labelled import load_ct_segmentation_slices
-from organfm.data.slabs import split_slice_blocks
+from organfm.data.slabs import split_slabs
 from organfm.evaluation.protocols.segmentation import finetune_segmentation
 from organfm.losses.dice_ce import dice_ce_loss
 from organfm.heads.decoders import BackboneUNet, UNetDecoder
@@ -139,23 +139,6 @@ def test_segmentation_convnext_runs_and_rejects_bad_masks() -> None:
         finetune_segmentation(lambda: TimmBackbone("test_convnext"), train, val, val, num_classes=2, epochs=1)
 
 
-def test_split_slice_blocks() -> None:
-    train, val, test = split_slice_blocks(45, block_size=8, fractions=(0.6, 0.2, 0.2), gap=1)
-    everything = np.concatenate([train, val, test])
-    assert len(set(everything.tolist())) == len(everything)  # disjoint
-    assert everything.max() < 45 and len(val) > 0 and len(test) > 0 and len(train) > len(val)
-    owner = {int(i): s for s, part in enumerate((train, val, test)) for i in part}
-    for i in owner:
-        for j in owner:
-            if owner[i] != owner[j]:
-                assert abs(i - j) >= 2  # gap=1: never neighbours across splits
-    # blocks of at most 8 consecutive slices
-    assert train.tolist()[:8] == list(range(8))
-    assert val.min() > 8 and test.min() > val.max()  # interleaved: train, val, train, test, ...
-    with pytest.raises(ValueError, match="blocks"):
-        split_slice_blocks(10, block_size=8)
-
-
 @pytest.fixture(scope="module")
 def ct_files(data_root: Path) -> dict:
     folder = data_root / "totalseg-example"
@@ -218,7 +201,7 @@ def test_ct_slices_every_voxel_and_resized(ct_files: dict) -> None:
 def test_ct_short_finetune_is_sensible_and_reproducible(ct_files: dict) -> None:
     images, masks, names = load_ct_segmentation_slices(ct_files["image"], ct_files["labels"],
                                                        class_map=ct_files["map"], classes=ORGANS, size=32)
-    train, val, test = split_slice_blocks(len(images))
+    train, val, test = split_slabs(len(images), fractions=(0.6, 0.2, 0.2), gap=1, block_size=8)
     images = (images - images[train].mean()) / images[train].std()
     kwargs = dict(num_classes=len(names), epochs=2, batch_size=8, seed=0)
     splits = [(images[i], masks[i]) for i in (train, val, test)]
@@ -242,7 +225,7 @@ def test_load_segmentation_split_is_the_task_sequence(ct_files: dict, tmp_path: 
                             "segmentation.block_size=4"])
     split = load_segmentation_split(task.data, task.segmentation)
     images, masks, names = load_ct_segmentation_slices(image, labels, class_map=None, classes=None, size=32)
-    parts = split_slice_blocks(len(images), block_size=4)
+    parts = split_slabs(len(images), fractions=(0.6, 0.2, 0.2), gap=1, block_size=4)
     assert split.class_names == names and split.sizes == [len(p) for p in parts]
     for (x, y), p in zip((split.train, split.val, split.test), parts):
         assert torch.equal(x, images[p]) and torch.equal(y, masks[p])

@@ -7,20 +7,12 @@ import torch
 
 from organfm.backbones import create_backbone
 from organfm.data.labelled import volume_input
-from organfm.data.slabs import split_slabs
 from organfm.evaluation.protocols.segmentation3d import Segmentation3DConfig, load_volume, train_segmentation3d
 from tests.evaluation.conftest import model_run, run_protocol
 
 PERCENTILE_CONTRACT = {"mean": [0.0], "std": [1.0], "model_hash": "x", "input_size": [1, 16, 16, 16],
                        "intensity": {"mode": "percentile_minmax", "percentiles": [0.5, 99.5], "window": None,
                                      "spacing": None}}
-
-
-def test_slabs_are_contiguous_with_gaps():
-    train, val, test = split_slabs(112, [0.6, 0.2, 0.2], 2)
-    assert (train.start, train.stop, val.start, val.stop, test.start, test.stop) == (0, 64, 66, 87, 89, 112)
-    with pytest.raises(ValueError, match="cannot make"):
-        split_slabs(6, [0.6, 0.2, 0.2], 2)
 
 
 def test_3d_unet_with_sliding_windows_segments_a_bright_block():
