@@ -85,16 +85,6 @@ def test_gradient_clipping_bounds_the_update():
     assert step.norm() <= 0.1 * 1e-3 + 1e-7  # SGD: |update| = lr * |clipped grad|
 
 
-def test_per_parameter_clipping_bounds_each_gradient_on_its_own():
-    from organfm.engine.optim import clip_grad_per_parameter
-
-    a, b = nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(2))
-    a.grad, b.grad = torch.tensor([3.0, 4.0, 0.0]), torch.tensor([0.3, 0.4])  # norms 5 and 0.5
-    clip_grad_per_parameter([a, b], 1.0)
-    assert a.grad.norm().item() == pytest.approx(1.0, rel=1e-5)  # clipped to its own max
-    assert torch.equal(b.grad, torch.tensor([0.3, 0.4]))  # under the max: untouched (a global norm would shrink it)
-
-
 def test_the_method_sees_every_scheduled_value_and_the_epoch():
     seen = []
 
