@@ -5,23 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from organfm.data.subsets import stratified_subset
 from organfm.evaluation.protocols.fewshot import few_shot_settings, run_few_shot
-
-
-def test_fraction_subsets_are_stratified_and_deterministic():
-    labels = np.repeat(np.arange(3), [100, 50, 10])
-    idx = stratified_subset(labels, fraction=0.1, seed=4)
-    assert np.bincount(labels[idx], minlength=3).tolist() == [10, 5, 1]
-    assert np.array_equal(idx, stratified_subset(labels, fraction=0.1, seed=4))
-    assert not np.array_equal(idx, stratified_subset(labels, fraction=0.1, seed=5))
-    assert np.all(np.diff(idx) > 0)
-
-
-def test_shot_subsets_take_k_per_class_or_all_of_a_small_class():
-    labels = np.repeat(np.arange(4), [30, 30, 30, 3])
-    idx = stratified_subset(labels, shots=5, seed=0)
-    assert np.bincount(labels[idx]).tolist() == [5, 5, 5, 3]
 
 
 def test_same_seed_gives_the_same_subset_for_every_model():
@@ -45,13 +29,6 @@ def test_run_few_shot_summarises_each_setting_over_seeds():
     assert summary["sd"] == pytest.approx(np.std([0.5, 0.51, 0.52, 0.53], ddof=1))
     assert summary["ci95_low"] < summary["mean"] < summary["ci95_high"]
     assert out["5-shot"]["n_train"] == [10, 10, 10, 10]
-
-
-def test_bad_arguments():
-    with pytest.raises(ValueError, match="exactly one"):
-        stratified_subset([0, 1], fraction=0.5, shots=1)
-    with pytest.raises(ValueError, match="fraction"):
-        stratified_subset([0, 1], fraction=0.0)
 
 
 def test_few_shot_finetuning_runs_on_real_pneumonia(pneumonia_small):
