@@ -32,3 +32,22 @@ def mednist_archive(data_root: Path) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not found")
     return path
+
+
+@pytest.fixture(scope="session")
+def ct_files(data_root: Path) -> dict:
+    """The TotalSegmentator example CT: paths, its class map and the label volume (D, H, W) int64."""
+    folder = data_root / "totalseg-example"
+    files = {"image": folder / "example_ct.nii.gz", "labels": folder / "example_seg_fast_force_split.nii.gz",
+             "class_map": folder / "totalsegmentator_classmap.json"}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        pytest.skip(f"TotalSegmentator example not found: {', '.join(missing)}")
+    from organfm.data.nifti import NiftiReader
+    from organfm.data.volumes import load_class_map
+
+    files["map"] = load_class_map(files["class_map"], "total")
+    import numpy as np
+
+    files["volume"] = np.asarray(NiftiReader().read_volume(str(files["labels"]))[0]).astype(np.int64)
+    return files

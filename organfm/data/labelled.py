@@ -137,7 +137,8 @@ def relabel(labels: np.ndarray, class_map: Mapping[int, str] | None, classes: Se
         ValueError: a class not in the class map, or no class at all.
     """
     labels = labels.astype(np.int64, copy=False)
-    present = set(np.unique(labels).tolist()) - {0}
+    # ids <= 0 are background (some maps mark unlabelled voxels -1): never a class of their own
+    present = {i for i in np.unique(labels).tolist() if i > 0}
     if class_map is None:
         class_map = {int(i): f"label_{int(i)}" for i in sorted(present)}
     name_to_id = {name: int(i) for i, name in class_map.items() if int(i) != 0}

@@ -13,8 +13,7 @@ from organfm.data.labelled import load_ct_segmentation_slices
 from organfm.data.slabs import split_slabs
 from organfm.evaluation.protocols.segmentation import finetune_segmentation
 from organfm.heads.decoders import BackboneUNet, UNetDecoder
-
-ORGANS = ["liver", "spleen", "kidney_left", "kidney_right"]
+from tests.data.test_labelled import ORGANS
 
 
 def _squares(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,65 +123,6 @@ def test_segmentation_convnext_runs_and_rejects_bad_masks() -> None:
     assert {1, 2} <= set(m["dice"]) <= {1, 2} and m["mean_dice"] == pytest.approx(np.mean(list(m["dice"].values())))
     with pytest.raises(ValueError, match="0..1"):
         finetune_segmentation(lambda: TimmBackbone("test_convnext"), train, val, val, num_classes=2, epochs=1)
-
-
-@pytest.fixture(scope="module")
-def ct_files(data_root: Path) -> dict:
-    folder = data_root / "totalseg-example"
-    files = {"image": folder / "example_ct.nii.gz", "labels": folder / "example_seg_fast_force_split.nii.gz",
-             "class_map": folder / "totalsegmentator_classmap.json"}
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        pytest.skip(f"TotalSegmentator example not found: {', '.join(missing)}")
-    from organfm.data.nifti import NiftiReader
-    from organfm.data.volumes import load_class_map
-
-    files["map"] = load_class_map(files["class_map"], "total")
-    files["volume"] = np.asarray(NiftiReader().read_volume(str(files["labels"]))[0]).astype(np.int64)
-    return files
-
-
-def test_ct_slices_match_label_map(ct_files: dict) -> None:
-    labels, class_map = ct_files["volume"], ct_files["map"]
-    ids = [next(i for i, n in class_map.items() if n == organ) for organ in ORGANS]
-    side = max(labels.shape[1:])  # native resolution: padding only, no resampling
-    images, masks, names = load_ct_segmentation_slices(ct_files["image"], ct_files["labels"], class_map=class_map,
-                                                       classes=ORGANS, size=side, min_foreground=50)
-    assert names == ["background", *ORGANS]
-    # reference slice selection, written independently
-    chosen = np.isin(labels, ids)
-    kept = [z for z in range(labels.shape[0]) if chosen[z].sum() >= 50]
-    assert images.shape == (len(kept), 1, side, side) and masks.shape == (len(kept), side, side)
-    assert images.dtype == torch.float32 and masks.dtype == torch.int64
-    assert 0.0 <= images.min() and images.max() <= 1.0
-    for new_id, old_id in enumerate(ids, start=1):
-        expected = [(labels[z] == old_id).sum() for z in kept]
-        got = [(masks[k] == new_id).sum().item() for k in range(len(kept))]
-        assert got == expected, ORGANS[new_id - 1]
-    assert set(torch.unique(masks).tolist()) == {0, 1, 2, 3, 4}
-    # image and mask line up: the organs are soft tissue (0-100 HU -> 0.4-0.65 in the 40/400 window)
-    for new_id in range(1, 5):
-        assert 0.35 < images[:, 0][masks == new_id].mean() < 0.65, ORGANS[new_id - 1]
-
-
-def test_ct_slices_every_voxel_and_resized(ct_files: dict) -> None:
-    labels, class_map = ct_files["volume"], ct_files["map"]
-    liver = next(i for i, n in class_map.items() if n == "liver")
-    images, masks, _ = load_ct_segmentation_slices(ct_files["image"], ct_files["labels"], class_map=class_map,
-                                                   classes=["liver"], size=max(labels.shape[1:]), min_foreground=1)
-    assert (masks == 1).sum().item() == (labels == liver).sum()  # every liver voxel of the volume is there
-    small, small_masks, _ = load_ct_segmentation_slices(ct_files["image"], ct_files["labels"], class_map=class_map,
-                                                        classes=["liver"], size=64, min_foreground=1)
-    assert small.shape == (len(images), 1, 64, 64)
-    scale = (64 / max(labels.shape[1:])) ** 2
-    assert (small_masks == 1).sum().item() == pytest.approx((labels == liver).sum() * scale, rel=0.1)
-    with pytest.raises(ValueError, match="not in the class map"):
-        load_ct_segmentation_slices(ct_files["image"], ct_files["labels"], class_map=class_map,
-                                    classes=["liver", "heart_of_gold"], size=64)
-    _, raw_masks, raw_names = load_ct_segmentation_slices(ct_files["image"], ct_files["labels"], class_map=None,
-                                                          classes=None, size=64)
-    assert raw_names[0] == "background" and f"label_{liver}" in raw_names
-    assert len(raw_names) - 1 == len(set(np.unique(labels).tolist()) - {0})
 
 
 def test_ct_short_finetune_is_sensible_and_reproducible(ct_files: dict) -> None:
