@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from organfm.data.errors import DataError
+from organfm.outputs.atomic import write_atomic
 
 __all__ = ["ShardRows", "write_rows"]
 
@@ -170,20 +172,38 @@ class _Compose:
 
 def write_rows(path: str | os.PathLike[str], num_rows: int, width: int,
                chunks: Callable[[], Iterator[tuple[int, torch.Tensor]]]) -> Path:
-    """Write an (N, E) float32 ``.npy`` from ``(start, rows)`` chunks, through a temporary file and a rename,
-    holding one chunk in memory at a time. Returns ``path``."""
+    """Write an (N, E) float32 ``.npy`` from ``(start, rows)`` chunks, holding one chunk in memory at a time.
+
+    The file is written through :func:`~organfm.outputs.atomic.write_atomic` (temporary file, fsync, rename):
+    a bad chunk, a short count or a full disk leaves the previous ``path`` as it was and no temporary behind.
+
+    Args:
+        path: the ``.npy`` file to write.
+        num_rows: N, the number of rows the chunks must add up to.
+        width: E, the width of every row.
+        chunks: a callable returning an iterator of ``(start, rows)`` with ``rows`` of shape (n, E), in row
+            order and without gaps.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: a chunk out of order or of the wrong width, or chunks that do not add up to ``num_rows``.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    written = 0
-    with open(tmp, "wb") as f:  # plain writes in row order: no mapping holds the file's pages
+
+    def write(f: BinaryIO) -> None:
+        # plain writes in row order: no mapping holds the file's pages
         np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
                                                  "fortran_order": False, "shape": (num_rows, width)})
+        written = 0
         for start, rows in chunks():
             if start != written or rows.shape[1:] != (width,):
                 raise ValueError(f"{path}: chunk at row {start} of shape {tuple(rows.shape)} after {written} rows")
             f.write(np.ascontiguousarray(rows.detach().cpu().numpy(), dtype=np.float32).tobytes())
             written += len(rows)
-    if written != num_rows:
-        raise ValueError(f"{path}: {written} rows written for {num_rows}")
-    os.replace(tmp, path)
-    return path
+        # raised inside the callback, so the rename never happens for a short file
+        if written != num_rows:
+            raise ValueError(f"{path}: {written} rows written for {num_rows}")
+
+    return write_atomic(path, write)

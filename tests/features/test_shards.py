@@ -1,6 +1,7 @@
 """Feature shards read on demand: rows across shards equal the concatenated arrays; bad files are named."""
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -92,3 +93,28 @@ def test_write_rows_round_trips_and_refuses_chunks_out_of_order(tmp_path):
     with pytest.raises(ValueError, match="5 rows written for 6"):
         write_rows(tmp_path / "short.npy", 6, 2, lambda: iter([(0, data[:5])]))
     assert not (tmp_path / "gap.npy").exists() and not (tmp_path / "short.npy").exists()  # never a partial file
+
+
+@pytest.mark.parametrize("chunks, error", [
+    (lambda data: iter([(0, data[:2]), (3, data[3:])]), "chunk at row 3"),   # a gap after two rows were written
+    (lambda data: iter([(0, data[:5])]), "5 rows written for 6"),            # the count is short at the end
+])
+def test_a_failed_write_rows_keeps_the_old_file_and_leaves_no_temporary(tmp_path, chunks, error):
+    old = np.full((3, 2), 7.0, np.float32)
+    np.save(tmp_path / "out.npy", old)
+    data = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    with pytest.raises(ValueError, match=error):
+        write_rows(tmp_path / "out.npy", 6, 2, lambda: chunks(data))
+    assert np.array_equal(np.load(tmp_path / "out.npy"), old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy"]
+
+
+def test_write_rows_fsyncs_the_file_before_the_rename(tmp_path, monkeypatch):
+    # the guarantee of organfm.outputs.atomic: the bytes are on disk before the new name can be seen
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1])
+    write_rows(tmp_path / "out.npy", 2, 1, lambda: iter([(0, torch.ones(2, 1))]))
+    assert events[:2] == ["fsync", "replace"]
+    assert np.array_equal(np.load(tmp_path / "out.npy"), np.ones((2, 1), np.float32))
