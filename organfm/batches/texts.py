@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from organfm.data.errors import DataError
-from organfm.outputs.atomic import atomic_path
 from organfm.text.captions import TEXT_MODES, caption, record_texts
 
 __all__ = ["dataset_texts", "run_tokenizer"]
@@ -56,6 +55,6 @@ def run_tokenizer(run_dir: Path, texts: list[str]) -> Path:
 
     path = Path(run_dir) / TOKENIZER_FILE
     if not path.is_file():
-        with atomic_path(path) as tmp:  # each rank's temporary has its own name: concurrent writers never mix
-            WordTokenizer.from_corpus(texts).save(tmp)
+        # save writes atomically through a temporary of its own name: concurrent ranks never mix
+        WordTokenizer.from_corpus(texts).save(path)
     return path

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from organfm.outputs.atomic import write_atomic
+
 __all__ = ["WordTokenizer"]
 
 _WORD = re.compile(r"[a-z0-9.]+")
@@ -51,7 +53,12 @@ class WordTokenizer:
         return out
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"format": "organfm-word-tokenizer", "vocab": self.vocab}))
+        """Write the vocabulary to ``path`` as JSON, atomically (a failed write keeps the previous file).
+
+        Args:
+            path: the ``.json`` file to write.
+        """
+        write_atomic(path, json.dumps({"format": "organfm-word-tokenizer", "vocab": self.vocab}))
 
     @classmethod
     def load(cls, path: str | Path) -> WordTokenizer:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -41,3 +42,17 @@ def test_max_len_truncates_and_corpus_limits_apply():
     assert ids.tolist() == [[3, 2, 1], [2, 0, 0]]
     assert tok([]).shape == (0, 1) and tok(["..."]).shape == (1, 1)  # a dots-only word is one token
     assert tok(["!!"]).tolist() == [[0]]  # no word at all: one padding column, never a zero-width tensor
+
+
+def test_a_failed_save_keeps_the_previous_tokenizer_and_leaves_no_temporary(tmp_path, monkeypatch):
+    old = WordTokenizer.from_corpus(["liver"])
+    old.save(tmp_path / "tok.json")
+
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)  # the disk fills at the last step, after all bytes were written
+    with pytest.raises(OSError, match="No space"):
+        WordTokenizer.from_corpus(["spleen kidney"]).save(tmp_path / "tok.json")
+    assert WordTokenizer.load(tmp_path / "tok.json").vocab == old.vocab
+    assert [p.name for p in tmp_path.iterdir()] == ["tok.json"]
