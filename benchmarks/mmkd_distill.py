@@ -13,7 +13,7 @@ per set). Two disjoint domains of the local data, drawn from the evaluation's TR
 (The TotalSegmentator organ crops are not in any pretraining set: the CT evaluation is cut from that scan.)
 
 **Teachers** (``TEACHERS``): label-free DINO (``configs/small/dino.yaml``: 64 + 2 x 32 px, K = 256, batch 32,
-300 steps), three architectures, seeds ``TEACHER_SEEDS``: ``ct`` = ``test_convnext`` on the CT set (the CT
+300 steps, teacher temperature 0.01: ``TEACHER_OVERRIDES``), three architectures, seeds ``TEACHER_SEEDS``: ``ct`` = ``test_convnext`` on the CT set (the CT
 specialist), ``xr`` = ``test_resnet`` on the radiograph/MR set (the radiograph specialist), ``all`` =
 ``test_vit`` on the union (a generalist with the student's own data). A teacher run must reach the health
 verdict ``learning`` (its ``health.json``) to be read.
@@ -92,6 +92,14 @@ PREREGISTRATION = REPO / "benchmarks" / "preregistered" / "mmkd-small.yaml"
 BEGIN, END = "<!-- BEGIN mmkd -->", "<!-- END mmkd -->"
 STEPS = 300
 TEACHER_RECIPE = "configs/small/dino.yaml"
+# The small DINO recipe's teacher temperature 0.04 ends uniform on one domain's 1,200 images (the ct seed-0 teacher:
+# per-sample teacher entropy 1.00 ln K from step 100 on; 0.02 drifts there too, a slower centre collapses to one
+# prototype); at 0.01 a 300-step ct trial ended at 0.74 ln K, kNN 0.45 -> 0.84: learning.
+TEACHER_OVERRIDES = ("teacher.temp=0.01", "teacher.warmup_temp=0.01")
+# the pre-registration was revised before any run file existed; what changed and why
+REVISION = ("2026-12-01, before any run file: teachers at teacher temperature 0.01 (was the recipe's 0.04, under which "
+            "the first teacher, ct seed 0, ended with a uniform teacher, 1.00 ln K, health 'not learning yet'; a "
+            "300-step ct trial at 0.01 ended at 0.74 ln K, learning)")
 STUDENT_RECIPE = "configs/small/mmkd_student.yaml"
 STUDENT_ARCH = "mobilenetv3_small_100"
 TEACHER_SEEDS = (0, 1)
@@ -237,7 +245,8 @@ def recipe(name: str, seed: int, *, out: Path, manifests: Mapping[str, Path], st
     if is_teacher(name):
         t = TEACHERS[name]
         data = manifests["union" if len(t.domains) > 1 else t.domains[0]]
-        return TEACHER_RECIPE, [f"backbone.name={t.arch}", f"data={data}", "data.split=train", *common]
+        return TEACHER_RECIPE, [f"backbone.name={t.arch}", *TEACHER_OVERRIDES, f"data={data}", "data.split=train",
+                                *common]
     ts = teacher_seed_of(seed)
     teachers = ",".join(f"{t}={run_folder(out, t, ts)}" for t in TEACHERS)
     return STUDENT_RECIPE, [f"method.teachers=[{teachers}]", *ARMS[name], f"data={manifests['union']}",
@@ -500,13 +509,15 @@ def build_preregistration(*, alpha: float = st.ALPHA, power: float = st.POWER) -
     m1, m2 = len(ARMS), len(ARMS) * sum(t.specialist_of is not None for t in TEACHERS.values())
     return {
         "name": "mmkd-small", "scale": "small", "registered": datetime.date.today().isoformat(),
+        "revised": REVISION,
         "rule": "commit this file before the first run file under benchmarks/results/mmkd_distill/runs/",
         "claim": "one student distilled from several different expert teachers beats each of them (MMKD-CLIP)",
         "data": {"domains": {d: {"label": v[0], "mednist_train_classes": list(v[1]), "per_class": MEDNIST_PER_CLASS,
                                  "pneumoniamnist_train": v[2]} for d, v in DOMAINS.items()},
                  "note": "pretraining images from the evaluation's train splits only; no labels used in pretraining"},
         "teachers": {t.name: {"method": t.method, "architecture": t.arch, "recipe": TEACHER_RECIPE, "steps": STEPS,
-                              "domains": list(t.domains), "specialist_of": t.specialist_of, "seeds": list(TEACHER_SEEDS)}
+                              "overrides": list(TEACHER_OVERRIDES), "domains": list(t.domains),
+                              "specialist_of": t.specialist_of, "seeds": list(TEACHER_SEEDS)}
                      for t in TEACHERS.values()},
         "arms": {a: {"method": "mmkd", "architecture": STUDENT_ARCH, "recipe": STUDENT_RECIPE, "steps": STEPS,
                      "overrides": list(o), "teachers": list(TEACHERS), "teacher_filter": "column (its domain's teachers)",
