@@ -45,6 +45,3 @@ def random_affine(images: torch.Tensor, masks: torch.Tensor | None = None, *, ge
     warped = F.grid_sample(masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="reflection",
                            align_corners=False)
     return out, warped[:, 0].round().to(masks.dtype)
-
-
-# ------------------------------------------------------------------------------------------------- training loop

@@ -8,7 +8,6 @@ from torch import nn
 from organfm.backbones import TimmBackbone
 from organfm.engine.param_groups import build_param_groups
 from organfm.evaluation.finetuning import finetune_classification, train_with_early_stopping
-from organfm.views.affine import random_affine
 
 
 def _blobs(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -159,21 +158,6 @@ def test_scheduled_lr_and_weight_decay_reach_the_right_groups() -> None:
     names = {n: g["apply_weight_decay"] for g in groups for n in g["names"]}
     assert names == {"backbone.0.weight": True, "backbone.0.bias": False, "backbone.1.weight": False,
                      "backbone.1.bias": False, "head.weight": True, "head.bias": False}
-
-
-def test_random_affine_identity_and_shared_draw() -> None:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 1, 32, 40)
-    same, _ = random_affine(x, generator=g, scale=(1.0, 1.0), ratio=(1.0, 1.0), max_degrees=0.0)
-    torch.testing.assert_close(same, x, atol=1e-5, rtol=0)
-    masks = torch.zeros(8, 32, 32, dtype=torch.long)
-    masks[:, 8:24, 10:20] = 1
-    masks[:, 2:6, 2:30] = 2
-    warped_x, warped_m = random_affine(masks[:, None].float(), masks, generator=g)
-    assert warped_m.dtype == torch.long and warped_m.shape == masks.shape
-    assert not torch.equal(warped_m, masks)  # it did move
-    agree = (warped_x[:, 0].round().long() == warped_m).float().mean()
-    assert agree > 0.95  # image and mask got the same transform
 
 
 def test_rejects_bad_labels() -> None:
