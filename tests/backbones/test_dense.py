@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from organfm.backbones import Backbone, SwinUNETRBackbone, UNetBackbone, create_backbone, list_backbones
+from organfm.backbones import Backbone, create_backbone, list_backbones
 
 # SwinUNETR is tiny here (feature_size 12) and needs 64 px per side in training mode (instance norm at 1/32).
 CASES = [
@@ -33,28 +33,3 @@ def test_contract_shapes_and_every_parameter_gets_a_gradient(name, kwargs, shape
     out["dense"].square().mean().backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
-
-
-@pytest.mark.slow
-def test_swin_unetr_3d_forward_and_defaults():
-    model = SwinUNETRBackbone(spatial_dims=3, feature_size=12, num_features=4).eval()
-    with torch.no_grad():
-        out = model.forward_features(torch.rand(1, 1, 20, 24, 32))  # padded to 64^3, cropped back
-    assert out["dense"].shape == (1, 4, 20, 24, 32)
-    assert model.model.swinViT.layers1[0].use_checkpoint  # on by default in 3D, as RaSD's 3D trainer
-    small = SwinUNETRBackbone(feature_size=12)
-    assert small.backbone_args == {"spatial_dims": 2, "in_chans": 1, "num_features": 32, "feature_size": 12}
-    assert not small.model.swinViT.layers1[0].use_checkpoint
-    with pytest.raises(ValueError, match="multiple of 12"):
-        SwinUNETRBackbone(feature_size=16)
-
-
-def test_unet_keeps_odd_sizes_and_rejects_wrong_inputs():
-    model = UNetBackbone(channels=(8, 16, 32, 64))
-    assert model.forward_features(torch.rand(1, 1, 28, 31))["dense"].shape == (1, 32, 28, 31)
-    with pytest.raises(ValueError, match="2D backbone"):
-        model(torch.rand(1, 1, 8, 8, 8))
-    with pytest.raises(ValueError, match="stochastic depth"):
-        UNetBackbone(drop_path_rate=0.1)
-    with pytest.raises(ValueError, match="spatial_dims"):
-        UNetBackbone(spatial_dims=4)

@@ -78,14 +78,3 @@ def test_partial_loading_is_an_opt_in_that_reports_what_was_loaded(tmp_path):
     assert sorted(report.loaded) == sorted(k for k in state if k != "extra.weight")
     assert torch.equal(model.model.state_dict()["conv1.0.weight"], source.model.state_dict()["conv1.0.weight"])
     assert any("partial load" in str(w.message) and "missing from the file (layer2." in str(w.message) for w in caught)
-
-
-def test_an_rgb_checkpoint_with_a_classifier_still_loads_into_a_gray_headless_model(tmp_path):
-    # what timm's pretrained path did for ImageNet weights and users rely on: sum the stem to 1 channel, drop fc
-    import timm
-
-    rgb = timm.create_model("test_resnet", num_classes=7, in_chans=3)
-    torch.save(rgb.state_dict(), tmp_path / "imagenet.pth")
-    model = create_backbone("test_resnet", in_chans=1, pretrained_file=str(tmp_path / "imagenet.pth"))
-    assert model.load_report.complete
-    assert torch.allclose(model.model.conv1[0].weight, rgb.conv1[0].weight.sum(1, keepdim=True))
