@@ -1,4 +1,4 @@
-"""RaSDPairs (the indexed sample stream) and SyntheticBuffer (the online FIFO), 2D and 3D."""
+"""SyntheticBuffer, the online FIFO over the RaSDPairs stream: its window, refresh, resume and workers, 2D and 3D."""
 from __future__ import annotations
 
 import itertools
@@ -6,59 +6,11 @@ import itertools
 import pytest
 import torch
 
-from organfm.synthesis import LABEL_MAP, NonFiniteSampleError, RaSDPairs, SyntheticBuffer
+from organfm.synthesis import LABEL_MAP, RaSDPairs, SyntheticBuffer
 
 
 def take(buffer: SyntheticBuffer, n: int) -> list[dict]:
     return list(itertools.islice(iter(buffer), n))
-
-
-@pytest.mark.parametrize("shape", [(16, 16), (16, 16, 16)])
-def test_pairs_are_pure_functions_of_seed_and_index(shape):
-    pairs = RaSDPairs(shape, num_labels=3, seed=5)
-    a, b = pairs[7], RaSDPairs(shape, num_labels=3, seed=5)[7]
-    assert a["image"].shape == a[LABEL_MAP].shape == (1, *shape)
-    assert a["image"].dtype == torch.float32 and a[LABEL_MAP].dtype == torch.int64
-    assert 0 <= a["image"].min() and a["image"].max() <= 1 and a[LABEL_MAP].max() < 3
-    assert torch.equal(a["image"], b["image"]) and torch.equal(a[LABEL_MAP], b[LABEL_MAP])
-    torch.manual_seed(123)  # the global RNG plays no part
-    assert torch.equal(RaSDPairs(shape, num_labels=3, seed=5)[7]["image"], a["image"])
-    assert not torch.equal(pairs[8]["image"], a["image"])
-    assert not torch.equal(RaSDPairs(shape, num_labels=3, seed=6)[7]["image"], a["image"])
-    assert not torch.equal(RaSDPairs(shape, num_labels=3, seed=5, stream="other")[7]["image"], a["image"])
-
-
-def test_default_num_labels_scale_with_size():
-    assert RaSDPairs((64, 64)).num_labels == 2 and RaSDPairs((512, 512)).num_labels == 16
-    assert RaSDPairs((128,) * 3).num_labels == 8
-    with pytest.raises(ValueError, match="num_labels"):
-        RaSDPairs((16, 16), num_labels=1)
-
-
-class FlakyPairs(RaSDPairs):
-    """Renders NaN on its first ``bad`` draws."""
-
-    def __init__(self, *args, bad: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.bad, self.calls = bad, 0
-
-    def render(self, label_map, generator):
-        image = super().render(label_map, generator)
-        self.calls += 1
-        if self.calls <= self.bad:
-            image[0, 0, 0] = float("nan")
-        return image
-
-
-def test_non_finite_samples_are_drawn_again_deterministically():
-    flaky = FlakyPairs((16, 16), num_labels=3, seed=0, bad=1)
-    item = flaky[4]
-    assert torch.isfinite(item["image"]).all()
-    clean = RaSDPairs((16, 16), num_labels=3, seed=0)[4]
-    assert not torch.equal(item[LABEL_MAP], clean[LABEL_MAP])  # the second attempt, not the first
-    assert torch.equal(FlakyPairs((16, 16), num_labels=3, seed=0, bad=1)[4]["image"], item["image"])
-    with pytest.raises(NonFiniteSampleError, match="sample 4"):
-        FlakyPairs((16, 16), num_labels=3, seed=0, bad=3, max_attempts=3)[4]
 
 
 def test_refresh_is_a_tenth_of_the_batch_and_the_window_slides():
