@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from organfm.evaluation.html_report import render_html
-from organfm.evaluation.cells import health_cell
 from organfm.evaluation.report import markdown_tables
 
 RESULTS = {"task": {"name": "t"}, "rows": [], "models": {
@@ -10,13 +9,6 @@ RESULTS = {"task": {"name": "t"}, "rows": [], "models": {
              "health": {"verdict": "not learning yet", "reason": "the exported network is 0.05 % away", "step": 20}},
     "scratch": {"spec": "random:test_convnext", "architecture": "test_convnext", "model_hash": "cd" * 8},
     "old": {"spec": "old/export", "architecture": "test_convnext", "model_hash": "ef" * 8}}}
-
-
-def test_health_cell_tells_a_verdict_from_random_init_from_an_unmonitored_model():
-    m = RESULTS["models"]
-    assert health_cell(m["coda"]) == "not learning yet (step 20)"
-    assert health_cell(m["scratch"]) == "random init"
-    assert health_cell(m["old"]) == "not monitored"
 
 
 def test_markdown_and_html_show_the_verdict_and_its_reason():
@@ -32,13 +24,8 @@ def _row(protocol, **means):
             "metrics": {k: {"mean": v, "sd": 0.0, "n": 1} for k, v in means.items()}}
 
 
-def test_a_classification_headline_shows_auc_balanced_accuracy_and_the_majority_rate():
-    from organfm.evaluation.cells import headline
-
+def test_markdown_and_html_lead_with_the_rows_headlines():
     row = _row("finetune3d", accuracy=0.768, balanced_accuracy=0.5, auc=0.612, f1=0.43, majority_accuracy=0.768)
-    assert headline(row) == "accuracy 0.768 (majority 0.768), balanced accuracy 0.500, AUC 0.612"
-    assert headline(_row("segmentation", mean_dice=0.81, dice_liver=0.9)) == "mean_dice 0.810"
-    assert headline(_row("clusters", nmi=0.3)) == ""
     results = dict(RESULTS, rows=[row])
     assert "- m finetune3d (s): accuracy 0.768 (majority 0.768), balanced accuracy 0.500" in markdown_tables(results)
     assert "<ul id='headline'><li>m finetune3d (s): accuracy 0.768 (majority 0.768)" in render_html(results, {}, {})

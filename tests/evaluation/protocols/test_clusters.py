@@ -1,11 +1,10 @@
-"""Organ-cluster scores and 2-D maps: perfect clusters score 1, noise scores ~0, real MedNIST organs cluster."""
+"""Organ-cluster scores: perfect clusters score 1, noise scores ~0, real MedNIST organs cluster."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from organfm.evaluation.maps import embed_2d
 from organfm.evaluation.protocols.clusters import cluster_scores
 
 
@@ -20,25 +19,9 @@ def test_well_separated_clusters_score_perfectly_and_noise_does_not():
     assert noise["nmi"] < 0.1 and abs(noise["ari"]) < 0.1 and noise["silhouette"] < 0.05
 
 
-def test_tsne_map_shape_and_determinism():
-    x = np.random.default_rng(0).normal(size=(60, 8))
-    a, b = embed_2d(x, method="tsne", seed=3), embed_2d(x, method="tsne", seed=3)
-    assert a.shape == (60, 2) and np.array_equal(a, b)
-    with pytest.raises(ValueError, match="unknown embedding"):
-        embed_2d(x, method="pca")
-
-
 def test_real_mednist_regions_cluster_under_a_random_backbone(mednist_small, random_features):
     test = mednist_small.splits["test"]
     scores = cluster_scores(random_features(mednist_small)["test"], test.labels, k=10)
     print(f"MedNIST test clusters, random test_resnet: {scores}")
     assert scores["knn_accuracy"] > 0.6 and scores["nmi"] > 0.2
     assert scores == cluster_scores(random_features(mednist_small)["test"], test.labels, k=10)
-
-
-@pytest.mark.slow
-def test_umap_map():
-    # the first UMAP fit JIT-compiles with numba (~20 s): one small run
-    x = np.random.default_rng(0).normal(size=(80, 8))
-    coords = embed_2d(x, method="umap", seed=0)
-    assert coords.shape == (80, 2) and np.isfinite(coords).all()
