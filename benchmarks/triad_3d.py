@@ -492,7 +492,13 @@ def timing_lines(runs) -> list[str]:
     if not pre:
         return []
     mu = st.mean_sd(pre)
-    return [f"Timings ({THREADS} torch thread{'s' if THREADS > 1 else ''}, a 2-core machine shared with other jobs): one pretraining run "
+    # the threads the runs were given (their trainer.torch_threads), not this process's ORGANFM_THREADS
+    threads = sorted({int(o.split("=", 1)[1]) for a in runs.values() for r in a.values()
+                      for o in (r.get("pretrain") or {}).get("overrides", [])
+                      if o.startswith("trainer.torch_threads=")})
+    used = (f"{'/'.join(map(str, threads))} torch thread{'s' if max(threads) > 1 else ''}" if threads
+            else "torch threads not recorded")
+    return [f"Timings ({used}, a 2-core machine shared with other jobs): one pretraining run "
             f"{mu[0] / 60:.1f} ± {mu[1] / 60 if math.isfinite(mu[1]) else 0:.1f} min of training ({len(pre)} runs); "
             "readouts per model " + ", ".join(f"{READOUT_LABELS[k]} {st.mean_sd(v)[0]:.0f} s" for k, v in ev.items() if v)
             + "."]
