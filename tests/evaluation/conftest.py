@@ -87,3 +87,23 @@ def run_protocol(name: str, run, task, data=None) -> list[dict]:
 
     spec = get_protocol(name)
     return spec(run, task.data if spec.inputs == "own" else data, task)
+
+
+def feature_task(tmp_path: Path, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], class_names: list[str],
+                 *overrides: str):
+    """A model whose features ARE the given (N, E) points, with ``task``'s settings: ``(run, data, task)``.
+
+    Each split's points are stored as (N, 1, 1, E) images and the model flattens them (mean 0, std 1), so a
+    protocol on frozen features sees exactly the points the test wrote down.
+    """
+    from torch import nn
+
+    from organfm.evaluation.task_data import SplitData
+    from organfm.features.extraction import FeatureCache
+
+    data = TaskData(splits={name: SplitData(images=points[:, None, None, :].float(), labels=labels.long(),
+                                            records=[], identity=f"points-{name}-{tmp_path.name}", name=name)
+                            for name, (points, labels) in splits.items()}, class_names=class_names)
+    task = load_task(None, ["data.source=x", *overrides])
+    contract = {"mean": [0.0], "std": [1.0], "model_hash": "flatten"}
+    return model_run("points", nn.Flatten, contract, task, "cpu", FeatureCache(tmp_path / "cache")), data, task
