@@ -394,6 +394,36 @@ def run_one(name: str, seed: int, *, out: Path, data_root: Path, stage: str = "a
     return path
 
 
+def init_architectures() -> dict[str, str]:
+    """Model -> the architecture whose random initialisation is its floor (the arms share the student's)."""
+    return {**{t.name: t.arch for t in TEACHERS.values()}, "student": STUDENT_ARCH}
+
+
+def init_file(out: Path, name: str, seed: int) -> Path:
+    return out / "init" / f"{name}-seed{seed}.json"
+
+
+def run_init(name: str, seed: int, *, out: Path, data_root: Path, eval_overrides: Sequence[str] = ()) -> Path:
+    """Evaluate ``random:<architecture>`` of model ``name`` (init seed ``seed``) through the same evaluations
+    as the trained models: the floor that shows the endpoints separate a trained model from its initial weights
+    (reported, not tested). Writes ``<out>/init/<name>-seed<s>.json`` (kept when present)."""
+    path = init_file(out, name, seed)
+    if path.is_file():
+        print(f"[init {name} seed {seed}] done already: {relative(str(path))}", flush=True)
+        return path
+    spec = f"random:{init_architectures()[name]}"
+    evaluation = evaluate(spec, name, data_root=data_root, out=out / "pretrain" / f"init-{name}-s{seed}" / "eval",
+                          seed=seed, extra_overrides=eval_overrides)
+    record = {"model": name, "kind": "init", "architecture": init_architectures()[name], "seed": seed, "spec": spec,
+              "evaluation": evaluation,
+              "commands": [relative(f"organfm evaluate --models {name}={spec} --task {e['task']} "
+                                    + " ".join(e["overrides"])) for e in evaluation.values()],
+              "timings": {"evaluation_s": round(sum(e["seconds"] for e in evaluation.values()), 1)}}
+    write_atomic(path, relative(json.dumps(record, indent=1)) + "\n")
+    print(f"[init {name} seed {seed}] wrote {relative(str(path))}", flush=True)
+    return path
+
+
 # ---------------------------------------------------------------------------------------------------- statistics
 def endpoint_values(run: Mapping[str, Any], endpoint: str, metric: str | None = None) -> list[float]:
     """The probe-seed values of ``endpoint`` (or another ``metric`` of its row) in one run file ([] if absent)."""
@@ -600,8 +630,35 @@ def _label(name: str) -> str:
     return ARM_LABELS.get(name, name)
 
 
-def report(runs: Sequence[Mapping[str, Any]], *, prereg: Mapping[str, Any] | None, command: str) -> str:
-    """The section's markdown from the run files (the page section and ``results.md``)."""
+def init_lines(runs: Sequence[Mapping[str, Any]], inits: Sequence[Mapping[str, Any]],
+               gates: Mapping[str, Any]) -> list[str]:
+    """The instrument check: each model's domain scores beside its architecture's at random initialisation."""
+    if not inits:
+        return ["", "Instrument check against initial weights: no `random:` evaluation yet (`--init`)."]
+    lines = ["", "Instrument check (reported, not tested): each model's domain scores (its learning runs) beside "
+             "the same architecture at random initialisation (`random:<architecture>`, init seeds "
+             f"{', '.join(str(s) for s in sorted({int(i['seed']) for i in inits}))}), through the same evaluations:", "",
+             "| model | architecture | trained n | CT domain | radiograph/MR domain | mean over domains | random init n "
+             "| CT domain | radiograph/MR domain | mean over domains | Δ mean over domains |", "|---|---|---|" + "---|" * 8]
+    floor: dict[str, list[dict[str, float]]] = {}
+    for i in inits:
+        floor.setdefault(i["model"], []).append(scores(i))
+    for m in (*TEACHERS, *ARMS):
+        base = m if m in TEACHERS else "student"
+        trained = [scores(r) for r in runs if r["model"] == m and int(r["seed"]) in (gates[m].kept if m in gates else ())]
+        if not trained or base not in floor:
+            continue
+        t = [st.mean_sd([x[c] for x in trained]) for c in (*DOMAINS, MEAN)]
+        f = [st.mean_sd([x[c] for x in floor[base]]) for c in (*DOMAINS, MEAN)]
+        lines.append(f"| {_label(m)} | `{init_architectures()[base]}` | {len(trained)} | " + " | ".join(map(_ms, t))
+                     + f" | {len(floor[base])} | " + " | ".join(map(_ms, f)) + f" | {_num(t[-1][0] - f[-1][0], '+.3f')} |")
+    return lines
+
+
+def report(runs: Sequence[Mapping[str, Any]], *, prereg: Mapping[str, Any] | None, command: str,
+           inits: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The section's markdown from the run files (the page section and ``results.md``); ``inits``: the
+    random-initialisation floor's files (``<out>/init/``)."""
     res = analyse(runs, alpha=float((prereg or {}).get("alpha", st.ALPHA)))
     models, gates = res["models"], res["gates"]
     n_of = {m: len(models.get(m, {})) for m in (*TEACHERS, *ARMS)}
@@ -623,8 +680,10 @@ def report(runs: Sequence[Mapping[str, Any]], *, prereg: Mapping[str, Any] | Non
         f"Teachers, pretraining runs so far ({planned_t} planned each): {teacher_n}.", "",
         f"Students, distillation runs so far ({planned_s} planned each): {arm_n}"
         + (" — **partial: the planned runs are not all done**." if partial else "."), "",
-        "Teachers: label-free DINO (`configs/small/dino.yaml`, 300 steps of batch 32, 64 + 2 × 32 px), each on "
-        f"its own data: `ct` ({TEACHERS['ct'].arch}) on {MEDNIST_PER_CLASS} MedNIST train images of each CT class "
+        "Teachers: label-free DINO (`configs/small/dino.yaml`, 300 steps of batch 32, 64 + 2 × 32 px; `ct` at "
+        "teacher temperature 0.01, the others at 0.04, as revised before any run file: the pre-registration's "
+        "`revised` field), each on its own data: "
+        f"`ct` ({TEACHERS['ct'].arch}) on {MEDNIST_PER_CLASS} MedNIST train images of each CT class "
         f"(AbdomenCT, ChestCT, HeadCT); `xr` ({TEACHERS['xr'].arch}) on {MEDNIST_PER_CLASS} of each of BreastMRI, CXR, "
         f"Hand plus {PNEUMONIA_TRAIN} PneumoniaMNIST train images; `all` ({TEACHERS['all'].arch}) on the union. "
         f"Students: `{STUDENT_ARCH}` (1.5 M parameters, 64 px, `{STUDENT_RECIPE}`: 300 steps of batch 32, D = 128, "
@@ -647,6 +706,7 @@ def report(runs: Sequence[Mapping[str, Any]], *, prereg: Mapping[str, Any] | Non
         seeds = [s for s in gates[m].kept]
         cells = [_ms(st.mean_sd([models[m][s][c] for s in seeds])) for c in (*ENDPOINTS, *DOMAINS, MEAN)]
         lines.append(f"| {_label(m)} | {len(seeds)} | " + " | ".join(cells) + " |")
+    lines += init_lines(runs, inits or [], gates)
     lines += ["", f"**Pre-registered reference: {'teacher `' + ref + '`' if ref else 'none yet (no teacher with ' + str(MIN_TEACHER_RUNS) + ' learning runs)'}** "
               "(the best teacher on the mean over domains).", "",
               "Table 1 — each arm against the reference on the mean over domains (Δ = arm − reference; Welch; MDE: the "
@@ -670,7 +730,7 @@ def report(runs: Sequence[Mapping[str, Any]], *, prereg: Mapping[str, Any] | Non
         if al:
             lines.append(f"| {ARM_LABELS[arm]} | {len(al)} | {_ms(st.mean_sd([a['same_image'] for a in al]))} | "
                          f"{_ms(st.mean_sd([a['shuffled'] for a in al]))} |")
-    lines += ["", "Instrument check (not tested): each classification endpoint's accuracy beside balanced accuracy "
+    lines += ["", "Classification endpoints (not tested): each one's accuracy beside balanced accuracy "
               "and the test set's majority rate (always predicting the most frequent class); the CT organ crops' "
               "`clusters` protocol reports kNN accuracy and NMI only.", "",
               "| endpoint | model | n | accuracy | balanced accuracy | AUC | majority rate |", "|---|---|---|---|---|---|---|"]
@@ -706,8 +766,9 @@ def write_report(out: Path, docs: Path | None, *, command: str) -> str:
     import yaml
 
     runs = load_runs(out / "runs")
+    inits = [json.loads(p.read_text()) for p in sorted((out / "init").glob("*-seed*.json"))]
     prereg = yaml.safe_load(PREREGISTRATION.read_text()) if PREREGISTRATION.is_file() else None
-    md = report(runs, prereg=prereg, command=command)
+    md = report(runs, prereg=prereg, command=command, inits=inits)
     (out / "results.md").write_text(md)
     if docs is not None:
         write_section(docs, BEGIN, END, md)
@@ -723,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stage", choices=("all", "pretrain"), default="all",
                    help="pretrain: only the pretraining run (no evaluation, no run file)")
     p.add_argument("--preregister", action="store_true", help=f"write {relative(str(PREREGISTRATION))} once and stop")
+    p.add_argument("--init", action="store_true",
+                   help=f"evaluate every model's architecture at random initialisation, seeds {TEACHER_SEEDS} (the floor)")
     p.add_argument("--report", action="store_true", help="only aggregate the run files into the report and the page")
     p.add_argument("--smoke", action="store_true", help="every model at a few steps, tiny data, a temp folder")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
@@ -750,8 +813,14 @@ def main(argv: list[str] | None = None) -> int:
         print(report(load_runs(tmp / "runs"), prereg=None, command="--smoke"))
         print(f"smoke run in {tmp} (not a result)")
         return 0
+    if args.init:
+        for name in init_architectures():
+            for seed in TEACHER_SEEDS:
+                run_init(name, seed, out=out, data_root=data_root)
+        write_report(out, docs, command=report_cmd)
+        return 0
     if args.model is None or args.seed is None:
-        p.error("give --model and --seed (or --preregister, --report, --smoke)")
+        p.error("give --model and --seed (or --preregister, --init, --report, --smoke)")
     is_teacher(args.model)
     require_preregistration()
     command = f"python benchmarks/mmkd_distill.py --model {args.model} --seed {args.seed}"

@@ -50,7 +50,9 @@ class TimmBackbone(nn.Module):
                                                        strict=strict)
         self.name = name
         self.in_chans = in_chans
-        self.num_features = int(self.model.num_features)
+        # E is the pooled embedding's width: timm's head_hidden_size where a model has a pre-logits stage
+        # (MobileNetV3: a 1x1 conv from 576 to 1024 channels after pooling), else its num_features
+        self.num_features = int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
         self.backbone_args: dict = {}  # a timm name rebuilds the architecture by itself
         info = getattr(self.model, "feature_info", None) or []
         self.skip_channels = [int(f["num_chs"]) for f in info]

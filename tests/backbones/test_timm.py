@@ -52,3 +52,18 @@ def test_an_rgb_checkpoint_with_a_classifier_still_loads_into_a_gray_headless_mo
     model = create_backbone("test_resnet", in_chans=1, pretrained_file=str(tmp_path / "imagenet.pth"))
     assert model.load_report.complete
     assert torch.allclose(model.model.conv1[0].weight, rgb.conv1[0].weight.sum(1, keepdim=True))
+
+
+def test_num_features_is_the_pooled_embeddings_width_also_with_a_pre_logits_stage():
+    # MobileNetV3 pools 576 channels and widens them to 1024 (conv_head) before the classifier: a head sized
+    # from the 576 would not accept the embedding (the MMKD student crashed at its first monitor step)
+    import torch
+
+    from organfm.backbones import create_backbone
+
+    for name in ("mobilenetv3_small_100", "test_resnet"):
+        backbone = create_backbone(name).eval()
+        with torch.no_grad():
+            out = backbone(torch.zeros(2, 1, 32, 32))
+        assert out.shape == (2, backbone.num_features) and backbone.contract.num_features == backbone.num_features
+    assert create_backbone("mobilenetv3_small_100").num_features == 1024

@@ -1,6 +1,7 @@
 """The MMKD benchmark's design, statistics and report on hand-made run files (no pretraining here)."""
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -160,3 +161,31 @@ def test_preregistration_is_written_once_and_required(tmp_path):
         bench.write_preregistration(path, data)
     with pytest.raises(RuntimeError):
         bench.require_preregistration(tmp_path / "missing.yaml")
+
+
+def test_report_sets_every_model_beside_its_architecture_at_random_init():
+    inits = [{**_run(name, s, 0.4 + 0.1 * s), "kind": "init"} for name in bench.init_architectures() for s in (0, 1)]
+    md = bench.report(_runs(), prereg=None, command="python x", inits=inits)
+    floor = [line for line in md.splitlines() if line.startswith("| teacher `all`") and line.count("|") == 12]
+    # `all` trained: 0.80, 0.82 -> 0.810; its init: 0.40, 0.50 -> 0.450; the difference +0.360
+    assert len(floor) == 1 and "| 0.810 ± 0.014 |" in floor[0] and "| 0.450 ± 0.071 |" in floor[0]
+    assert floor[0].rstrip().endswith("| +0.360 |")
+    students = [line for line in md.splitlines() if line.startswith("| student (NT-Xent") and line.count("|") == 12]
+    assert len(students) == 1 and f"`{bench.STUDENT_ARCH}`" in students[0]
+    assert "no `random:` evaluation yet" in bench.report(_runs(), prereg=None, command="python x")
+
+
+def test_init_runs_evaluate_the_random_architecture_once(tmp_path, monkeypatch):
+    calls = []
+
+    def evaluate(spec, name, **kw):
+        calls.append((spec, name, kw["seed"]))
+        return {"mednist_ct": {"task": "t", "overrides": ["a=1"], "seconds": 1.0, "rows": []}}
+
+    monkeypatch.setattr(bench, "evaluate", evaluate)
+    path = bench.run_init("xr", 1, out=tmp_path, data_root=tmp_path)
+    assert calls == [(f"random:{bench.TEACHERS['xr'].arch}", "xr", 1)]
+    record = json.loads(path.read_text())
+    assert record["kind"] == "init" and record["seed"] == 1 and path == bench.init_file(tmp_path, "xr", 1)
+    bench.run_init("xr", 1, out=tmp_path, data_root=tmp_path)  # kept: not evaluated again
+    assert len(calls) == 1

@@ -89,7 +89,7 @@ def _triad(root: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def _mmkd(root: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import mmkd_distill as bench
 
-    out = _copy(root, "mmkd_distill", "runs/*-seed*.json")
+    out = _copy(root, "mmkd_distill", "runs/*-seed*.json", "init/*-seed*.json")
     bench.main(["--report", "--out", str(out), "--docs", str(docs)])
 
 
