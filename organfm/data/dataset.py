@@ -27,7 +27,7 @@ from organfm.data.sources import index_source
 from organfm.data.splits import SPLITS, assign_splits, selected_split, load_or_create_key, load_split, new_key, save_split
 from organfm.data.voxel_cap import DEFAULT_MAX_ARRAY_VOXELS, DEFAULT_MAX_VOLUME_VOXELS
 
-__all__ = ["OrganDataset", "build_dataset"]
+__all__ = ["OrganDataset", "build_dataset", "resize_image"]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601, as Pillow's "L" conversion
 
@@ -175,7 +175,7 @@ class OrganDataset(Dataset):
                                         dtype=meta.get("dtype"))
         image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
         if self.image_size is not None:
-            image = _resize(image, self.image_size, clamp=self.intensity != "none")
+            image = resize_image(image, self.image_size, clamp=self.intensity != "none")
         return {IMAGE: image, ORGAN: self._organ_ids[i], INDEX: i}
 
     def summary(self) -> dict[str, Any]:
@@ -208,7 +208,10 @@ def _match_channels(array: np.ndarray, channels: int, where: str) -> np.ndarray:
     raise DataError(f"{where}: {array.shape[0]} channels cannot become {channels}")
 
 
-def _resize(image: torch.Tensor, size: int, *, clamp: bool) -> torch.Tensor:
+def resize_image(image: torch.Tensor, size: int, *, clamp: bool = True) -> torch.Tensor:
+    """(C, *S) -> (C, size, ...) float: antialiased bilinear in 2D, trilinear in 3D (torch has no antialiased
+    trilinear); clamped to [0, 1] unless ``clamp`` is False (intensities not min-max scaled)."""
+    image = image.float()
     spatial = (size,) * (image.ndim - 1)
     if tuple(image.shape[1:]) == spatial:
         return image

@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from organfm.data.dataset import resize_image
 from organfm.data.errors import DataError
 from organfm.data.records import hash_file
 from organfm.features.shards import ShardRows
@@ -130,13 +130,8 @@ def image_digests(dataset: Any, start: int = 0, stop: int | None = None) -> list
     return [image_digest(dataset[i]["image"]) for i in range(start, stop)]
 
 
-def _resize(image: torch.Tensor, size: int | None) -> torch.Tensor:
-    if size is None or tuple(image.shape[1:]) == (size,) * (image.ndim - 1):
-        return image
-    mode = "bilinear" if image.ndim == 3 else "trilinear"
-    out = F.interpolate(image[None].float(), size=(size,) * (image.ndim - 1), mode=mode, align_corners=False,
-                        antialias=image.ndim == 3)[0]
-    return out.clamp(0.0, 1.0)
+def _resize_to(image: torch.Tensor, size: int | None) -> torch.Tensor:
+    return image if size is None else resize_image(image, size)
 
 
 def _read_index(path: Path) -> dict[str, Any] | None:
@@ -386,7 +381,7 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
         good = [k for k, i in enumerate(range(start, stop)) if i not in skipped]
         feats = None
         if good:
-            images = torch.stack([_resize(items[k]["image"], size) for k in good])
+            images = torch.stack([_resize_to(items[k]["image"], size) for k in good])
             got = extract_features(backbone, images, batch_size=batch_size, device=device, mean=contract["mean"],
                                    std=contract["std"]).numpy().astype(np.float32)
             feats = np.zeros((stop - start, got.shape[1]), dtype=np.float32)
@@ -394,7 +389,7 @@ def embed_dataset(spec: str, dataset: Any, out_dir: str | os.PathLike[str], *, d
         else:
             dim = index["feature_dim"] or int(contract.get("num_features") or 0)
             if not dim:
-                got = extract_features(backbone, torch.stack([_resize(items[0]["image"], size)]), batch_size=1,
+                got = extract_features(backbone, torch.stack([_resize_to(items[0]["image"], size)]), batch_size=1,
                                        device=device, mean=contract["mean"], std=contract["std"])
                 dim = int(got.shape[1])  # only the width: every row of this shard is skipped
             feats = np.zeros((stop - start, dim), dtype=np.float32)
