@@ -51,3 +51,34 @@ def ct_files(data_root: Path) -> dict:
 
     files["volume"] = np.asarray(NiftiReader().read_volume(str(files["labels"]))[0]).astype(np.int64)
     return files
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The matplotlib figures the code under test closes, kept open for inspection (closed after the test)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", kept.append)
+    yield kept
+    for fig in kept:
+        real_close(fig)
+
+
+@pytest.fixture
+def no_pyarrow(monkeypatch):
+    """Imports of pyarrow fail, as on a machine without it."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def blocked(name, *args, **kwargs):
+        if name == "pyarrow" or name.startswith("pyarrow."):
+            raise ImportError("no pyarrow")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", blocked)

@@ -142,17 +142,7 @@ def test_cli_embed_split_selects_and_csv_format_writes_ids_beside_features(tmp_p
     assert float(table[1][f"f{width - 1}"]) == pytest.approx(float(feats[1, -1]), rel=1e-6)
 
 
-def test_parquet_without_pyarrow_is_a_clear_message_before_any_work(tmp_path, capsys, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_pyarrow(name, *args, **kwargs):
-        if name == "pyarrow" or name.startswith("pyarrow."):
-            raise ImportError("no pyarrow")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+def test_parquet_without_pyarrow_is_a_clear_message_before_any_work(tmp_path, capsys, no_pyarrow):
     assert main(["embed", "--model", SPEC, "--out", str(tmp_path / "f"), "--format", "parquet",
                  "data.synthetic_organs=2", "data.synthetic_images_per_organ=2"]) == 2
     assert "--format parquet needs pyarrow" in capsys.readouterr().err

@@ -8,22 +8,6 @@ import pytest
 from organfm.evaluation.plots import plot_embeddings, plot_results
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures the plots close, kept open for inspection."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kept = []
-    real_close = plt.close
-    monkeypatch.setattr(plt, "close", kept.append)
-    yield kept
-    for fig in kept:
-        real_close(fig)
-
-
 def _row(model, protocol, setting, n=1, **metrics):
     return {"model": model, "protocol": protocol, "setting": setting,
             "metrics": {k: {"mean": m, "sd": s, "n": n} for k, (m, s) in metrics.items()}}

@@ -2,7 +2,6 @@
 a row count that does not match, an unknown format and parquet without pyarrow are errors naming the fix."""
 from __future__ import annotations
 
-import builtins
 import csv
 
 import pytest
@@ -55,17 +54,9 @@ def test_a_row_count_that_does_not_match_the_features_is_refused(folder):
     assert not (folder / "features.csv").exists()
 
 
-def test_unknown_formats_and_parquet_without_pyarrow_name_the_fix(folder, monkeypatch):
+def test_unknown_formats_and_parquet_without_pyarrow_name_the_fix(folder, no_pyarrow):
     with pytest.raises(ValueError, match=r"--format 'xlsx': choose one of npy, csv, parquet"):
         write_table(folder, "xlsx")
-    real_import = builtins.__import__
-
-    def no_pyarrow(name, *args, **kwargs):
-        if name == "pyarrow" or name.startswith("pyarrow."):
-            raise ImportError("no pyarrow")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
     with pytest.raises(ValueError, match=r"--format parquet needs pyarrow.*`pip install pyarrow`, or use --format csv"):
         write_table(folder, "parquet")
 

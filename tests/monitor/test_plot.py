@@ -7,22 +7,6 @@ import pytest
 from organfm.monitor.plot import plot_health
 
 
-@pytest.fixture
-def figures(monkeypatch):
-    """The figures plot_health closes, kept open for inspection."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kept = []
-    real_close = plt.close
-    monkeypatch.setattr(plt, "close", kept.append)
-    yield kept
-    for fig in kept:
-        real_close(fig)
-
-
 RECORDS = [
     {"step": 0, "knn": 0.3, "knn_majority": 0.25, "distance": 0.0, "teacher_entropy": 4.0,
      "teacher_batch_entropy": 4.1, "log_k": 4.16},
