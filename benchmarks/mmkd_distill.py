@@ -641,6 +641,7 @@ def init_lines(runs: Sequence[Mapping[str, Any]], inits: Sequence[Mapping[str, A
              "| model | architecture | trained n | CT domain | radiograph/MR domain | mean over domains | random init n "
              "| CT domain | radiograph/MR domain | mean over domains | Δ mean over domains |", "|---|---|---|" + "---|" * 8]
     floor: dict[str, list[dict[str, float]]] = {}
+    below: list[str] = []
     for i in inits:
         floor.setdefault(i["model"], []).append(scores(i))
     for m in (*TEACHERS, *ARMS):
@@ -652,6 +653,14 @@ def init_lines(runs: Sequence[Mapping[str, Any]], inits: Sequence[Mapping[str, A
         f = [st.mean_sd([x[c] for x in floor[base]]) for c in (*DOMAINS, MEAN)]
         lines.append(f"| {_label(m)} | `{init_architectures()[base]}` | {len(trained)} | " + " | ".join(map(_ms, t))
                      + f" | {len(floor[base])} | " + " | ".join(map(_ms, f)) + f" | {_num(t[-1][0] - f[-1][0], '+.3f')} |")
+        if t[-1][0] <= f[-1][0]:
+            below.append(f"`{m}`")
+    if below:
+        one = len(below) == 1
+        lines += ["", f"**{', '.join(below)} end{'s' if one else ''} at or below {'its' if one else 'their'} own "
+                  "architecture at random initialisation on the mean over domains**: on these endpoints, pretraining "
+                  "lowered what the network's initial features already gave, so a contrast with such a model measures "
+                  "what it lost, not what it learned."]
     return lines
 
 

@@ -172,6 +172,10 @@ def test_report_sets_every_model_beside_its_architecture_at_random_init():
     assert floor[0].rstrip().endswith("| +0.360 |")
     students = [line for line in md.splitlines() if line.startswith("| student (NT-Xent") and line.count("|") == 12]
     assert len(students) == 1 and f"`{bench.STUDENT_ARCH}`" in students[0]
+    assert "at or below" not in md  # every trained model is above its floor here
+    below = bench.report(_runs(), prereg=None, command="python x",
+                         inits=[{**_run(name, s, 0.95), "kind": "init"} for name in bench.init_architectures() for s in (0, 1)])
+    assert "**`ct`, `xr`, `all`, `student`, `student_ntxent` end at or below their own architecture" in below
     assert "no `random:` evaluation yet" in bench.report(_runs(), prereg=None, command="python x")
 
 
