@@ -33,16 +33,13 @@ CARD_FILE = "README.md"
 EVALUATION_FILE = "evaluation.json"
 DEFAULT_LICENSE = "other"
 
-_METHODS = {
-    "coda": "Coda: DINO-style self-distillation with organ-aware multi-crop views (EMA teacher exported)",
-    "dino": "DINO self-distillation with an EMA teacher (teacher exported)",
-    "supcon": "supervised contrastive learning (student exported)",
-    "rasd": "RaSD: pretraining on procedurally synthesised images and label fields (student exported)",
-    "mmkd": "MMKD: distillation of several frozen teacher models into one student",
-    "panfm": "Pan-FM: organ-set pretraining of a shared encoder across a subject's organs",
-    "triad": "Triad: 3D masked-image modelling (SimMIM) with organ-aware volume encoders",
-    "imagetext": "image-text contrastive pretraining (CLIP-style; text tower in text/)",
-}
+
+def _method_summary(method: str) -> str:
+    """The registered method's own ``card_summary`` (a plain name for a method not registered here)."""
+    from organfm.methods.registry import get_method, list_methods
+
+    summary = getattr(get_method(method), "card_summary", "") if method in list_methods() else ""
+    return summary or f"organfm method `{method}`"
 
 
 def is_timm_architecture(arch: str) -> bool:
@@ -85,7 +82,7 @@ def data_facts(summary: dict[str, Any] | None) -> dict[str, Any]:
     for key in ("splits", "modalities", "image_shape", "dim", "skipped_logged"):
         if summary.get(key) is not None:
             facts[key] = summary[key]
-    facts["synthetic"] = summary.get("source") == "synthetic"
+    facts["procedural"] = bool(summary.get("procedural"))  # a generator's own summary says so
     return facts
 
 
@@ -150,7 +147,7 @@ def render_model_card(contract: dict[str, Any], *, evaluation: dict[str, Any] | 
                   "cfg = timm.data.resolve_data_config(model=model)  # 1 channel, the size and mean/std below"]
     lines += ["import organfm", f'model, preprocess = organfm.load("{where}")  # preprocess: array or file -> tensor',
               "```", ""]
-    lines += ["## Method", "", _METHODS.get(method, f"organfm method `{method}`") + ".", "",
+    lines += ["## Method", "", _method_summary(method) + ".", "",
               f"- steps: {contract.get('step', '?')}; exported network: {contract.get('network', '?')}",
               f"- features: {contract.get('num_features', '?')} per image (pooled)", ""]
     teachers = contract.get("teachers")
@@ -164,8 +161,8 @@ def render_model_card(contract: dict[str, Any], *, evaluation: dict[str, Any] | 
     data = contract.get("training_data") or {}
     lines += ["## Training data", ""]
     if data:
-        if data.get("synthetic"):
-            lines.append("- synthetic images (organfm's procedural generator), no patient data")
+        if data.get("procedural"):
+            lines.append("- procedurally generated images (organfm's generators), no patient data")
         if "num_images" in data:
             lines.append(f"- {data['num_images']} images")
         organs = data.get("organs")

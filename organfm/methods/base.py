@@ -69,6 +69,7 @@ class Method(nn.Module):
     """
 
     name: ClassVar[str]
+    card_summary: ClassVar[str] = ""  # one line for an export's model card (engine/model_folder.py)
     Config: ClassVar[type]
     batch_source: ClassVar[str] = "views"
     source_keys: ClassVar[tuple[str, ...]] = ()

@@ -56,6 +56,8 @@ class Coda(EMATeacherMethod):
         intra_weight: weight of L_intra.
     """
 
+    card_summary = "Coda: DINO-style self-distillation with organ-aware multi-crop views (EMA teacher exported)"
+
     export_prefix = "teacher.backbone.model."
 
     def __init__(self, backbone: nn.Module, *, use_inter: bool = True, use_intra: bool = True,

@@ -30,6 +30,8 @@ class DINO(EMATeacherMethod):
         center_momentum: center momentum.
     """
 
+    card_summary = "DINO self-distillation with an EMA teacher (teacher exported)"
+
     export_prefix = "teacher.backbone.model."
 
     def __init__(self, backbone: nn.Module, *, out_dim: int = 4096, hidden_dim: int = 512,

@@ -56,6 +56,8 @@ class ImageText(Method):
         repeated_positives: identical texts in a batch are positives of each other.
     """
 
+    card_summary = "image-text contrastive pretraining (CLIP-style; text tower in text/)"
+
     batch_source = "captioned"
     source_keys = TEXT_SOURCE_KEYS
     section_defaults = {"views.num_global_views": 1, "views.num_local_views": 0}

@@ -81,6 +81,8 @@ class MMKD(Method):
             pass its backbone too (``backbone.pretrained_file``) for the seed's stage 1 -> stage 2.
     """
 
+    card_summary = "MMKD: distillation of several frozen teacher models into one student"
+
     batch_source = "features"
     source_keys = ("teachers", "embed_dim", "projector_hidden", "projector_noise", "projector_dropout",
                    "projector_steps", "projector_lr", "projector_contrastive", "teacher_filter", "features_dir",

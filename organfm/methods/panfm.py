@@ -56,6 +56,8 @@ class PanFM(EMATeacherMethod):
         center_momentum: momentum of both centers.
     """
 
+    card_summary = "Pan-FM: organ-set pretraining of a shared encoder across a subject's organs"
+
     batch_source = "organ_sets"
     export_prefix = "teacher.backbone.model."
     # CPU-sized: 5 organs x 32 px, 256 subjects, 2 diseases; paper settings in configs/panfm_paper.yaml

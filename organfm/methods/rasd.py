@@ -36,6 +36,8 @@ class RaSD(Method):
         proto_weight: Weight of the push (prototype separation) term.
     """
 
+    card_summary = "RaSD: pretraining on procedurally synthesised images and label fields (student exported)"
+
     export_prefix = "student.backbone.model."
     batch_source = "synthetic_pairs"
     source_keys = ("num_labels",)  # the generator draws label maps with this many labels

@@ -29,6 +29,8 @@ class SupCon(Method):
         denominator: "all" (Khosla) or "negatives".
     """
 
+    card_summary = "supervised contrastive learning (student exported)"
+
     export_prefix = "student.backbone.model."
     section_defaults = {"views.num_local_views": 0}  # two global views, no local crops
 

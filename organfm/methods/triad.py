@@ -100,6 +100,8 @@ class Triad(Method):
         encoder_strides: first-conv stride per stage given to the backbone (None: its default).
     """
 
+    card_summary = "Triad: 3D masked-image modelling (SimMIM) with organ-aware volume encoders"
+
     batch_source = "volumes"
     source_keys = ("cube", "mask_patch_size", "model_patch_size", "mask_ratio", "flip_prob", "spacing",
                    "synthetic_volumes", "text_encoder", "text_dim", "encoder_channels", "encoder_strides",

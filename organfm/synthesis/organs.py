@@ -169,6 +169,7 @@ class SyntheticOrgans(Dataset):
         """Counts and generator settings for logs (same leading keys as ``OrganDataset``)."""
         return {
             "source": "synthetic",
+            "procedural": True,
             "n_items": len(self),
             "organs": {name: self.images_per_organ for name in self.organs},
             "image_shape": (1, *self.shape),

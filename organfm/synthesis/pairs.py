@@ -89,7 +89,7 @@ class RaSDPairs(Dataset):
 
     def summary(self) -> dict[str, Any]:
         """Generator settings for logs and manifests."""
-        return {"source": "rasd", "shape": list(self.shape), "dim": len(self.shape),
+        return {"source": "rasd", "procedural": True, "shape": list(self.shape), "dim": len(self.shape),
                 "num_labels": self.num_labels, "seed": self.seed, "stream": self.stream}
 
     def __repr__(self) -> str:

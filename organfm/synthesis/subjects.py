@@ -167,7 +167,7 @@ class SyntheticSubjects(Dataset):
     def summary(self) -> dict:
         """Generator settings and counts, for the run's ``data.json``."""
         avail = np.stack([self.labels_and_availability(i)[1] for i in range(self.num_subjects)])
-        return {"source": "synthetic_subjects", "num_subjects": self.num_subjects, "organs": self.organs,
+        return {"source": "synthetic_subjects", "procedural": True, "num_subjects": self.num_subjects, "organs": self.organs,
                 "dominant_organ": self.organs[self.dominant], "dim": self.dim, "size": self.size,
                 "num_diseases": self.num_diseases, "seed": self.seed, "index_offset": self.index_offset,
                 "mnar_strength": self.mnar_strength, "dominant_gain": self.dominant_gain,
@@ -228,7 +228,7 @@ class MedNISTSubjects(SyntheticSubjects):
         self._pools = _mednist_pools(archive, tuple(self.organs), per_region, size)
 
     def summary(self) -> dict:
-        return {**super().summary(), "source": "mednist_subjects", "archive": self.archive,
+        return {**super().summary(), "source": "mednist_subjects", "procedural": False, "archive": self.archive,
                 "images_per_region": self.per_region}
 
     def _base_image(self, o: int, rng: np.random.Generator, centre: np.ndarray, radii: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ def test_model_card_says_method_data_steps_health_use_and_licence(coda_run):
     assert card.startswith("---\nlicense: other\nlibrary_name: timm\n")
     assert f'timm.create_model("local-dir:{(coda_run.run_dir / "export").resolve()}", pretrained=True)' in card
     assert "organfm.load(" in card and "## Method" in card and "Coda" in card
-    assert "- steps: 2" in card and "24 images" in card and "synthetic" in card
+    assert "- steps: 2" in card and "24 images" in card and "procedurally generated" in card
     assert "## Training health" in card and "not monitored" in card
     assert "## Intended use" in card and "## Licence" in card and "Not evaluated yet" in card
 
@@ -105,9 +105,26 @@ def test_data_facts_keep_counts_and_drop_paths():
     facts = data_facts({"source": "/data/patients/ct", "n_items": 12, "organs": {"lung": 7, "liver": 5},
                         "splits": {"train": 10, "test": 2}, "split_file": "/secret/split.csv"})
     assert facts == {"num_images": 12, "organs": {"lung": 7, "liver": 5}, "splits": {"train": 10, "test": 2},
-                     "synthetic": False}
+                     "procedural": False}
     assert "/data" not in render_model_card({"architecture": "plainconv3d", "method": "triad", "input_size": [1, 8, 8, 8],
                                              "mean": [0.0], "std": [1.0], "training_data": facts})
+
+
+def test_every_generator_says_it_is_procedural_and_every_method_brings_its_card_line():
+    from organfm.methods.registry import get_method, list_methods
+    from organfm.synthesis.organs import SyntheticOrgans
+    from organfm.synthesis.pairs import RaSDPairs
+    from organfm.synthesis.subjects import SyntheticSubjects
+
+    for summary in (SyntheticOrgans(num_organs=2, images_per_organ=2).summary(), RaSDPairs((16, 16)).summary(),
+                    SyntheticSubjects(num_subjects=2).summary()):
+        assert data_facts(summary)["procedural"] is True
+    card = render_model_card({"architecture": "plainconv3d", "method": "triad", "input_size": [1, 8, 8, 8],
+                              "mean": [0.0], "std": [1.0], "training_data": data_facts(RaSDPairs((16, 16)).summary())})
+    assert "no patient data" in card and get_method("triad").card_summary in card
+    assert all(get_method(m).card_summary for m in list_methods())
+    assert "organfm method `mine`" in render_model_card({"architecture": "plainconv3d", "method": "mine",
+                                                         "input_size": [1, 8, 8, 8], "mean": [0.0], "std": [1.0]})
 
 
 def test_timm_config_is_one_channel_with_the_contract_size():

@@ -83,5 +83,5 @@ def test_bad_shapes_and_indices_are_refused_and_the_length_is_nominal():
         pairs[-1]  # an endless stream has no end to count back from
     with pytest.raises(TypeError):
         pairs[1.0]
-    assert pairs.summary() == {"source": "rasd", "shape": [8, 8], "dim": 2, "num_labels": 2, "seed": 0,
+    assert pairs.summary() == {"source": "rasd", "procedural": True, "shape": [8, 8], "dim": 2, "num_labels": 2, "seed": 0,
                                "stream": "rasd"}
