@@ -15,8 +15,8 @@ per set). Two disjoint domains of the local data, drawn from the evaluation's TR
 **Teachers** (``TEACHERS``): label-free DINO (``configs/small/dino.yaml``: 64 + 2 x 32 px, K = 256, batch 32,
 300 steps; each teacher's own overrides in ``Teacher.overrides``), three architectures, seeds
 ``TEACHER_SEEDS``: ``ct`` = ``test_convnext`` on the CT set (the CT specialist), ``xr`` = ``test_resnet`` on the
-radiograph/MR set (the radiograph specialist), ``all`` = ``test_efficientnet`` on the union (a generalist with the student's own data). A teacher run must reach the health
-verdict ``learning`` (its ``health.json``) to be read.
+radiograph/MR set (the radiograph specialist), ``all`` = ``test_efficientnet`` on the union (a generalist with the
+student's own data). A teacher run must reach the health verdict ``learning`` (its ``health.json``) to be read.
 
 **Students** (``ARMS``): ``mobilenetv3_small_100`` (1.5 M parameters) at 64 px, ``configs/small/mmkd_student.yaml``
 (300 steps of batch 32; FD summed over D with w = 50/128, so its strength does not depend on D; D = 128),
@@ -411,10 +411,11 @@ def run_init(name: str, seed: int, *, out: Path, data_root: Path, eval_overrides
     if path.is_file():
         print(f"[init {name} seed {seed}] done already: {relative(str(path))}", flush=True)
         return path
-    spec = f"random:{init_architectures()[name]}"
+    arch = init_architectures()[name]
+    spec = f"random:{arch}"
     evaluation = evaluate(spec, name, data_root=data_root, out=out / "pretrain" / f"init-{name}-s{seed}" / "eval",
                           seed=seed, extra_overrides=eval_overrides)
-    record = {"model": name, "kind": "init", "architecture": init_architectures()[name], "seed": seed, "spec": spec,
+    record = {"model": name, "kind": "init", "architecture": arch, "seed": seed, "spec": spec,
               "evaluation": evaluation,
               "commands": [relative(f"organfm evaluate --models {name}={spec} --task {e['task']} "
                                     + " ".join(e["overrides"])) for e in evaluation.values()],
@@ -630,9 +631,10 @@ def _label(name: str) -> str:
     return ARM_LABELS.get(name, name)
 
 
-def init_lines(runs: Sequence[Mapping[str, Any]], inits: Sequence[Mapping[str, Any]],
+def init_lines(models: Mapping[str, Mapping[int, Mapping[str, float]]], inits: Sequence[Mapping[str, Any]],
                gates: Mapping[str, Any]) -> list[str]:
-    """The instrument check: each model's domain scores beside its architecture's at random initialisation."""
+    """The instrument check: each model's domain scores (``analyse``'s ``models``, its learning runs) beside its
+    architecture's at random initialisation."""
     if not inits:
         return ["", "Instrument check against initial weights: no `random:` evaluation yet (`--init`)."]
     lines = ["", "Instrument check (reported, not tested): each model's domain scores (its learning runs) beside "
@@ -646,7 +648,7 @@ def init_lines(runs: Sequence[Mapping[str, Any]], inits: Sequence[Mapping[str, A
         floor.setdefault(i["model"], []).append(scores(i))
     for m in (*TEACHERS, *ARMS):
         base = m if m in TEACHERS else "student"
-        trained = [scores(r) for r in runs if r["model"] == m and int(r["seed"]) in (gates[m].kept if m in gates else ())]
+        trained = [models[m][s] for s in gates[m].kept] if m in gates else []
         if not trained or base not in floor:
             continue
         t = [st.mean_sd([x[c] for x in trained]) for c in (*DOMAINS, MEAN)]
@@ -715,7 +717,7 @@ def report(runs: Sequence[Mapping[str, Any]], *, prereg: Mapping[str, Any] | Non
         seeds = [s for s in gates[m].kept]
         cells = [_ms(st.mean_sd([models[m][s][c] for s in seeds])) for c in (*ENDPOINTS, *DOMAINS, MEAN)]
         lines.append(f"| {_label(m)} | {len(seeds)} | " + " | ".join(cells) + " |")
-    lines += init_lines(runs, inits or [], gates)
+    lines += init_lines(models, inits or [], gates)
     lines += ["", f"**Pre-registered reference: {'teacher `' + ref + '`' if ref else 'none yet (no teacher with ' + str(MIN_TEACHER_RUNS) + ' learning runs)'}** "
               "(the best teacher on the mean over domains).", "",
               "Table 1 — each arm against the reference on the mean over domains (Δ = arm − reference; Welch; MDE: the "
