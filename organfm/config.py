@@ -83,6 +83,11 @@ class DataConfig:
     synthetic_noise: float = 0.05
     # > 0: disease 0's graded severity also scales the dominant organ's whole intensity (an organ-wide shortcut)
     synthetic_dominant_gain: float = 0.0
+    # how organs go missing: every organ's base probability, the dominant organ's, and the logit shift for a
+    # subject with disease 0 (missing not at random; 0: completely at random)
+    synthetic_missing_prob: float = 0.2
+    synthetic_dominant_missing_prob: float = 0.1
+    synthetic_mnar_strength: float = 1.0
     synthetic_dim: int = 2
     synthetic_refresh: int | None = None  # pair-buffer samples replaced per step; None: max(1, batch_size // 10)
 
@@ -267,7 +272,8 @@ _BOUNDS = {"trainer.batch_size": 1, "trainer.accumulate_grad_batches": 1, "train
            "data.synthetic_size": 8, "data.synthetic_labels": 1, "data.synthetic_index_offset": 0,
            "data.synthetic_dominant": 0, "data.synthetic_dominant_strength": 0.0,
            "data.synthetic_subtle_strength": 0.0, "data.synthetic_noise": 0.0,
-           "data.synthetic_dominant_gain": 0.0,
+           "data.synthetic_dominant_gain": 0.0, "data.synthetic_missing_prob": 0.0,
+           "data.synthetic_dominant_missing_prob": 0.0,
            "data.max_member_bytes": 1, "data.max_image_pixels": 1,
            "data.max_volume_voxels": 1, "data.max_array_voxels": 1}
 

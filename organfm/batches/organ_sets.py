@@ -18,7 +18,7 @@ from organfm.data.splits import selected_split
 from organfm.batches import BatchSource, SourceContext, register_batch_source
 from organfm.config import DataConfig
 from organfm.data.samplers import ResumableBatchSampler
-from organfm.synthesis.subjects import SHORTCUT
+from organfm.synthesis.subjects import WORLD
 
 __all__ = ["NormalizedSubjects", "build_subjects"]
 
@@ -50,17 +50,20 @@ def build_subjects(data: DataConfig, *, skip_log_dir: str | None = None) -> Data
 
 
 def _strengths(data: DataConfig) -> dict:
-    """The generator's shortcut settings: which organ is dominant and how strong each mark and the noise are."""
+    """The generator's world settings: which organ is dominant, how strong each mark and the noise are, and how
+    organs go missing."""
     return {"dominant": data.synthetic_dominant, "dominant_strength": data.synthetic_dominant_strength,
             "subtle_strength": data.synthetic_subtle_strength, "noise": data.synthetic_noise,
-            "dominant_gain": data.synthetic_dominant_gain}
+            "dominant_gain": data.synthetic_dominant_gain, "missing_prob": data.synthetic_missing_prob,
+            "dominant_missing_prob": data.synthetic_dominant_missing_prob,
+            "mnar_strength": data.synthetic_mnar_strength}
 
 
 def _world(subjects) -> dict:
     """Which synthetic subjects pretraining used, so an evaluation can draw others of the same world."""
     return {"seed": int(subjects.seed), "index_offset": int(subjects.index_offset),
             "num_subjects": len(subjects), "dominant": int(subjects.dominant),
-            **{k: float(getattr(subjects, k)) for k in SHORTCUT}}
+            **{k: float(getattr(subjects, k)) for k in WORLD}}
 
 
 class NormalizedSubjects(Dataset):

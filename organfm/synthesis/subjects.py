@@ -26,12 +26,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["MEDNIST_REGIONS", "MedNISTSubjects", "ORGAN_NAMES", "SHORTCUT", "SyntheticSubjects", "organ_names"]
+__all__ = ["MEDNIST_REGIONS", "MedNISTSubjects", "ORGAN_NAMES", "SyntheticSubjects", "WORLD", "organ_names"]
 
 # UK Biobank's imaged organs (Pan-FM); the paper found adipose and heart dominant, so heart comes first
 ORGAN_NAMES = ("heart", "brain", "liver", "kidney", "spleen", "pancreas", "adipose")
-# the arguments that set how strong the planted shortcut is (part of the world an evaluation must match)
-SHORTCUT = ("dominant_strength", "subtle_strength", "noise", "dominant_gain")
+# the generator arguments an evaluation must match to draw subjects of the pretraining world: how strong the
+# planted shortcut is and how organs go missing
+WORLD = ("dominant_strength", "subtle_strength", "noise", "dominant_gain", "missing_prob", "dominant_missing_prob",
+         "mnar_strength")
 
 
 def organ_names(num_organs: int) -> list[str]:
@@ -83,6 +85,9 @@ class SyntheticSubjects(Dataset):
             raise ValueError(f"index_offset must be >= 0, got {index_offset}")
         if size < 8:
             raise ValueError(f"size must be >= 8 pixels, got {size}")
+        for name, p in (("missing_prob", missing_prob), ("dominant_missing_prob", dominant_missing_prob)):
+            if not 0 <= p < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
         self.num_subjects, self.num_organs, self.size, self.num_diseases = num_subjects, num_organs, size, num_diseases
         self.dim, self.seed, self.index_offset, self.dominant = dim, seed, index_offset, dominant
         self.dominant_strength, self.subtle_strength, self.noise = dominant_strength, subtle_strength, noise

@@ -66,7 +66,8 @@ def test_the_synthetic_contract_records_the_world_and_an_offset_draws_other_subj
     src = _source()
     assert src.contract["synthetic_subjects"] == {"seed": 0, "index_offset": 0, "num_subjects": 12, "dominant": 0,
                                                   "dominant_strength": 0.35, "subtle_strength": 0.12, "noise": 0.05,
-                                                  "dominant_gain": 0.0}
+                                                  "dominant_gain": 0.0, "missing_prob": 0.2,
+                                                  "dominant_missing_prob": 0.1, "mnar_strength": 1.0}
     later = _source(synthetic_index_offset=12)
     assert later.contract["synthetic_subjects"]["index_offset"] == 12
     from organfm.synthesis.subjects import SyntheticSubjects
@@ -86,3 +87,14 @@ def test_the_shortcut_strengths_reach_the_generator_and_the_contract():
                                  dominant_gain=0.5)[0]["images"]
     assert torch.equal(src.batches.dataset.subjects[0]["images"], expected)
     assert not torch.equal(expected, SyntheticSubjects(12, 3, 16, 6)[0]["images"])
+
+
+def test_the_missingness_settings_reach_the_generator_and_the_contract():
+    src = _source(synthetic_images_per_organ=64, synthetic_missing_prob=0.0, synthetic_dominant_missing_prob=0.0,
+                  synthetic_mnar_strength=0.0)
+    world = src.contract["synthetic_subjects"]
+    assert (world["missing_prob"], world["dominant_missing_prob"], world["mnar_strength"]) == (0.0, 0.0, 0.0)
+    subjects = src.batches.dataset.subjects
+    assert all(bool(subjects[i]["available"].all()) for i in range(len(subjects)))  # no organ ever missing
+    assert not all(bool(_source(synthetic_images_per_organ=64).batches.dataset.subjects[i]["available"].all())
+                   for i in range(64))  # the defaults do drop organs

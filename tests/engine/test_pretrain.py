@@ -155,7 +155,8 @@ def test_backbone_keys_size_the_organ_set_vit_and_its_export_records_them(tmp_pa
     assert (args["embed_dim"], args["depth"], args["num_heads"], args["patch_size"]) == (24, 3, 3, 4)
     assert contract["synthetic_subjects"] == {"seed": 0, "index_offset": 0, "num_subjects": 8, "dominant": 0,
                                               "dominant_strength": 0.35, "subtle_strength": 0.12, "noise": 0.05,
-                                              "dominant_gain": 0.0}
+                                              "dominant_gain": 0.0, "missing_prob": 0.2,
+                                              "dominant_missing_prob": 0.1, "mnar_strength": 1.0}
     weights = load_file(s.export)
     assert weights["tokenizers.0.weight"].shape == (24, 1, 4, 4) and "blocks.2.attn.qkv.weight" in weights
 

@@ -91,6 +91,30 @@ def test_an_index_offset_draws_other_subjects_of_the_same_world():
         SyntheticSubjects(4, 3, 16, index_offset=-1)
 
 
+def test_missingness_is_mnar_by_default_and_mcar_at_zero_strength():
+    def rates(**kw):  # per-organ missing rate among subjects without / with disease 0
+        data = SyntheticSubjects(4000, 3, 16, **kw)
+        draws = [data.labels_and_availability(i) for i in range(len(data))]
+        y = np.array([d[0][0] for d in draws]).astype(bool)
+        missing = ~np.stack([d[1] for d in draws])
+        return missing[~y].mean(0), missing[y].mean(0)
+
+    healthy, sick = rates(missing_prob=0.3, dominant_missing_prob=0.1, mnar_strength=0.0)
+    # MCAR: the base rates whatever the label (the dominant organ 0 has its own); 4000 draws: sd ~0.01
+    np.testing.assert_allclose(healthy, [0.1, 0.3, 0.3], atol=0.04)
+    np.testing.assert_allclose(sick, [0.1, 0.3, 0.3], atol=0.04)
+    healthy, sick = rates(missing_prob=0.3, dominant_missing_prob=0.1, mnar_strength=1.0)
+    # MNAR: logit(p) -/+ 1 for the healthy / sick
+    np.testing.assert_allclose(sick[1:], 1 / (1 + np.exp(-(np.log(0.3 / 0.7) + 1))), atol=0.04)
+    np.testing.assert_allclose(healthy[1:], 1 / (1 + np.exp(-(np.log(0.3 / 0.7) - 1))), atol=0.04)
+
+
+@pytest.mark.parametrize("name", ["missing_prob", "dominant_missing_prob"])
+def test_missing_probabilities_outside_0_1_are_refused(name):
+    with pytest.raises(ValueError, match=name):
+        SyntheticSubjects(4, 3, 16, **{name: 1.0})
+
+
 def test_the_dominant_organ_can_be_fixed():
     data = SyntheticSubjects(8, 3, 16, dominant=2)
     assert data.summary()["dominant_organ"] == data.organs[2]

@@ -28,7 +28,7 @@ import torch
 
 from organfm.evaluation.protocol import ModelRun, make_row, register_protocol
 from organfm.evaluation.task_data import TaskDataConfig
-from organfm.synthesis.subjects import SHORTCUT
+from organfm.synthesis.subjects import WORLD
 from organfm.views.organ_masking import organ_entropy, organ_saliency
 
 __all__ = ["SubjectSet", "SubjectsConfig", "drop_organs", "embed_subjects", "evaluate_subjects", "load_subject_sets",
@@ -248,8 +248,8 @@ def load_subject_sets(source: str, cfg: SubjectsConfig, organs: list[str] | None
         cfg: the task's ``subjects.*`` settings.
         organs: the model's organ list (manifests).
         geometry: ``num_organs``, ``size``, ``dim``, ``intensity``, ``window``, ``dominant`` and the synthetic
-            world's ``shortcut`` strengths as the model was trained (:func:`subject_geometry`); None: from ``cfg``
-            (minmax intensity, the generator's default strengths).
+            world's settings (``world``: shortcut strengths, missingness) as the model was trained
+            (:func:`subject_geometry`); None: from ``cfg`` (minmax intensity, the generator's defaults).
         label_columns: a manifest's label columns (None: every extra column).
     """
     g = geometry or {"num_organs": cfg.num_organs or 5, "size": cfg.size or 32, "dim": cfg.dim or 2,
@@ -260,7 +260,7 @@ def load_subject_sets(source: str, cfg: SubjectsConfig, organs: list[str] | None
 
         data = SyntheticSubjects(cfg.num_subjects, g["num_organs"], g["size"], cfg.num_diseases, dim=g["dim"],
                                  seed=cfg.seed, index_offset=cfg.index_offset, dominant=g["dominant"],
-                                 **g.get("shortcut", {}))
+                                 **g.get("world", {}))
         cut = int(cfg.train_fraction * cfg.num_subjects)
         return SubjectSet.from_dataset(data, range(cut)), SubjectSet.from_dataset(data, range(cut, len(data)))
     from organfm.data.subjects import SubjectImages, read_subject_manifest
@@ -303,9 +303,10 @@ def subject_geometry(contract: dict[str, Any], backbone: torch.nn.Module, cfg: S
     window = intensity.get("window") if isinstance(intensity, dict) else None
     world = contract.get("synthetic_subjects") or {}
     dominant = cfg.dominant if cfg.dominant is not None else int(world.get("dominant", 0))
-    # the pretraining world's shortcut strengths (older exports record none: the generator's defaults)
-    shortcut = {k: float(world[k]) for k in SHORTCUT if k in world}
-    return {**model, "intensity": mode or "minmax", "window": window, "dominant": dominant, "shortcut": shortcut}
+    # the pretraining world's shortcut strengths and missingness (older exports record fewer: the generator's
+    # defaults stand in for the rest)
+    settings = {k: float(world[k]) for k in WORLD if k in world}
+    return {**model, "intensity": mode or "minmax", "window": window, "dominant": dominant, "world": settings}
 
 
 def _check_disjoint(contract: dict[str, Any], cfg: SubjectsConfig) -> None:

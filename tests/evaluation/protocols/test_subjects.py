@@ -113,14 +113,14 @@ def test_the_protocol_refuses_evaluation_subjects_that_pretraining_saw():
         subjects(*_run(bb, _export_contract(bb, synthetic_subjects=world), ["subjects.index_offset=200"]))
 
 
-def test_the_evaluation_subjects_are_drawn_with_the_pretraining_worlds_shortcut_strengths(monkeypatch):
+def test_the_evaluation_subjects_are_drawn_with_the_pretraining_worlds_settings(monkeypatch):
     from organfm.evaluation.protocols import subjects as module
     from organfm.synthesis import subjects as synthesis
 
     bb = create_backbone("organ_set_vit", num_organs=3, image_size=16, patch_size=8, embed_dim=16, depth=1,
                          num_heads=2)
     world = {"seed": 0, "index_offset": 0, "num_subjects": 10, "dominant": 0, "dominant_strength": 0.9,
-             "subtle_strength": 0.0, "noise": 0.01}
+             "subtle_strength": 0.0, "noise": 0.01, "missing_prob": 0.05, "mnar_strength": 0.0}
     made = []
     real = synthesis.SyntheticSubjects
 
@@ -131,8 +131,10 @@ def test_the_evaluation_subjects_are_drawn_with_the_pretraining_worlds_shortcut_
     monkeypatch.setattr(synthesis, "SyntheticSubjects", spy)
     module.subjects(*_run(bb, _export_contract(bb, synthetic_subjects=world),
                           ["subjects.num_subjects=40", "subjects.index_offset=10", "subjects.repeats=1"]))
-    assert made and {k: made[0][k] for k in ("dominant_strength", "subtle_strength", "noise")} == {
-        "dominant_strength": 0.9, "subtle_strength": 0.0, "noise": 0.01}
+    keys = ("dominant_strength", "subtle_strength", "noise", "missing_prob", "mnar_strength")
+    assert made and {k: made[0][k] for k in keys} == {"dominant_strength": 0.9, "subtle_strength": 0.0, "noise": 0.01,
+                                                      "missing_prob": 0.05, "mnar_strength": 0.0}
+    assert "dominant_missing_prob" not in made[0]  # not recorded (an older export): the generator's default
 
 
 def test_manifest_subjects_follow_the_contracts_intensity_mode(tmp_path, monkeypatch):
