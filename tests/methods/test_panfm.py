@@ -154,3 +154,55 @@ def test_the_cls_center_is_updated_from_the_teacher_not_the_student():
     expected = m * before + (1 - m) * teacher.mean(0, keepdim=True)
     assert torch.allclose(method.cls_loss.center, expected, atol=1e-6)
     assert not torch.allclose(method.cls_loss.center, m * before + (1 - m) * student.mean(0, keepdim=True), atol=1e-4)
+
+
+def _student_token_mask(method, batch, step=0):
+    """The token mask the student pass receives."""
+    seen = {}
+    backbone = method.student["backbone"]
+    original = backbone.forward_features
+
+    def spy(images, available, token_mask=None):
+        seen["mask"] = token_mask
+        return original(images, available, token_mask=token_mask)
+
+    backbone.forward_features = spy
+    out = method(batch, state(step=step))
+    return seen["mask"], out
+
+
+def test_token_ratio_masks_that_share_of_every_available_organs_tokens_and_no_missing_token():
+    g = torch.Generator().manual_seed(1)
+    batch = {"images": torch.randn(64, 4, 1, 16, 16, generator=g), "available": torch.rand(64, 4, generator=g) > 0.3}
+    batch["available"][:, 0] = True
+    n = 4  # tokens per organ: (16 / 8)^2
+    method = _method(masking="none", token_ratio=0.5)
+    mask, out = _student_token_mask(method, batch)
+    valid = batch["available"].repeat_interleave(n, dim=1)
+    assert not (mask & ~valid).any()  # a missing organ's tokens are never [MASK] (they are not attended at all)
+    share = float(mask[valid].float().mean())
+    assert abs(share - 0.5) < 0.05 and float(out.logs["masked_tokens"]) == pytest.approx(share)
+    assert out.logs["loss_token"] > 0  # the masked-token term reads the masked tokens
+    again, _ = _student_token_mask(_method(masking="none", token_ratio=0.5), batch)
+    assert torch.equal(mask, again)  # a function of (mask seed, step, rank, micro-batch)
+
+
+def test_token_ratio_adds_to_the_whole_organs_the_rule_selects():
+    batch = _batch()
+    method = _method(masking="sgm", p_sgm=1.0, sgm_rule="topk", token_ratio=0.25)
+    organs = {}
+    original = method.choose_masks
+    method.choose_masks = lambda s, a, g=None: organs.setdefault("out", original(s, a, g))
+    mask, _ = _student_token_mask(method, batch)
+    whole = organs["out"][0].repeat_interleave(4, dim=1)
+    assert whole.any() and mask[whole].all()  # the selected organs stay masked whole
+    partly = mask & ~whole
+    assert partly.any() and not (partly & ~batch["available"].repeat_interleave(4, dim=1)).any()
+    plain, _ = _student_token_mask(_method(masking="sgm", p_sgm=1.0, sgm_rule="topk"), batch)
+    assert torch.equal(plain, whole)  # token_ratio=0: whole organs only
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 1.0])
+def test_a_token_ratio_outside_0_1_is_refused(ratio):
+    with pytest.raises(ValueError, match="token_ratio"):
+        _method(token_ratio=ratio)
