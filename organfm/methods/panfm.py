@@ -46,6 +46,8 @@ class PanFM(EMATeacherMethod):
         saliency_per_token: divide an organ's attention by its token count before normalising.
         num_masked_organs: organs masked per sample (fewer when fewer are available).
         min_visible_organs: available organs that always stay visible (>= 1).
+        organ_mask_ratio: share of a selected organ's tokens hidden, drawn at random within it (seed-systems.md
+            §2: "the whole organ, or a high fraction of its tokens"); 1 (the default): the whole organ.
         token_ratio: fraction of every available organ's tokens that the student also sees as [MASK], each token
             drawn at random (iBOT's masking unit), on top of the whole organs ``masking`` selects; 0 (the
             default): whole organs only. ``masking="none"`` with ``token_ratio > 0`` is token masking alone.
@@ -71,7 +73,8 @@ class PanFM(EMATeacherMethod):
 
     def __init__(self, backbone: nn.Module, *, masking: str = "sgm", p_sgm: float = 0.5,
                  sgm_rule: str = "proportional", sgm_temp: float = 1.0, saliency_per_token: bool = False,
-                 num_masked_organs: int = 1, min_visible_organs: int = 1, token_ratio: float = 0.0,
+                 num_masked_organs: int = 1, min_visible_organs: int = 1, organ_mask_ratio: float = 1.0,
+                 token_ratio: float = 0.0,
                  cls_weight: float = 1.0,
                  token_weight: float = 1.0, out_dim: int = 1024, hidden_dim: int = 256, bottleneck_dim: int = 128,
                  norm_last_layer: bool = True, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
@@ -83,6 +86,9 @@ class PanFM(EMATeacherMethod):
         if min_visible_organs < 1:
             raise ValueError(f"min_visible_organs must be >= 1 (never mask every available organ), got "
                              f"{min_visible_organs}")
+        if not 0 < organ_mask_ratio <= 1:
+            raise ValueError(f"organ_mask_ratio must be in (0, 1] (a share of a selected organ's tokens), got "
+                             f"{organ_mask_ratio}")
         if not 0 <= token_ratio < 1:
             raise ValueError(f"token_ratio must be in [0, 1) (a share of every organ's tokens), got {token_ratio}")
         if not hasattr(backbone, "tokens_per_organ"):
@@ -90,7 +96,8 @@ class PanFM(EMATeacherMethod):
                              f"{type(backbone).__name__}")
         self.masking, self.p_sgm, self.sgm_rule, self.sgm_temp = masking, p_sgm, sgm_rule, sgm_temp
         self.saliency_per_token = saliency_per_token
-        self.num_masked, self.min_visible, self.token_ratio = num_masked_organs, min_visible_organs, token_ratio
+        self.num_masked, self.min_visible = num_masked_organs, min_visible_organs
+        self.organ_mask_ratio, self.token_ratio = organ_mask_ratio, token_ratio
         self.cls_weight, self.token_weight = cls_weight, token_weight
         self.student = nn.ModuleDict({"backbone": backbone, "head": DINOHead(
             backbone.num_features, out_dim=out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim,
@@ -135,6 +142,9 @@ class PanFM(EMATeacherMethod):
         generator = self.mask_generator(state)
         organ_mask, guided = self.choose_masks(saliency, available, generator)
         token_mask = organ_token_mask(organ_mask, n)
+        if self.organ_mask_ratio < 1:  # a high fraction of each selected organ's tokens rather than all of them
+            token_mask = token_mask & (torch.rand(token_mask.shape, generator=generator).to(token_mask.device)
+                                       < self.organ_mask_ratio)
         if self.token_ratio:  # iBOT's unit: random tokens of every available organ, drawn after the organs
             drawn = torch.rand(token_mask.shape, generator=generator).to(token_mask.device) < self.token_ratio
             token_mask = token_mask | (drawn & organ_token_mask(available, n))

@@ -206,3 +206,24 @@ def test_token_ratio_adds_to_the_whole_organs_the_rule_selects():
 def test_a_token_ratio_outside_0_1_is_refused(ratio):
     with pytest.raises(ValueError, match="token_ratio"):
         _method(token_ratio=ratio)
+
+
+def test_organ_mask_ratio_hides_that_share_of_the_selected_organs_only():
+    g = torch.Generator().manual_seed(2)
+    batch = {"images": torch.randn(64, 4, 1, 16, 16, generator=g), "available": torch.ones(64, 4, dtype=torch.bool)}
+    method = _method(masking="random", organ_mask_ratio=0.75)
+    organs = {}
+    original = method.choose_masks
+    method.choose_masks = lambda s, a, g=None: organs.setdefault("out", original(s, a, g))
+    mask, _ = _student_token_mask(method, batch)
+    selected = organs["out"][0].repeat_interleave(4, dim=1)
+    assert not (mask & ~selected).any()  # nothing outside the selected organs (token_ratio=0)
+    assert abs(float(mask[selected].float().mean()) - 0.75) < 0.06
+    whole, _ = _student_token_mask(_method(masking="random"), batch)
+    assert torch.equal(whole, selected)  # the default: the whole organ
+
+
+@pytest.mark.parametrize("ratio", [0.0, 1.5])
+def test_an_organ_mask_ratio_outside_0_1_is_refused(ratio):
+    with pytest.raises(ValueError, match="organ_mask_ratio"):
+        _method(organ_mask_ratio=ratio)
