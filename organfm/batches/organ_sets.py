@@ -20,7 +20,9 @@ from organfm.config import DataConfig
 from organfm.data.samplers import ResumableBatchSampler
 from organfm.synthesis.subjects import WORLD
 
-__all__ = ["NormalizedSubjects", "build_subjects"]
+__all__ = ["NormalizedSubjects", "build_subjects", "label_combination"]
+
+MONITOR_LABELS = 3  # labels the monitor's kNN class combines (2^3 = 8 classes at most)
 
 
 def build_subjects(data: DataConfig, *, skip_log_dir: str | None = None) -> Dataset:
@@ -47,6 +49,17 @@ def build_subjects(data: DataConfig, *, skip_log_dir: str | None = None) -> Data
                                      on_error=data.on_error, skip_log_dir=skip_log_dir)
     return SubjectImages(manifest, data.synthetic_size, dim=data.synthetic_dim, intensity=data.intensity,
                          window=data.window, on_error=data.on_error, skip_log_dir=skip_log_dir)
+
+
+def label_combination(labels: torch.Tensor, max_labels: int = MONITOR_LABELS) -> torch.Tensor:
+    """The monitor's kNN class of each subject: its first ``max_labels`` binary labels read as one number,
+    (N, D) -> (N,) long in [0, 2^min(D, max_labels)).
+
+    One label is not enough: where a random network already reads it (a strong shortcut, kNN near 1 at step 0),
+    the kNN has no room to show learning; the combination moves with every disease the encoder learns.
+    """
+    bits = (labels[:, :max_labels] > 0.5).long()
+    return (bits * (2 ** torch.arange(bits.shape[1]))).sum(1)
 
 
 def _strengths(data: DataConfig) -> dict:
@@ -111,14 +124,16 @@ def organ_sets_source(ctx: SourceContext) -> BatchSource:
     items = NormalizedSubjects(subjects, ctx.views.mean, ctx.views.std)
 
     def monitor(n: int) -> dict:
-        """Fixed subjects; the exported encoder sees the whole set; the first label column is the kNN label."""
+        """Fixed subjects; the exported encoder sees the whole set; the kNN label is :func:`label_combination`."""
         from organfm.batches.monitor import collate_items, monitor_indices
 
         batch = collate_items(items, monitor_indices(len(subjects), n))
         batch["monitor_input"] = batch["images"]
         labels = batch.get("labels")
-        if labels is not None and labels.numel() and labels.dim() == 2 and len(labels[:, 0].unique()) >= 2:
-            batch["monitor_label"] = labels[:, 0].long()
+        if labels is not None and labels.numel() and labels.dim() == 2:
+            combined = label_combination(labels)
+            if len(combined.unique()) >= 2:
+                batch["monitor_label"] = combined
         return batch
 
     return BatchSource(batches=loader, steps_per_epoch=max(1, ctx.steps_per_epoch or len(subjects) // per_step),

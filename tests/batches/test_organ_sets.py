@@ -98,3 +98,16 @@ def test_the_missingness_settings_reach_the_generator_and_the_contract():
     assert all(bool(subjects[i]["available"].all()) for i in range(len(subjects)))  # no organ ever missing
     assert not all(bool(_source(synthetic_images_per_organ=64).batches.dataset.subjects[i]["available"].all())
                    for i in range(64))  # the defaults do drop organs
+
+
+def test_the_monitor_label_combines_the_first_labels():
+    from organfm.batches.organ_sets import label_combination
+
+    labels = torch.tensor([[0, 0, 1, 1], [1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 1, 1]], dtype=torch.float32)
+    assert label_combination(labels).tolist() == [4, 5, 2, 7]  # bits 0..2; the fourth label is left out
+    assert label_combination(labels[:, :1]).tolist() == [0, 1, 0, 1]
+    src = _source(synthetic_labels=2, synthetic_images_per_organ=40)
+    batch = src.monitor(40)
+    y = batch["labels"]
+    assert batch["monitor_label"].tolist() == (y[:, 0] + 2 * y[:, 1]).long().tolist()
+    assert len(batch["monitor_label"].unique()) == 4
