@@ -96,7 +96,8 @@ def _mmkd(root: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def _panfm(root: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmarks import panfm_sgm
 
-    out = _copy(root, "panfm_sgm", "gate.json", "overhead.json", "runs/*-seed*.json")
+    out = _copy(root, "panfm_sgm", "gate.json", "gate-*.json", "trials.json", "overhead.json",
+                "runs/*-seed*.json")
     panfm_sgm.main(["--report", "--out", str(out), "--docs", str(docs)])
 
 
