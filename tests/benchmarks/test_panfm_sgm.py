@@ -80,3 +80,39 @@ def test_a_failed_gate_is_reported_with_its_numbers_and_no_contrast(tmp_path: Pa
     assert "ratio 0.992, at most 0.95 required" in md and "**failed**" in md
     assert "0.840 at step 0 → 0.950" in md and "no confirmatory SGM-vs-random run" in md
     assert "No run file yet." in md and "Pre-registered contrasts" not in md
+
+
+def _gate(tmp: Path, name: str, final_entropy: float, saliency: float) -> None:
+    rec = _record("random", 300, final_entropy, 0.7)
+    rec["evaluation"]["endpoints"].update(saliency_dominant=saliency, uniform_share_dominant=0.2)
+    rec["health"]["step0"].update(knn=0.57, knn_majority=0.26)
+    rec["health"]["final"].update(knn=0.69, knn_majority=0.26)
+    panfm_sgm.write_json(tmp / name, {**panfm_sgm.gate_result(rec), "recipe": ["backbone.num_heads=2"]})
+
+
+def test_earlier_gates_say_why_they_failed_and_no_run_is_made_after_them(tmp_path: Path):
+    _gate(tmp_path, "gate-seed200.json", 1.26, 0.28)  # entropy 0.969 of step 0: spread
+    _gate(tmp_path, "gate-seed300.json", 1.12, 0.12)  # concentrated (0.862), on another organ
+    md = panfm_sgm.report(tmp_path, None)
+    second = next(line for line in md.splitlines() if line.startswith("**Second gate"))
+    third = next(line for line in md.splitlines() if line.startswith("**Third gate"))
+    assert "seed 200" in second and "SGM's saliency would be near uniform" in second
+    assert "seed 300" in third and "ratio 0.862" in third and "ratio 0.60" in third
+    assert "concentrated on other organs than heart" in third and "(both diseases combined) 0.570" in third
+    assert "`backbone.num_heads=2`" in third
+    assert "**No gate has passed**" in md and "No run file yet." in md
+    assert "First gate" not in md  # only the gate files that exist
+
+
+def test_the_trials_table_names_each_trials_heart_saliency_and_most_attended_organ(tmp_path: Path):
+    trials = {"date": "2026-12-02", "about": "About.", "trials": [
+        {"trial": "t1", "change": "a", "code": "cli", "verdict": "learning", "entropy_ratio_final": 0.9,
+         "entropy_ratio_lowest": 0.85, "knn_step0": 0.5, "knn_final": 0.7, "saliency_final": [0.1, 0.2, 0.5, 0.1, 0.1],
+         "readout": {"note": "n", "attention_mass": [0.2] * 5, "contribution_auroc": [0.9, 0.8, 0.7, 0.6, 0.5]}}],
+        "second_gate_heads": {"note": "h", "shares": [[0.5, 0.1, 0.1, 0.2, 0.1]], "entropy": [1.2],
+                              "head_mean_entropy": 1.2}}
+    (tmp_path / "trials.json").write_text(json.dumps(trials))
+    md = panfm_sgm.report(tmp_path, None)
+    assert "| t1 | a | cli | learning | 0.900 (0.850) | 0.500 → 0.700 | 0.100 | liver 0.500 |" in md
+    assert "heart attention 0.200, AUROC 0.900" in md and "spleen attention 0.200, AUROC 0.500" in md
+    assert "head 0 0.50, 0.10, 0.10, 0.20, 0.10 (entropy 1.20)" in md and panfm_sgm.TRIALS_READING in md
