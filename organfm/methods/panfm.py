@@ -74,10 +74,9 @@ class PanFM(EMATeacherMethod):
     def __init__(self, backbone: nn.Module, *, masking: str = "sgm", p_sgm: float = 0.5,
                  sgm_rule: str = "proportional", sgm_temp: float = 1.0, saliency_per_token: bool = False,
                  num_masked_organs: int = 1, min_visible_organs: int = 1, organ_mask_ratio: float = 1.0,
-                 token_ratio: float = 0.0,
-                 cls_weight: float = 1.0,
-                 token_weight: float = 1.0, out_dim: int = 1024, hidden_dim: int = 256, bottleneck_dim: int = 128,
-                 norm_last_layer: bool = True, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
+                 token_ratio: float = 0.0, cls_weight: float = 1.0, token_weight: float = 1.0, out_dim: int = 1024,
+                 hidden_dim: int = 256, bottleneck_dim: int = 128, norm_last_layer: bool = True,
+                 student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
         super().__init__()
         if masking not in MASKING:
             raise ValueError(f"masking must be one of {MASKING}, got {masking!r}")

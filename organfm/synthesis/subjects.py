@@ -175,6 +175,7 @@ class SyntheticSubjects(Dataset):
         return {"source": "synthetic_subjects", "procedural": True, "num_subjects": self.num_subjects, "organs": self.organs,
                 "dominant_organ": self.organs[self.dominant], "dim": self.dim, "size": self.size,
                 "num_diseases": self.num_diseases, "seed": self.seed, "index_offset": self.index_offset,
+                "missing_prob": self.missing_prob, "dominant_missing_prob": self.dominant_missing_prob,
                 "mnar_strength": self.mnar_strength, "dominant_gain": self.dominant_gain,
                 "organ_availability": dict(zip(self.organs, avail.mean(0).round(3).tolist()))}
 
