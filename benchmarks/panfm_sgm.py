@@ -58,10 +58,11 @@ ARMS = {"sgm": ["method.masking=sgm"], "random": ["method.masking=random"]}
 VALID_ARMS = (*ARMS, "init")
 SEEDS = (0, 1, 2, 3, 4)
 # earlier gates, each failed and followed by trials (trials.json) that revised the recipe: (file, seed, title)
+KNN_LABEL = "both diseases combined"  # what the organ-set monitor's kNN classifies (disease 0 before the third gate)
 # (file, seed, title, the monitor kNN's label then)
 EARLIER_GATES = (("gate-seed100.json", 100, "First gate (2026-12-01)", "disease 0"),
                  ("gate-seed200.json", 200, "Second gate", "disease 0"),
-                 ("gate-seed300.json", 300, "Third gate", "both diseases combined"))
+                 ("gate-seed300.json", 300, "Third gate", KNN_LABEL))
 GATE_SEED = 400  # the trials ran at seeds 100-102, 200 and 300, so a next gate draws a fresh one
 GATE_ENTROPY_RATIO = 0.95   # final monitor entropy at most this fraction of its step-0 value
 GATE_SALIENCY_RATIO = 1.1   # the dominant organ's saliency at least this multiple of its uniform share
@@ -419,7 +420,7 @@ def trials_lines(doc: dict[str, Any]) -> list[str]:
     """The page's table of the trials after the gate (``trials.json``), their read-outs and their reading."""
     from organfm.synthesis.subjects import organ_names
 
-    names = organ_names(5)
+    names = organ_names(len(doc["trials"][0]["saliency_final"]) if doc["trials"] else 5)
     md = [f"**Trials after the failed gates** (`trials.json`, {doc['date']}). {doc['about']} The heart's uniform "
           "share is about 0.20 with almost no missing organs and about 0.27 with the default missingness.", "",
           "| trial | change | code | health | entropy ratio, end (lowest) | monitor kNN step 0 → end | "
@@ -464,16 +465,15 @@ def report(folder: Path, docs: Path | None) -> str:
               "initialisation per seed, the floor that shows a metric moves.")
     md.append("")
     md += [f"**Before the first gate run.** {GATE_TRIALS}", ""]
-    for name, seed, title, knn_label in EARLIER_GATES:
-        if (folder / name).is_file():
-            earlier = json.loads((folder / name).read_text())
-            md += [gate_paragraph(earlier, seed, f"{title} (recipe `{' '.join(earlier['recipe'])}`)", knn_label), ""]
+    earlier = [(json.loads((folder / name).read_text()), *rest) for name, *rest in EARLIER_GATES
+               if (folder / name).is_file()]
+    for record, seed, title, knn_label in earlier:
+        md += [gate_paragraph(record, seed, f"{title} (recipe `{' '.join(record['recipe'])}`)", knn_label), ""]
     if (folder / "trials.json").is_file():
         md += trials_lines(json.loads((folder / "trials.json").read_text()))
     if gate:
-        md += [gate_paragraph(gate, gate.get("seed", GATE_SEED), "Gate (the recipe above)", "both diseases combined"),
-               ""]
-    elif any((folder / g[0]).is_file() for g in EARLIER_GATES):
+        md += [gate_paragraph(gate, gate.get("seed", GATE_SEED), "Gate (the recipe above)", KNN_LABEL), ""]
+    elif earlier:
         md += ["**No gate has passed**, so there is no pre-registration and no confirmatory run (the design's rule).",
                ""]
     else:

@@ -24,7 +24,7 @@ from organfm.methods.base import StepOutput, StepState
 from organfm.methods.registry import register_method
 from organfm.methods.teacher import EMATeacherMethod, build_ema_teacher, prototype_health
 from organfm.views.organ_masking import (MASKING_RULES, organ_entropy, organ_saliency, organ_token_mask,
-                                         select_organs, sgm_organ_mask)
+                                         random_tokens, select_organs, sgm_organ_mask)
 
 __all__ = ["PanFM"]
 
@@ -140,13 +140,12 @@ class PanFM(EMATeacherMethod):
             saliency = organ_saliency(t["cls_attention"], available, n, per_token=self.saliency_per_token)
         generator = self.mask_generator(state)
         organ_mask, guided = self.choose_masks(saliency, available, generator)
+        valid = organ_token_mask(available, n)
         token_mask = organ_token_mask(organ_mask, n)
         if self.organ_mask_ratio < 1:  # a high fraction of each selected organ's tokens rather than all of them
-            token_mask = token_mask & (torch.rand(token_mask.shape, generator=generator).to(token_mask.device)
-                                       < self.organ_mask_ratio)
+            token_mask = random_tokens(token_mask, self.organ_mask_ratio, generator)
         if self.token_ratio:  # iBOT's unit: random tokens of every available organ, drawn after the organs
-            drawn = torch.rand(token_mask.shape, generator=generator).to(token_mask.device) < self.token_ratio
-            token_mask = token_mask | (drawn & organ_token_mask(available, n))
+            token_mask = token_mask | random_tokens(valid, self.token_ratio, generator)
         s = self.student["backbone"].forward_features(images, available, token_mask=token_mask)
         temp = state["teacher_temp"]
         with torch.no_grad():
@@ -156,7 +155,6 @@ class PanFM(EMATeacherMethod):
         loss = self.cls_weight * cls_term
         logs = {"loss_cls": cls_term.detach()}
         if self.token_weight:
-            valid = organ_token_mask(available, n)
             with torch.no_grad():
                 teacher_tokens = self.teacher["head"](t["tokens"])  # (B, O*n, K)
             # the student head runs only where the loss reads it: the masked tokens
@@ -168,7 +166,7 @@ class PanFM(EMATeacherMethod):
             logs["loss_token"] = token_term.detach()
         self.cls_loss.update(teacher_cls)
         logs.update(self._diagnostics(saliency, available, organ_mask, guided))
-        logs["masked_tokens"] = token_mask.sum() / organ_token_mask(available, n).sum().clamp(min=1)
+        logs["masked_tokens"] = token_mask.sum() / valid.sum().clamp(min=1)
         logs["loss"] = loss.detach()
         return StepOutput(loss=loss, logs=logs)
 

@@ -21,7 +21,8 @@ import math
 
 import torch
 
-__all__ = ["MASKING_RULES", "organ_entropy", "organ_saliency", "organ_token_mask", "select_organs", "sgm_organ_mask"]
+__all__ = ["MASKING_RULES", "organ_entropy", "organ_saliency", "organ_token_mask", "random_tokens", "select_organs",
+           "sgm_organ_mask"]
 
 MASKING_RULES = ("proportional", "topk", "random")
 
@@ -123,3 +124,8 @@ def sgm_organ_mask(saliency: torch.Tensor, available: torch.Tensor, *, p_sgm: fl
 def organ_token_mask(organ_mask: torch.Tensor, tokens_per_organ: int) -> torch.Tensor:
     """(B, O) organ mask -> (B, O*n) token mask (every token of a masked organ)."""
     return organ_mask.repeat_interleave(tokens_per_organ, dim=1)
+
+
+def random_tokens(candidates: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each candidate token kept with probability ``ratio`` (one uniform draw per position): (B, N) -> (B, N)."""
+    return candidates & (_uniform(candidates.shape, generator, candidates.device) < ratio)

@@ -98,3 +98,14 @@ def test_bad_settings_are_refused():
         select_organs(None, available, rule="largest")
     with pytest.raises(ValueError, match="needs organ saliency"):
         select_organs(None, available, rule="topk")
+
+
+def test_random_tokens_keep_only_candidates_at_the_ratio_with_one_draw_per_position():
+    from organfm.views.organ_masking import random_tokens
+
+    candidates = torch.zeros(50, 40, dtype=torch.bool)
+    candidates[:, :20] = True
+    picked = random_tokens(candidates, 0.25, torch.Generator().manual_seed(3))
+    assert not picked[:, 20:].any() and abs(float(picked[:, :20].float().mean()) - 0.25) < 0.03
+    u = torch.rand(50, 40, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(picked, candidates & (u < 0.25))  # the same uniform draw as by hand
