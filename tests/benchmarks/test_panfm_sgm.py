@@ -61,6 +61,9 @@ def test_report_pairs_by_seed_holms_once_and_leaves_out_runs_that_did_not_learn(
     assert "no spread" in area  # both arms have the same curve at each seed: nothing to test
     assert "Instrument check" in md and "sgm − init on entropy: -0.0800" in md
     assert (folder / "panfm_entropy.png").is_file()
+    premise = next(line for line in md.splitlines() if line.startswith("Premise per seed"))
+    # the random arm's heart saliency 0.4 over its share 0.3; its entropy 1.0 + 0.012 s over the init's 1.3
+    assert "seed 0 1.33" in premise and "seed 0 0.769" in premise and "seed 4 0.806" in premise
 
 
 def test_the_runs_refuse_to_start_before_the_gate_passed(tmp_path: Path):
