@@ -15,8 +15,8 @@ The design (``benchmarks/preregistered/panfm-small.yaml`` fixes it before any ru
   if the health monitor's organ-attention entropy ends clearly below its fresh-init value (at most
   ``GATE_ENTROPY_RATIO`` of it) and the dominant organ's held-out saliency exceeds its uniform share (at least
   ``GATE_SALIENCY_RATIO`` of it): otherwise SGM's saliency is uniform and SGM is random masking by another name.
-- **Arms**: ``sgm`` and ``random`` (``method.masking``), paired by pretraining seed 0-4, and ``init`` (the same
-  architecture at a random initialisation per seed: the floor that shows the metrics move).
+- **Arms**: ``sgm`` and ``random`` (``method.masking``), paired by pretraining seed 0-4, and ``init`` (each seed's
+  own initial weights, exported by one step at lr 0 in the same world: the floor that shows the metrics move).
 - **Endpoints** (evaluated through ``organfm.evaluation.evaluate_models``): the held-out organ-attention entropy
   (SGM > random), the AUROC with the dominant organ dropped on the subjects that have it (SGM > random) and
   the mean AUROC over the random-drop curve, k = 1..4 organs dropped (SGM > random); paired t over pretraining
@@ -54,8 +54,13 @@ from benchmarks.results_page import write_section  # noqa: E402
 from organfm.outputs.atomic import write_atomic  # noqa: E402
 from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
 
-ARMS = {"sgm": ["method.masking=sgm"], "random": ["method.masking=random"]}
-VALID_ARMS = (*ARMS, "init")
+# ``init``: the pretraining run's own initial weights (the same seed builds the same network as the arms; one
+# step at lr 0 moves nothing, the EMA teacher included) in a run folder whose export records the architecture and
+# the world, so the floor is evaluated on the same subjects as the arms
+INIT_STEPS = 1
+INIT_FROZEN = ["optim.lr=0", "optim.min_lr=0"]  # after RECIPE, whose optim.lr it overrides
+ARMS = {"sgm": ["method.masking=sgm"], "random": ["method.masking=random"], "init": ["method.masking=random"]}
+VALID_ARMS = tuple(ARMS)
 SEEDS = (0, 1, 2, 3, 4)
 KNN_LABEL = "both diseases combined"  # what the organ-set monitor's kNN classifies (disease 0 before the third gate)
 # the failed gates, each followed by trials (trials.json) that revised the recipe: (file, seed, title, the
@@ -147,14 +152,20 @@ def relative(text: str) -> str:
     return text.replace(str(REPO) + os.sep, "")
 
 
+def arm_steps(arm: str, args: argparse.Namespace) -> int:
+    return INIT_STEPS if arm == "init" else args.steps
+
+
 def pretrain_overrides(arm: str, seed: int, args: argparse.Namespace, run: Path) -> list[str]:
     """What ``organfm pretrain --config configs/panfm.yaml`` is given for one (arm, seed)."""
     steps_per_epoch = max(1, args.subjects // args.batch_size)
-    return [*ARMS[arm], *RECIPE, f"data.synthetic_images_per_organ={args.subjects}", f"trainer.seed={seed}",
-            f"trainer.max_steps={args.steps}", f"trainer.epochs={args.steps / steps_per_epoch:g}",
+    steps = arm_steps(arm, args)
+    return [*ARMS[arm], *RECIPE, *(INIT_FROZEN if arm == "init" else []),
+            f"data.synthetic_images_per_organ={args.subjects}", f"trainer.seed={seed}",
+            f"trainer.max_steps={steps}", f"trainer.epochs={steps / steps_per_epoch:g}",
             f"trainer.batch_size={args.batch_size}", "trainer.num_workers=0", "trainer.progress=false",
-            "trainer.log_every=20", f"trainer.monitor_every={max(1, args.steps // 10)}",
-            f"trainer.checkpoint_every={max(1, args.steps // 2)}", "trainer.keep_checkpoints=1",
+            "trainer.log_every=20", f"trainer.monitor_every={max(1, steps // 10)}",
+            f"trainer.checkpoint_every={max(1, steps // 2)}", "trainer.keep_checkpoints=1",
             f"trainer.torch_threads={args.threads}", f"trainer.out_dir={run}"]
 
 
@@ -163,17 +174,18 @@ def pretrain_run(arm: str, seed: int, args: argparse.Namespace, run: Path) -> di
     from organfm.config import load_config
 
     overrides = pretrain_overrides(arm, seed, args, run)
+    steps = arm_steps(arm, args)
     stamp = run / "bench_recipe.json"
     if stamp.is_file() and json.loads(stamp.read_text()) != overrides:
         raise SystemExit(f"{run} was pretrained with another recipe ({stamp}); delete it or pass another --out")
     t = time.time()
-    if not finished(run, args.steps):
+    if not finished(run, steps):
         run.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps(overrides, indent=1))
-        pretrain_or_resume(run, args.steps, lambda: load_config(None, REPO / "configs" / "panfm.yaml", overrides))
-        if not finished(run, args.steps):
-            raise SystemExit(f"[{arm} seed {seed}] stopped before step {args.steps}; run the same command to resume")
-    return {"config": "configs/panfm.yaml", "overrides": overrides, "steps": args.steps,
+        pretrain_or_resume(run, steps, lambda: load_config(None, REPO / "configs" / "panfm.yaml", overrides))
+        if not finished(run, steps):
+            raise SystemExit(f"[{arm} seed {seed}] stopped before step {steps}; run the same command to resume")
+    return {"config": "configs/panfm.yaml", "overrides": overrides, "steps": steps,
             "seconds": round(time.time() - t, 1), "health": health_record(run), "curve": entropy_curve(run)}
 
 
@@ -233,25 +245,22 @@ def write_json(path: Path, record: dict[str, Any]) -> None:
 
 
 def run_one(arm: str, seed: int, args: argparse.Namespace, *, sub: str = "runs") -> dict[str, Any]:
-    """Pretrain (unless ``init``) and evaluate one (arm, seed); write and return its run file."""
+    """Pretrain (``init``: one step at lr 0) and evaluate one (arm, seed); write and return its run file."""
     out = Path(args.out)
     path = out / sub / f"{arm}-seed{seed}.json"
     if path.is_file():
         print(f"[{arm} seed {seed}] done already: {relative(str(path))}", flush=True)
         return json.loads(path.read_text())
     run = out / "pretrain" / f"{arm}-s{seed}"
-    pre = pretrain_run(arm, seed, args, run) if arm != "init" else None
-    spec = str(run) if pre else "random:organ_set_vit"
-    ev = evaluate(spec, f"{arm}-seed{seed}", task_overrides(seed, args, run / "eval" if pre else out / "pretrain"
-                                                             / f"init-s{seed}" / "eval"))
+    pre = pretrain_run(arm, seed, args, run)
+    ev = evaluate(str(run), f"{arm}-seed{seed}", task_overrides(seed, args, run / "eval"))
     import torch
 
-    record = {"arm": arm, "seed": seed, "pretrain": pre, "evaluation": ev,
-              "health": pre["health"] if pre else {"verdict": None, "reason": "random init: no pretraining run"},
-              "commands": ([f"organfm pretrain --method panfm --config configs/panfm.yaml {' '.join(pre['overrides'])}"]
-                           if pre else [])
-              + [f"organfm evaluate --models {arm}-seed{seed}={spec} --task configs/tasks/panfm_synthetic.yaml "
-                 + " ".join(ev["overrides"])],
+    health = pre["health"] if arm != "init" else {"verdict": None, "reason": "initial weights: not trained"}
+    record = {"arm": arm, "seed": seed, "pretrain": pre, "evaluation": ev, "health": health,
+              "commands": [f"organfm pretrain --method panfm --config configs/panfm.yaml {' '.join(pre['overrides'])}",
+                           f"organfm evaluate --models {arm}-seed{seed}={run} --task configs/tasks/panfm_synthetic.yaml "
+                           + " ".join(ev["overrides"])],
               "environment": {"torch": torch.__version__, "threads": args.threads}}
     write_json(path, record)
     e = ev["endpoints"]
@@ -288,7 +297,12 @@ def preregistration(args: argparse.Namespace) -> dict[str, Any]:
                       "probe_split": "500 / 500", "dominant": DOMINANT},
             "recipe": {"config": "configs/panfm.yaml", "overrides": RECIPE, "steps": args.steps,
                        "batch_size": args.batch_size},
-            "arms": {"sgm": ARMS["sgm"], "random": ARMS["random"], "init": "random:organ_set_vit (instrument floor)"},
+            "arms": {"sgm": ARMS["sgm"], "random": ARMS["random"],
+                     "init": {"overrides": ARMS["init"] + INIT_FROZEN, "steps": INIT_STEPS,
+                              "what": "each seed's own initial weights in the same world (instrument floor)"}},
+            "amended": "2026-12-02, before any run file was committed: the init arm was random:organ_set_vit, "
+                       "which builds the default architecture (2 blocks, 4 heads) and, having no export, is "
+                       "evaluated on the generator's default world instead of the recipe's",
             "seeds": list(SEEDS),
             "gate": {"seed": GATE_SEED, "arm": "random",
                      "entropy_ratio_at_most": GATE_ENTROPY_RATIO, "saliency_ratio_at_least": GATE_SALIENCY_RATIO},
@@ -378,7 +392,7 @@ def fmt(values: dict[int, float]) -> str:
 
 def plot_curves(runs: list[dict[str, Any]], path: Path) -> bool:
     """Monitor organ-attention entropy over training, every run of both arms, with the fresh-init value."""
-    curves = [r for r in runs if r.get("pretrain") and r["pretrain"]["curve"]]
+    curves = [r for r in runs if r["arm"] != "init" and r.get("pretrain") and r["pretrain"]["curve"]]
     if not curves:
         return False
     import matplotlib
@@ -467,8 +481,9 @@ def report(folder: Path, docs: Path | None) -> str:
               f"{DOMINANT}), pretraining subjects [0, 1000) of generator seed 0; evaluation on 1,000 other subjects of "
               "the same world (indices 1,000,000+; 500 fit the linear probes, 500 test them; "
               "`configs/tasks/panfm_synthetic.yaml`). Recipe: `configs/panfm.yaml` with "
-              f"`{' '.join(RECIPE)}`, plus `method.masking=sgm|random`. `init` is the same architecture at a random "
-              "initialisation per seed, the floor that shows a metric moves.")
+              f"`{' '.join(RECIPE)}`, plus `method.masking=sgm|random`. `init` is each seed's own initial weights "
+              f"(`{' '.join(INIT_FROZEN)}`, {INIT_STEPS} step: nothing moves) evaluated on the same subjects, the "
+              "floor that shows a metric moves.")
     md.append("")
     md += [f"**Before the first gate run.** {GATE_TRIALS}", ""]
     earlier = [(json.loads((folder / name).read_text()), *rest) for name, *rest in EARLIER_GATES
@@ -535,7 +550,7 @@ def report(folder: Path, docs: Path | None) -> str:
                 for k, text in (("entropy", "entropy"), ("auroc_all", "AUROC, all organs")):
                     c = claims.compare(per_seed(runs, a, k), per_seed(runs, "init", k))
                     lines.append(f"{a} − init on {text}: {c.delta:+.4f} ({c.n}, {c.test} p {claims.pvalue(c.p)})")
-            md += ["Instrument check (each arm against the random init of the same seed; not part of the "
+            md += ["Instrument check (each arm against the initial weights of the same seed; not part of the "
                    "pre-registered family): " + "; ".join(lines) + ".", ""]
         fig = (docs.parent / "figures" if docs else folder) / "panfm_entropy.png"
         if plot_curves(runs, fig):

@@ -119,3 +119,31 @@ def test_the_trials_table_names_each_trials_heart_saliency_and_most_attended_org
     assert "| t1 | a | cli | learning | 0.900 (0.850) | 0.500 → 0.700 | 0.100 | liver 0.500 |" in md
     assert "heart attention 0.200, AUROC 0.900" in md and "spleen attention 0.200, AUROC 0.500" in md
     assert "head 0 0.50, 0.10, 0.10, 0.20, 0.10 (entropy 1.20)" in md and panfm_sgm.TRIALS_READING in md
+
+
+def test_the_init_arm_is_the_seeds_own_initial_weights_in_the_same_world(tmp_path: Path):
+    """The floor: one step at lr 0 moves nothing (two steps export the same weights), starts from the network the
+    arms start from (the monitor's step-0 read-out equals the random arm's), and its export records the world."""
+    import torch
+
+    from organfm.features.encoders import load_encoder
+
+    args = panfm_sgm.parse_args(["--steps", "2", "--subjects", "32", "--batch-size", "8", "--threads", "1"])
+    init = panfm_sgm.pretrain_run("init", 3, args, tmp_path / "init")
+    assert init["steps"] == panfm_sgm.INIT_STEPS == 1 and "optim.lr=0" in init["overrides"]
+    random = panfm_sgm.pretrain_run("random", 3, args, tmp_path / "random")
+    assert init["health"]["step0"] == random["health"]["step0"]  # same seed, same network before any step
+    assert init["health"]["final"]["organ_entropy"] == init["health"]["step0"]["organ_entropy"]
+    panfm_sgm.INIT_STEPS = 2
+    try:
+        twice = panfm_sgm.pretrain_run("init", 3, args, tmp_path / "init2")
+    finally:
+        panfm_sgm.INIT_STEPS = 1
+    assert twice["steps"] == 2
+    weights = [load_encoder(str(tmp_path / name))[0]().state_dict() for name in ("init", "init2", "random")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not all(torch.equal(weights[0][k], weights[2][k]) for k in weights[0])  # the random arm did move
+    contract = load_encoder(str(tmp_path / "init"))[1]
+    world = contract["synthetic_subjects"]
+    assert world["dominant_strength"] == 1.0 and world["missing_prob"] == 0.02  # the recipe's world, not defaults
+    assert contract["backbone_args"]["depth"] == 1 and contract["backbone_args"]["num_heads"] == 2
