@@ -511,7 +511,8 @@ def report(folder: Path, docs: Path | None) -> str:
         md += ["| arm | runs | health | " + " | ".join(c[1] for c in cols) + " |", "|---" * (len(cols) + 3) + "|"]
         for a in arms:
             n = sum(r["arm"] == a for r in runs)
-            md.append(f"| {a} | n = {n} pretraining run{'s' if n > 1 else ''} | {gates[a].text} | "
+            unit = "initialisation" if a == "init" else "pretraining run"
+            md.append(f"| {a} | n = {n} {unit}{'s' if n > 1 else ''} | {gates[a].text} | "
                       + " | ".join(fmt(per_seed(runs, a, k)) for k, _ in cols) + " |")
         md.append("")
         if "random" in arms:
