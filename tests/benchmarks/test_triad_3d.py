@@ -107,3 +107,36 @@ def test_health_record_rejudges_the_runs_own_signals(tmp_path):
     h = tb.health_record(tmp_path)
     assert h["recorded_verdict"] == "collapsed" and h["verdict"] == "not learning yet" and "median" in h["reason"]
     assert h["signals"]["median_baseline_loss"] == 0.029 and tb.health_record(None)["verdict"] is None
+
+
+def test_segmentation_of_held_out_subjects_is_reported_paired_by_seed_and_says_if_pretraining_was_reproduced(
+        tmp_path):
+    rows = [_run("scratch", s, 0.55, 0.56) for s in range(3)]
+    rows += [_run("triad_notext", s, 0.6, 0.6, "not learning yet") for s in range(3)]
+    for r in rows:  # triad beats scratch by 0.05, 0.06, 0.07 Dice
+        gain = 0.05 + 0.01 * r["seed"] if r["arm"] == "triad_notext" else 0.0
+        r["segmentation"] = {"setting": "4/4/16 synthetic subjects, 4 labels, 24^3, patch 24^3",
+                             "metrics": {"mean_dice": 0.7 + gain}, "best_iteration": [150 if r["seed"] else 100],
+                             "pretraining_reproduced": None if r["arm"] == "scratch" else r["seed"] != 2}
+    _write(tmp_path, rows)
+    md = tb.report(tmp_path, docs=None, prereg=_prereg())
+    assert "**3D segmentation of held-out synthetic subjects**" in md and "4/4/16 synthetic subjects" in md
+    (arm,) = [line for line in md.splitlines() if line.startswith("| triad_notext |") and "first loss" in line]
+    assert "0.760 ± 0.010" in arm and "n = 3 pretraining runs" in arm and "2 of 3 (first loss equal, last within 1 %); 1 differing" in arm
+    (paired,) = [line for line in md.splitlines() if line.startswith("Paired by seed over every run")]
+    assert "triad_notext − scratch +0.060 (sd 0.010), 3/3 seeds higher" in paired and "of which 0 learning" in paired
+    assert "The best validation check was the last one in 4 of 6 fits" in md  # seed 0's fits peaked at 100 of 150
+    assert "Left out: 3D segmentation" not in md
+
+
+def test_a_rerun_pretraining_counts_as_reproduced_only_when_its_losses_match(tmp_path):
+    recorded = {"first_loss": 0.41381, "last_loss": 0.01869}
+    assert tb.same_pretraining(recorded, {"first_loss": 0.413806, "last_loss": 0.018651}) is True  # float drift
+    assert tb.same_pretraining(recorded, {"first_loss": 0.41381, "last_loss": 0.0189}) is False  # 1.1 % off
+    assert tb.same_pretraining(recorded, {"first_loss": 0.40, "last_loss": 0.01869}) is False  # other data or init
+    assert tb.same_pretraining(recorded, None) is None and tb.same_pretraining(None, recorded) is None
+    log = tmp_path / "logs" / "csv" / "from-step-0"
+    log.mkdir(parents=True)
+    (log / "metrics.csv").write_text("loss,step,lr\n0.5,0,\n,1,0.1\n0.25,2,\n")
+    assert tb.folder_losses(tmp_path) == {"first_loss": 0.5, "last_loss": 0.25}
+    assert tb.folder_losses(tmp_path / "nothing") is None

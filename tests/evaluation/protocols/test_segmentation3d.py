@@ -1,6 +1,8 @@
 """3D segmentation: slabs, 3D U-Net with sliding windows, labelled volumes by the contract, the protocol's input size."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -130,3 +132,50 @@ def test_segmentation3d_feeds_the_model_inputs_of_its_contracts_size(tmp_path):
     assert row["patch_size"] == 16 and row["image_shape"] == [16, 16, 16]
     assert row["input"] == {"intensity": "percentile", "window": None, "spacing": None, "cube": 16}
     assert seen and set(seen) == {(16, 16, 16)}  # training patches and sliding windows alike
+
+
+def test_synthetic_subjects_are_disjoint_subjects_of_one_anatomy():
+    from organfm.evaluation.protocols.segmentation3d import synthetic_subjects
+
+    s = Segmentation3DConfig(subjects="synthetic", num_subjects=[3, 2, 2], num_labels=3, subject_seed=5)
+    train, val, test = synthetic_subjects(s, 16)
+    assert [len(v) for v in (train, val, test)] == [3, 2, 2]
+    volumes = train + val + test
+    assert all(x.shape == y.shape == (16, 16, 16) and y.dtype == torch.long for x, y in volumes)
+    # every subject is its own warp and rendering of the template: no two images or label maps are equal
+    assert all(not torch.equal(a[1], b[1]) and not torch.equal(a[0], b[0])
+               for i, a in enumerate(volumes) for b in volumes[i + 1:])
+    # one anatomy: a label covers mostly the same voxels in every subject (a new template per subject would not)
+    overlap = [(train[0][1] == k) & (test[0][1] == k) for k in range(3)]
+    assert sum(int(o.sum()) for o in overlap) / 16 ** 3 > 0.6
+    again = synthetic_subjects(s, 16)[2]  # a pure function of the world's seed
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(test, again))
+    with pytest.raises(ValueError, match=r"num_subjects must be \[train, val, test\]"):
+        synthetic_subjects(Segmentation3DConfig(subjects="synthetic", num_subjects=[3, 0, 2]), 16)
+    with pytest.raises(ValueError, match="subjects must be 'synthetic' or null"):
+        synthetic_subjects(Segmentation3DConfig(subjects="mri"), 16)
+
+
+def test_subjects_mode_trains_on_some_subjects_and_scores_every_label_on_others(tmp_path):
+    from organfm.evaluation.protocols.segmentation3d import synthetic_subjects
+    from organfm.evaluation.task import load_task
+    from organfm.features.extraction import FeatureCache
+
+    task = load_task(None, ["protocols=[segmentation3d]", "segmentation3d.subjects=synthetic",
+                            "segmentation3d.num_subjects=[6,2,3]", "segmentation3d.num_labels=3",
+                            "segmentation3d.iterations=60", "segmentation3d.val_every=30", "segmentation3d.lr=3e-3",
+                            "segmentation3d.subject_seed=5"])
+    contract = {"mean": [0.0], "std": [1.0], "model_hash": "x", "input_size": [1, 16, 16, 16]}
+    make = lambda: create_backbone("plainconv3d", in_chans=1, channels=[4, 8], strides=[1, 2])  # noqa: E731
+    run = model_run("m", make, contract, task, "cpu", FeatureCache(tmp_path / "cache"))
+    (row,) = run_protocol("segmentation3d", run, task)
+    assert row["subjects"] == [6, 2, 3] and row["classes"] == ["label_0", "label_1", "label_2"]
+    assert row["world"] == {"generator": "SyntheticOrgans", "seed": 5, "size": 16, "num_labels": 3}
+    assert "6/2/3 synthetic subjects" in row["setting"] and row["patch_size"] == 16
+    dice = row["values"]["mean_dice"][0]
+    # label 0 is a tissue too, so it is scored; predicting the largest label everywhere scores at most
+    # 2 p / (1 + p) for that label and 0 for the others
+    _, _, test = synthetic_subjects(task.segmentation3d, 16)
+    share = max(float(torch.cat([y.flatten() for _, y in test]).eq(k).float().mean()) for k in range(3))
+    assert dice > 2 * share / (1 + share) / 3 + 0.2
+    assert len(row["values"]["dice_label_0"]) == 1 and not math.isnan(row["values"]["dice_label_0"][0])
