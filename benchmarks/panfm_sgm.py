@@ -143,8 +143,8 @@ TRIALS_READING = (
     "recipe whose runs learn at every seed: the registered recipe collapsed at seed 500 (t51-t53), as it did with "
     "lr 5e-4 (t54-t56) and 256 prototypes (t57-t59, not learning); a teacher temperature of 0.02 (t60-t62) learned "
     "at all three, but its attention went to the liver at two of them. A stable recipe and the premise did not "
-    "come together at this scale. What could change the dependence on the initialisation: an encoder whose attention follows information "
-    "(deeper and wider, trained for the paper's schedules, on a GPU), or a saliency that measures each organ's "
+    "come together at this scale. What could change the dependence on the initialisation: an encoder whose "
+    "attention follows information (deeper and wider, trained for the paper's schedules, on a GPU), or a saliency that measures each organ's "
     "contribution rather than its attention (a leave-one-organ-out teacher pass costs O extra forwards, against "
     "the paper's claim of negligible overhead).")
 BEGIN, END = "<!-- BEGIN panfm -->", "<!-- END panfm -->"
@@ -263,8 +263,8 @@ def run_one(arm: str, seed: int, args: argparse.Namespace, *, sub: str = "runs")
     health = pre["health"] if arm != "init" else {"verdict": None, "reason": "initial weights: not trained"}
     record = {"arm": arm, "seed": seed, "pretrain": pre, "evaluation": ev, "health": health,
               "commands": [f"organfm pretrain --method panfm --config configs/panfm.yaml {' '.join(pre['overrides'])}",
-                           f"organfm evaluate --models {arm}-seed{seed}={run} --task configs/tasks/panfm_synthetic.yaml "
-                           + " ".join(ev["overrides"])],
+                           f"organfm evaluate --models {arm}-seed{seed}={run} --task "
+                           f"configs/tasks/panfm_synthetic.yaml {' '.join(ev['overrides'])}"],
               "environment": {"torch": torch.__version__, "threads": args.threads}}
     write_json(path, record)
     e = ev["endpoints"]
@@ -520,7 +520,8 @@ def report(folder: Path, docs: Path | None) -> str:
                       + " | ".join(fmt(per_seed(runs, a, k)) for k, _ in cols) + " |")
         md.append("")
         if "random" in arms:
-            sal, share = per_seed(runs, "random", "saliency_dominant"), per_seed(runs, "random", "uniform_share_dominant")
+            sal = per_seed(runs, "random", "saliency_dominant")
+            share = per_seed(runs, "random", "uniform_share_dominant")
             ent, ent0 = per_seed(runs, "random", "entropy"), per_seed(runs, "init", "entropy")
             md += ["Premise per seed (pre-registered as descriptive, not a filter; random arm): held-out saliency of "
                    f"{DOMINANT} over its uniform share "

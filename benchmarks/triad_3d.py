@@ -214,8 +214,8 @@ def evaluate_segmentation(spec: str, model: str, overrides: list[str]) -> dict[s
     t = time.time()
     results = evaluate_models(load_task(SEGMENTATION_TASK, overrides), {model: spec}, log=lambda line: None)
     (row,) = [r for r in results["rows"] if r["protocol"] == "segmentation3d"]
-    return {"setting": row["setting"], "seconds": round(time.time() - t, 1), "best_iteration": row.get("best_iteration"),
-            "metrics": {m: round(float(v[0]), 6) for m, v in row["values"].items()}, "overrides": overrides}
+    return {"setting": row["setting"], "seconds": round(time.time() - t, 1),
+            "best_iteration": row.get("best_iteration"), "metrics": {m: round(float(v[0]), 6) for m, v in row["values"].items()}, "overrides": overrides}
 
 
 def segmentation_overrides(seed: int, *, out: Path, cube: int, smoke: bool) -> list[str]:
