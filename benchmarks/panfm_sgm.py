@@ -497,7 +497,8 @@ def report(folder: Path, docs: Path | None) -> str:
     if (folder / "trials.json").is_file():
         md += trials_lines(json.loads((folder / "trials.json").read_text()))
     if gate:
-        md += [gate_paragraph(gate, gate.get("seed", GATE_SEED), "Gate (the recipe above)", KNN_LABEL), ""]
+        title = f"{('First', 'Second', 'Third', 'Fourth', 'Fifth')[min(len(earlier), 4)]} gate (the recipe above)"
+        md += [gate_paragraph(gate, gate.get("seed", GATE_SEED), title, KNN_LABEL), ""]
     elif earlier:
         md += ["**No gate has passed**, so there is no pre-registration and no confirmatory run (the design's rule).",
                ""]
@@ -564,8 +565,11 @@ def report(folder: Path, docs: Path | None) -> str:
             md += [f"![monitor organ-attention entropy and dominant-organ saliency over training]({rel})", ""]
     if (folder / "overhead.json").is_file():
         md += overhead_lines(json.loads((folder / "overhead.json").read_text()))
+    steps = sorted({r["pretrain"]["steps"] for r in runs
+                    if r["arm"] != "init" and (r.get("pretrain") or {}).get("steps")})
+    schedule = f"{'/'.join(f'{n:,}' for n in steps)} steps" if steps else "a short schedule"
     md += ["What this can and cannot show: the world is synthetic (the UK Biobank cohort of the paper is not "
-           "available); a 64-wide organ-set ViT (the recipe's depth) for a few thousand steps on 2 CPU cores; the effect "
+           f"available); a 64-wide organ-set ViT (the recipe's depth) for {schedule} on 2 CPU cores; the effect "
            "sizes say nothing about the paper's scale.", "",
            "Regenerate: `python benchmarks/panfm_sgm.py --gate`, then `python benchmarks/panfm_sgm.py "
            "--arms sgm,random,init`, then `python benchmarks/panfm_sgm.py --report`."]
