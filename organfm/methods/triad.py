@@ -41,10 +41,17 @@ class TriadDecoder(nn.Module):
         dim: decoder width (the reference's U-Net path uses 24: 320 → 24 → 12 → 6 → 3 → 1 → 1).
         num_up: x2 upsamplings (log2 of the encoder's total stride).
         out_channels: channels of the reconstruction.
+        out_range: ``(low, high)``: the reconstruction's values are held in the input's intensity range (a clamp in
+            the forward pass whose gradient passes straight through, so a voxel predicted outside still learns);
+            None: unbounded, as the reference.
     """
 
-    def __init__(self, in_channels: int, dim: int, num_up: int, out_channels: int = 1) -> None:
+    def __init__(self, in_channels: int, dim: int, num_up: int, out_channels: int = 1,
+                 out_range: tuple[float, float] | None = None) -> None:
         super().__init__()
+        if out_range is not None and not (len(out_range) == 2 and float(out_range[0]) < float(out_range[1])):
+            raise ValueError(f"reconstruction_range must be [low, high] with low < high, got {list(out_range)}")
+        self.out_range = None if out_range is None else (float(out_range[0]), float(out_range[1]))
         self.adapter = nn.Conv3d(in_channels, dim, 1) if in_channels != dim else nn.Identity()
         widths = [dim] + [max(1, dim // 2 ** min(i + 1, 4)) for i in range(num_up)]
         self.blocks = nn.ModuleList(
@@ -59,8 +66,11 @@ class TriadDecoder(nn.Module):
             x = F.interpolate(block(x), scale_factor=2, mode="trilinear", align_corners=False)
         x = self.head(x)
         # an input that is not a multiple of the total stride: bring the map to the input grid
-        return x if tuple(x.shape[2:]) == tuple(size) else F.interpolate(x, size=size, mode="trilinear",
-                                                                         align_corners=False)
+        if tuple(x.shape[2:]) != tuple(size):
+            x = F.interpolate(x, size=size, mode="trilinear", align_corners=False)
+        if self.out_range is not None:
+            x = x + (x.clamp(*self.out_range) - x).detach()
+        return x
 
 
 class TextProjector(nn.Sequential):
@@ -90,6 +100,10 @@ class Triad(Method):
         synthetic_volumes: RaSD synthetic 3D volumes added to the user's volumes.
         decoder_dim: width of the light decoder; None: the reference's per encoder, the Swin bottleneck width
             (``swin3d``: embed·16, the spec's 768, so the adapter is the identity) or 24 (the U-Net path).
+        reconstruction_range: ``[low, high]`` the reconstruction is held in (``TriadDecoder``'s ``out_range``;
+            the volumes are in [0, 1]); None: unbounded, as the reference. On sparse volumes (binary masks) an
+            unbounded output pays L1 for its noise over the whole background and stays above predicting each
+            volume's median (the health monitor's bar); held in [0, 1] it goes below it.
         text_weight: weight of the log-ratio term; 0 switches the text constraint off.
         text_encoder: the frozen text encoder of the descriptions (``hash``).
         text_dim: size of the text embedding.
@@ -119,7 +133,8 @@ class Triad(Method):
 
     def __init__(self, backbone: nn.Module, *, cube: int = 32, mask_patch_size: int = 8, model_patch_size: int = 2,
                  mask_ratio: float = 0.6, flip_prob: float = 0.2, spacing: list[float] | None = None,
-                 synthetic_volumes: int = 0, decoder_dim: int | None = None, text_weight: float = 0.1,
+                 synthetic_volumes: int = 0, decoder_dim: int | None = None,
+                 reconstruction_range: list[float] | None = None, text_weight: float = 0.1,
                  text_encoder: str = "hash", text_dim: int = 256, text_hidden: int = 512,
                  log_ratio_eps: float = 1e-4, encoder_channels: list[int] | None = None,
                  encoder_strides: list[int] | None = None) -> None:
@@ -142,7 +157,8 @@ class Triad(Method):
             raise ValueError(f"the encoder's total stride {total} must be a power of 2")
         student = nn.ModuleDict({"backbone": backbone,
                                  "decoder": TriadDecoder(backbone.skip_channels[-1], decoder_dim, num_up,
-                                                         int(getattr(backbone, "in_chans", 1)))})
+                                                         int(getattr(backbone, "in_chans", 1)),
+                                                         out_range=reconstruction_range)})
         if text_weight > 0:
             student["text_head"] = TextProjector(sum(backbone.skip_channels), text_hidden, text_dim)
             self.text_loss = LogRatioLoss(eps=log_ratio_eps)

@@ -124,3 +124,34 @@ def test_health_baselines_are_each_volumes_visible_mean_and_median():
     # predicting 0 everywhere: the L1 over hidden voxels is the fraction of them that are foreground
     assert signals["median_baseline_loss"] == pytest.approx(float(image[hidden].mean()), abs=1e-6)
     assert signals["median_baseline_loss"] < signals["mean_baseline_loss"]
+
+
+def test_reconstruction_range_holds_the_values_and_passes_the_gradient_straight_through():
+    from organfm.methods.triad import TriadDecoder
+
+    torch.manual_seed(0)
+    free, held = TriadDecoder(16, 8, 2), TriadDecoder(16, 8, 2, out_range=(0.0, 1.0))
+    held.load_state_dict(free.state_dict())
+    with torch.no_grad():
+        free.head.bias.fill_(0.5)  # outputs on both sides of [0, 1]
+        held.head.bias.fill_(0.5)
+        free.head.weight.mul_(20)
+        held.head.weight.mul_(20)
+    x = torch.randn(2, 16, 4, 4, 4)
+    a, b = free(x, (16, 16, 16)), held(x, (16, 16, 16))
+    assert a.min() < 0 and a.max() > 1  # the reference's output is unbounded
+    assert torch.equal(b, a.clamp(0, 1)) and b.min() >= 0 and b.max() <= 1
+    # straight through: the same gradient as the unbounded output, also where it was clamped (no dead voxels)
+    a.sum().backward()
+    b.sum().backward()
+    assert torch.equal(free.head.bias.grad, held.head.bias.grad) and held.head.bias.grad.item() == 2 * 16 ** 3
+    with pytest.raises(ValueError, match=r"reconstruction_range must be \[low, high\] with low < high"):
+        TriadDecoder(16, 8, 2, out_range=(1.0, 0.0))
+
+
+def test_reconstruction_range_reaches_the_decoder_and_the_default_is_the_reference():
+    assert _method().student["decoder"].out_range is None
+    m = _method(reconstruction_range=[0, 1])
+    assert m.student["decoder"].out_range == (0.0, 1.0)
+    out = m(_batch(), StepState(step=0))
+    assert torch.isfinite(out.loss)
