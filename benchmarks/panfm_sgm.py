@@ -33,7 +33,6 @@ One run file per (arm, seed) under ``<out>/runs/`` (committed); pretraining fold
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -52,7 +51,7 @@ import preregistration as prereg  # noqa: E402
 from benchmarks import claims  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
 from organfm.outputs.atomic import write_atomic  # noqa: E402
-from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
+from benchmarks.runs import finished, logged, pretrain_or_resume  # noqa: E402
 
 # ``init``: the pretraining run's own initial weights (the same seed builds the same network as the arms; one
 # step at lr 0 moves nothing, the EMA teacher included) in a run folder whose export records the architecture and
@@ -206,12 +205,8 @@ def health_record(run: Path) -> dict[str, Any]:
 
 def entropy_curve(run: Path) -> list[list[float]]:
     """(step, monitor organ-attention entropy, dominant-organ saliency) at every health check of the run."""
-    rows = []
-    for path in sorted(run.glob("logs/csv/*/metrics.csv")):
-        with open(path, newline="") as f:
-            rows += [(int(float(r["step"])), float(r["health/organ_entropy"]), float(r["health/saliency_organ0"]))
-                     for r in csv.DictReader(f) if r.get("health/organ_entropy")]
-    return [list(r) for r in sorted(set(rows))]
+    saliency = dict(logged(run, "health/saliency_organ0"))
+    return [[step, entropy, saliency[step]] for step, entropy in sorted(set(logged(run, "health/organ_entropy")))]
 
 
 def task_overrides(seed: int, args: argparse.Namespace, out: Path) -> list[str]:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["final_logs", "finished", "health_record", "pretrain_or_resume"]
+__all__ = ["final_logs", "finished", "health_record", "logged", "pretrain_or_resume"]
 
 
 def finished(run: Path, steps: int) -> bool:
@@ -49,6 +49,16 @@ def final_logs(run: Path) -> dict[str, float]:
                     if k != "step" and v not in ("", None) and step >= last.get(k, (-1, 0.0))[0]:
                         last[k] = (step, float(v))
     return {k: v for k, (_, v) in last.items()}
+
+
+def logged(run: Path, key: str) -> list[tuple[int, float]]:
+    """Every logged ``(step, value)`` of one scalar of a run, in step order (resumed parts included)."""
+    rows = []
+    for path in sorted(run.glob("logs/csv/*/metrics.csv")):
+        with open(path, newline="") as f:
+            rows += [(int(float(r.get("step") or 0)), float(r[key])) for r in csv.DictReader(f)
+                     if r.get(key) not in ("", None)]
+    return sorted(rows)
 
 
 def health_record(run: Path | None, extra: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -47,7 +47,7 @@ import claims as st  # noqa: E402
 import preregistration as prereg  # noqa: E402
 from benchmarks.results_page import write_section  # noqa: E402
 from organfm.outputs.atomic import write_atomic  # noqa: E402
-from benchmarks.runs import finished, pretrain_or_resume  # noqa: E402
+from benchmarks.runs import finished, logged, pretrain_or_resume  # noqa: E402
 
 BEGIN, END = "<!-- BEGIN triad -->", "<!-- END triad -->"
 ADRENAL = "medmnist/adrenalmnist3d.npz"
@@ -193,15 +193,20 @@ def task_overrides(readout: str, seed: int, *, data_root: Path, out: Path, cube:
     return o
 
 
-def evaluate(spec: str, model: str, readout: str, overrides: list[str]) -> dict[str, Any]:
-    """One readout of one model through ``evaluate_models``; the row trimmed to what the report needs."""
+def _row(task: Path, protocol: str, spec: str, model: str, overrides: list[str]) -> tuple[dict[str, Any], float]:
+    """``protocol``'s row for one model through ``evaluate_models`` on ``task``, and the seconds it took."""
     from organfm.evaluation import evaluate_models, load_task
 
     t = time.time()
-    results = evaluate_models(load_task(REPO / "configs" / "tasks" / "adrenalmnist3d.yaml", overrides), {model: spec},
-                              log=lambda line: None)
-    (row,) = [r for r in results["rows"] if r["protocol"] == "finetune3d"]
-    return {"setting": row["setting"], "seconds": round(time.time() - t, 1), "best_epoch": row.get("best_epoch"),
+    results = evaluate_models(load_task(task, overrides), {model: spec}, log=lambda line: None)
+    (row,) = [r for r in results["rows"] if r["protocol"] == protocol]
+    return row, round(time.time() - t, 1)
+
+
+def evaluate(spec: str, model: str, readout: str, overrides: list[str]) -> dict[str, Any]:
+    """One readout of one model through ``evaluate_models``; the row trimmed to what the report needs."""
+    row, seconds = _row(REPO / "configs" / "tasks" / "adrenalmnist3d.yaml", "finetune3d", spec, model, overrides)
+    return {"setting": row["setting"], "seconds": seconds, "best_epoch": row.get("best_epoch"),
             "volumes": row.get("volumes"), "chosen": row.get("chosen"),
             "metrics": {m: round(float(row["values"][m][0]), 6) for m in METRICS if m in row["values"]},
             "overrides": overrides}
@@ -209,13 +214,9 @@ def evaluate(spec: str, model: str, readout: str, overrides: list[str]) -> dict[
 
 def evaluate_segmentation(spec: str, model: str, overrides: list[str]) -> dict[str, Any]:
     """The held-out-subjects segmentation of one model through ``evaluate_models``; its row, trimmed."""
-    from organfm.evaluation import evaluate_models, load_task
-
-    t = time.time()
-    results = evaluate_models(load_task(SEGMENTATION_TASK, overrides), {model: spec}, log=lambda line: None)
-    (row,) = [r for r in results["rows"] if r["protocol"] == "segmentation3d"]
-    return {"setting": row["setting"], "seconds": round(time.time() - t, 1),
-            "best_iteration": row.get("best_iteration"), "metrics": {m: round(float(v[0]), 6) for m, v in row["values"].items()}, "overrides": overrides}
+    row, seconds = _row(SEGMENTATION_TASK, "segmentation3d", spec, model, overrides)
+    return {"setting": row["setting"], "seconds": seconds, "best_iteration": row.get("best_iteration"),
+            "metrics": {m: round(float(v[0]), 6) for m, v in row["values"].items()}, "overrides": overrides}
 
 
 def segmentation_overrides(seed: int, *, out: Path, cube: int, smoke: bool) -> list[str]:
@@ -227,16 +228,8 @@ def segmentation_overrides(seed: int, *, out: Path, cube: int, smoke: bool) -> l
 
 def folder_losses(run: Path) -> dict[str, float] | None:
     """The first and last logged training loss of a pretraining folder (its ``logs/csv``), or None."""
-    import csv
-
-    rows = []
-    for path in sorted(run.glob("logs/csv/*/metrics.csv")):
-        with open(path, newline="") as f:
-            rows += [(int(float(r["step"])), float(r["loss"])) for r in csv.DictReader(f) if r.get("loss")]
-    if not rows:
-        return None
-    rows.sort()
-    return {"first_loss": rows[0][1], "last_loss": rows[-1][1]}
+    loss = logged(run, "loss")
+    return {"first_loss": loss[0][1], "last_loss": loss[-1][1]} if loss else None
 
 
 def same_pretraining(recorded: dict[str, Any] | None, folder: dict[str, float] | None) -> bool | None:
@@ -258,7 +251,8 @@ def run_one(arm: str, seed: int, *, out: Path, data_root: Path, steps: int, synt
     """Pretrain (unless scratch) and evaluate one (arm, seed); write its run file (kept when complete)."""
     path = out / "runs" / f"{arm}-seed{seed}.json"
     record = json.loads(path.read_text()) if path.is_file() else None
-    if record is not None and all(r in record["readouts"] for r in READOUTS) and "segmentation" in record:
+    complete = record is not None and all(r in record["readouts"] for r in READOUTS)  # the classification readouts
+    if complete and "segmentation" in record:
         print(f"[{arm} seed {seed}] done already: {relative(str(path))}", flush=True)
         return path
     run, pre = None, None
@@ -291,7 +285,7 @@ def run_one(arm: str, seed: int, *, out: Path, data_root: Path, steps: int, synt
               f"({seg['seconds']:.0f} s; pretraining reproduced: {seg['pretraining_reproduced']})", flush=True)
     seg_command = (f"organfm evaluate --models {arm}-seed{seed}={spec} --task configs/tasks/synthetic_subjects3d.yaml "
                    + " ".join(seg["overrides"]))
-    if record is not None and all(r in record["readouts"] for r in READOUTS):
+    if complete:
         # a finished run file gains the segmentation only: its own pretraining, health, timings and commands stay
         seg["bench_command"] = command
         write_atomic(path, relative(json.dumps({**record, "segmentation": seg,
@@ -545,50 +539,49 @@ def health_numbers(h: dict[str, Any]) -> str:
     return out
 
 
-def max_iterations(seg: dict[str, Any]) -> int:
-    """The iterations a segmentation readout ran: its ``segmentation3d.iterations`` override, else the task's."""
-    import yaml
-
-    given = [o.split("=", 1)[1] for o in seg.get("overrides", []) if o.startswith("segmentation3d.iterations=")]
-    return int(given[-1]) if given else int(yaml.safe_load(SEGMENTATION_TASK.read_text())["segmentation3d"]["iterations"])
-
-
 def segmentation_lines(runs, gates: dict[str, st.LearningRuns]) -> list[str]:
     """The held-out-subjects segmentation table and its exploratory contrasts (run files that have it)."""
-    dice = {a: {s: float(r["segmentation"]["metrics"]["mean_dice"]) for s, r in runs[a].items() if r.get("segmentation")}
-            for a in ARMS}
-    if not any(dice.values()):
+    segs = {a: {s: r["segmentation"] for s, r in runs[a].items() if r.get("segmentation")} for a in ARMS}
+    every = [x for a in ARMS for x in segs[a].values()]
+    if not every:
         return ["Not run yet: 3D segmentation of held-out synthetic subjects (`--arms ... ` adds it to every run "
                 "file that lacks it).", ""]
-    some = next(r["segmentation"] for a in ARMS for r in runs[a].values() if r.get("segmentation"))
+    dice = {a: {s: float(x["metrics"]["mean_dice"]) for s, x in segs[a].items()} for a in ARMS}
     L = ["**3D segmentation of held-out synthetic subjects** (exploratory: added on 2026-12-02, after the "
-         "pre-registration; `configs/tasks/synthetic_subjects3d.yaml`, " + some["setting"] + "). The subjects are "
-         "whole volumes of a synthetic label-map world (RaSD's synthesis engine: one anatomy template of 4 labels, "
-         "warped and re-rendered per subject with its bias field, noise, blur and gamma), none of them a pretraining "
-         "volume; a 3D U-Net on the encoder is trained on the train subjects (best validation Dice kept) and scored "
-         "on the test subjects: the mean over them of the Dice averaged over the 4 labels. Pretraining saw "
-         f"{SYNTHETIC} volumes of the same synthesis engine (RaSD's fully random label fields and appearances), so this "
-         "is transfer to a near domain, not to anatomy the encoder never met.", "",
+         "pre-registration; `configs/tasks/synthetic_subjects3d.yaml`, " + every[0]["setting"] + "). The subjects "
+         "are whole volumes of a synthetic label-map world (RaSD's synthesis engine: one anatomy template of 4 "
+         "labels, warped and re-rendered per subject with its bias field, noise, blur and gamma), none of them a "
+         "pretraining volume; a 3D U-Net on the encoder is trained on the train subjects (best validation Dice kept) "
+         "and scored on the test subjects: the mean over them of the Dice averaged over the 4 labels. Pretraining "
+         f"saw {SYNTHETIC} volumes of the same synthesis engine (RaSD's fully random label fields and appearances), so "
+         "this is transfer to a near domain, not to anatomy the encoder never met.", "",
          "| arm | mean Dice, test subjects | n | evaluated folder is the run file's pretraining |", "|---|---|---|---|"]
     for a in ARMS:
         mu, sd, n = st.mean_sd(list(dice[a].values()))
         kind = "pretraining runs" if ARMS[a] is not None else "random inits"
-        rep = [r["segmentation"].get("pretraining_reproduced") for r in runs[a].values() if r.get("segmentation")]
+        rep = [x.get("pretraining_reproduced") for x in segs[a].values()]
         how = ("–" if ARMS[a] is None else f"{sum(x is True for x in rep)} of {len(rep)} (first loss equal, last "
                f"within 1 %){'' if all(rep) else f'; {sum(x is False for x in rep)} differing'}")
         L.append(f"| {a} | " + ("–" if n == 0 else f"{mu:.3f} ± {sd:.3f}") + f" | n = {n} {kind} | {how} |")
-    segs = [r["segmentation"] for a in ARMS for r in runs[a].values() if r.get("segmentation")]
-    last = sum(max(x.get("best_iteration") or [0]) == max_iterations(x) for x in segs)
-    L += ["", f"The best validation check was the last one in {last} of {len(segs)} fits: the iteration budget, not "
+    import yaml
+
+    default = int(yaml.safe_load(SEGMENTATION_TASK.read_text())["segmentation3d"]["iterations"])
+
+    def iterations(x: dict[str, Any]) -> int:  # its segmentation3d.iterations override, else the task's
+        given = [o.split("=", 1)[1] for o in x.get("overrides", []) if o.startswith("segmentation3d.iterations=")]
+        return int(given[-1]) if given else default
+
+    last = sum(max(x.get("best_iteration") or [0]) == iterations(x) for x in every)
+    L += ["", f"The best validation check was the last one in {last} of {len(every)} fits: the iteration budget, not "
           "convergence, ends these fits, so the Dice is that of a fixed small budget."]
     lines = []
     for a in ("triad_notext", "triad_text"):
         c = st.contrast([(1, dice[a]), (-1, dice["scratch"])]) if dice[a] and dice["scratch"] else None
         if c is None or c.n_a < 2:
             continue
-        kept = len(gates[a].kept)
         lines.append(f"{a} − scratch {c.delta:+.3f} (sd {c.sd:.3f}), {c.wins}/{c.n_a} seeds higher, two-sided "
-                     f"paired t p {st.pvalue(c.p)}, n = {c.n_a} pretraining runs, of which {kept} learning")
+                     f"paired t p {st.pvalue(c.p)}, n = {c.n_a} pretraining runs, of which {len(gates[a].kept)} "
+                     "learning")
     if lines:
         L += ["", "Paired by seed over every run whatever its health (exploratory; no verdict is drawn, and none "
               "could be where fewer than 3 runs of an arm are `learning`): " + "; ".join(lines) + "."]

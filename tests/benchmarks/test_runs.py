@@ -17,3 +17,14 @@ def test_started_then_resumed_then_reused(tmp_path):
     resumed = pretrain_or_resume(run, 2, lambda: (_ for _ in ()).throw(AssertionError("not a fresh run")))
     assert resumed.result.start_step == 1 and resumed.result.step == 2 and finished(run, 2)
     assert pretrain_or_resume(run, 2, fresh) is None
+
+
+def test_logged_reads_one_scalar_in_step_order_across_resumed_parts(tmp_path: Path) -> None:
+    from benchmarks.runs import logged
+
+    parts = (("from-step-0", "loss,step,lr\n0.9,0,\n,1,0.1\n0.7,2,\n"), ("from-step-2", "step,loss\n4,0.5\n3,0.6\n"))
+    for part, text in parts:
+        (tmp_path / "logs" / "csv" / part).mkdir(parents=True)
+        (tmp_path / "logs" / "csv" / part / "metrics.csv").write_text(text)
+    assert logged(tmp_path, "loss") == [(0, 0.9), (2, 0.7), (3, 0.6), (4, 0.5)]
+    assert logged(tmp_path, "lr") == [(1, 0.1)] and logged(tmp_path / "none", "loss") == []
