@@ -24,12 +24,15 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from organfm.evaluation.metrics import classification_metrics
 
 __all__ = ["DEFAULT_LRS", "DEFAULT_WEIGHT_DECAYS", "KNNConfig", "LinearConfig", "knn_classify", "linear_probe",
            "linear_probe_kwargs"]
@@ -116,6 +119,7 @@ def _top_neighbours(queries: torch.Tensor, train: torch.Tensor, k: int, chunk_si
 
 DEFAULT_LRS = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
 DEFAULT_WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2)
+SELECT_METRICS = ("accuracy", "balanced_accuracy", "auc")  # what linear_probe can choose its head by
 
 
 
@@ -140,7 +144,8 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, val_f
                  val_labels: torch.Tensor, test_features: torch.Tensor | None = None, *,
                  num_classes: int | None = None, lrs: Sequence[float] = DEFAULT_LRS,
                  weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS, epochs: int = 100, batch_size: int = 256,
-                 momentum: float = 0.9, seed: int = 0, device: str | torch.device = "cpu") -> dict[str, Any]:
+                 momentum: float = 0.9, seed: int = 0, device: str | torch.device = "cpu",
+                 class_weight: torch.Tensor | None = None, select: str = "accuracy") -> dict[str, Any]:
     """Train every (lr, weight decay) head at once, select on validation, predict test.
 
     Args:
@@ -155,14 +160,25 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, val_f
         momentum: SGD momentum.
         seed: initial order of the mini-batches (heads start at zero: the problem is convex).
         device: where the heads train.
+        class_weight: (K,) weights of the classes in the training and validation cross-entropy (e.g.
+            ``organfm.evaluation.finetuning.balanced_class_weights``), or None for plain cross-entropy. On an
+            imbalanced set an unweighted head predicts the majority class (balanced accuracy 0.5) whatever the
+            features hold.
+        select: the validation metric the head is chosen by: ``"accuracy"``, ``"balanced_accuracy"`` or
+            ``"auc"`` (``organfm.evaluation.metrics.classification_metrics``); ties go to the lower loss.
 
     Returns:
-        ``{"lr", "weight_decay"}`` of the chosen head, ``"val_accuracy"``, ``"val_loss"``,
-        ``"grid"`` (one ``{"lr", "weight_decay", "val_accuracy", "val_loss"}`` per head),
-        ``"val_probs"`` (V, K) and ``"test_probs"`` (M, K) or None, float32 softmax outputs on the CPU.
+        ``{"lr", "weight_decay"}`` of the chosen head, ``"val_accuracy"``, ``"val_loss"``, ``"val_score"`` (its
+        ``select`` metric), ``"grid"`` (one ``{"lr", "weight_decay", "val_accuracy", "val_loss", "val_score"}``
+        per head), ``"val_probs"`` (V, K) and ``"test_probs"`` (M, K) or None, float32 softmax outputs on the CPU.
+
+    Raises:
+        ValueError: empty train or val features, an unknown ``select``, or ``class_weight`` not of shape (K,).
     """
     if len(train_features) == 0 or len(val_features) == 0:
         raise ValueError("linear_probe needs non-empty train and val features")
+    if select not in SELECT_METRICS:
+        raise ValueError(f"select must be one of {', '.join(SELECT_METRICS)}, got {select!r}")
     k = int(num_classes if num_classes is not None else max(int(train_labels.max()), int(val_labels.max())) + 1)
     grid = [(float(lr), float(wd)) for lr in lrs for wd in weight_decays]
     mean = train_features.float().mean(0)
@@ -173,6 +189,10 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, val_f
 
     x, y = prepare(train_features), train_labels.long().to(device)
     g, e = len(grid), x.shape[1]
+    if class_weight is not None:
+        if tuple(class_weight.shape) != (k,):
+            raise ValueError(f"class_weight must have shape ({k},), got {tuple(class_weight.shape)}")
+        class_weight = class_weight.float().to(device)
     weight = torch.zeros(g, e, k, device=device, requires_grad=True)
     bias = torch.zeros(g, k, device=device, requires_grad=True)
     lr = torch.tensor([p[0] for p in grid], device=device)
@@ -188,7 +208,8 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, val_f
                 idx = order[i:i + batch_size]
                 logits = torch.einsum("ne,gek->gnk", x[idx], weight) + bias[:, None]
                 # sum over heads of each head's mean loss: each head's gradient is its own
-                loss = F.cross_entropy(logits.reshape(-1, k), y[idx].repeat(g), reduction="sum") / len(idx)
+                loss = F.cross_entropy(logits.reshape(-1, k), y[idx].repeat(g), weight=class_weight,
+                                       reduction="sum") / len(idx)
                 grad_w, grad_b = torch.autograd.grad(loss, [weight, bias])
                 scale = 0.5 * (1 + math.cos(math.pi * step / total))
                 with torch.no_grad():
@@ -202,10 +223,12 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, val_f
         val_logits = _logits(prepare(val_features), weight, bias)
         vy = val_labels.long().to(device)
         val_acc = (val_logits.argmax(-1) == vy).float().mean(1)
-        val_loss = torch.stack([F.cross_entropy(val_logits[h], vy) for h in range(g)])
-        val_acc[~torch.isfinite(val_loss)] = -1.0  # a diverged head's NaN logits must never be chosen
-        # best accuracy, ties broken by the lower loss
-        order = sorted(range(g), key=lambda h: (-float(val_acc[h]), _finite(float(val_loss[h]))))
+        val_loss = torch.stack([F.cross_entropy(val_logits[h], vy, weight=class_weight) for h in range(g)])
+        finite = torch.isfinite(val_loss)
+        val_acc[~finite] = -1.0  # a diverged head's NaN logits must never be chosen
+        score = [_score(select, vy, val_logits[h]) if finite[h] else -1.0 for h in range(g)]
+        # best val metric, ties broken by the lower loss
+        order = sorted(range(g), key=lambda h: (-score[h], _finite(float(val_loss[h]))))
         best = order[0]
         test_probs = None
         if test_features is not None:
@@ -213,9 +236,9 @@ def linear_probe(train_features: torch.Tensor, train_labels: torch.Tensor, val_f
             test_probs = test_probs.softmax(-1).float().cpu()
     return {
         "lr": grid[best][0], "weight_decay": grid[best][1],
-        "val_accuracy": float(val_acc[best]), "val_loss": float(val_loss[best]),
-        "grid": [{"lr": lr_, "weight_decay": wd_, "val_accuracy": float(val_acc[h]), "val_loss": float(val_loss[h])}
-                 for h, (lr_, wd_) in enumerate(grid)],
+        "val_accuracy": float(val_acc[best]), "val_loss": float(val_loss[best]), "val_score": score[best],
+        "grid": [{"lr": lr_, "weight_decay": wd_, "val_accuracy": float(val_acc[h]), "val_loss": float(val_loss[h]),
+                  "val_score": score[h]} for h, (lr_, wd_) in enumerate(grid)],
         "val_probs": val_logits[best].softmax(-1).float().cpu(), "test_probs": test_probs,
     }
 
@@ -231,6 +254,16 @@ def _single_thread(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _score(select: str, labels: torch.Tensor, logits: torch.Tensor) -> float:
+    """One head's validation ``select`` metric from its (V, K) logits (-1 where it is undefined, e.g. NaN AUC)."""
+    if select == "accuracy":
+        return float((logits.argmax(-1) == labels).float().mean())
+    with warnings.catch_warnings():  # a val split without one class: no AUC, which the -1 below reports
+        warnings.simplefilter("ignore", UserWarning)
+        value = classification_metrics(labels.cpu().numpy(), logits.softmax(-1).float().cpu().numpy())[select]
+    return float(value) if math.isfinite(value) else -1.0
 
 
 def _logits(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -78,12 +78,14 @@ def _gpu_throughput(root: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> 
     gt.write_docs(docs, gt.markdown(report), report["command"])
 
 
-def _triad(root: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import benchmarks.triad_3d as tb
+def _triad(design: str, folder: str):
+    def regenerate(root: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import benchmarks.triad_3d as tb
 
-    monkeypatch.setattr(tb, "THREADS", 7)  # the report states the runs' torch threads, not this process's
-    out = _copy(root, "triad_3d", "runs/*.json")
-    tb.main(["--report", "--out", str(out), "--docs", str(docs)])
+        monkeypatch.setattr(tb, "THREADS", 7)  # the report states the runs' torch threads, not this process's
+        out = _copy(root, folder, "runs/*.json")
+        tb.main(["--design", design, "--report", "--out", str(out), "--docs", str(docs)])
+    return regenerate
 
 
 def _mmkd(root: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,7 +118,7 @@ SECTIONS = {
        for name in CODA},
     "rasd": ("<!-- BEGIN rasd -->", "<!-- END rasd -->", _rasd),
     "gpu_throughput": ("<!-- BEGIN gpu_throughput -->", "<!-- END gpu_throughput -->", _gpu_throughput),
-    "triad": ("<!-- BEGIN triad -->", "<!-- END triad -->", _triad),
+    "triad": ("<!-- BEGIN triad -->", "<!-- END triad -->", _triad("v1", "triad_3d")),
     "mmkd": ("<!-- BEGIN mmkd -->", "<!-- END mmkd -->", _mmkd),
     "panfm": ("<!-- BEGIN panfm -->", "<!-- END panfm -->", _panfm),
     "learning": ("<!-- learning:begin -->", "<!-- learning:end -->", _learning),

@@ -132,3 +132,48 @@ def test_agrees_with_sklearn_logistic_regression_on_real_mednist(mednist_small, 
 def test_rejects_empty_inputs():
     with pytest.raises(ValueError, match="non-empty"):
         linear_probe(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.randn(3, 4), torch.zeros(3).long())
+
+
+def _imbalanced(n, g):
+    """15 % positives, one weakly informative feature: an unweighted head leans toward the majority class."""
+    y = (torch.rand(n, generator=g) < 0.15).long()
+    x = torch.randn(n, 8, generator=g)
+    x[:, 0] += 1.2 * y.float()
+    return x, y
+
+
+def test_class_weights_lift_the_minority_class_on_an_imbalanced_set():
+    from organfm.evaluation.finetuning import balanced_class_weights
+    from organfm.evaluation.metrics import classification_metrics
+
+    g = torch.Generator().manual_seed(0)
+    (xtr, ytr), (xva, yva), (xte, yte) = (_imbalanced(n, g) for n in (600, 300, 600))
+    kwargs = dict(epochs=30, lrs=(0.001, 0.01, 0.1), weight_decays=(0.0, 0.01))
+    plain = linear_probe(xtr, ytr, xva, yva, xte, **kwargs)
+    weighted = linear_probe(xtr, ytr, xva, yva, xte, class_weight=balanced_class_weights(ytr, 2), **kwargs)
+    bacc = {name: classification_metrics(yte.numpy(), out["test_probs"].numpy())["balanced_accuracy"]
+            for name, out in (("plain", plain), ("weighted", weighted))}
+    assert bacc["weighted"] > 0.65 and bacc["weighted"] > bacc["plain"] + 0.05, bacc
+    # the weighted head predicts the minority class far more often (the point of the weights)
+    assert (weighted["test_probs"].argmax(1) == 1).sum() > 2 * (plain["test_probs"].argmax(1) == 1).sum()
+    with pytest.raises(ValueError, match="class_weight must have shape"):
+        linear_probe(xtr, ytr, xva, yva, class_weight=torch.ones(3), **kwargs)
+
+
+@pytest.mark.parametrize("select", ["balanced_accuracy", "auc"])
+def test_the_head_is_chosen_by_the_named_validation_metric(select):
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    g = torch.Generator().manual_seed(0)
+    (xtr, ytr), (xva, yva) = (_imbalanced(n, g) for n in (600, 300))
+    out = linear_probe(xtr, ytr, xva, yva, epochs=30, lrs=(0.001, 0.01, 0.1), weight_decays=(0.0, 0.01),
+                       select=select)
+    probs = out["val_probs"].numpy()
+    expected = (roc_auc_score(yva.numpy(), probs[:, 1]) if select == "auc"
+                else balanced_accuracy_score(yva.numpy(), probs.argmax(1)))
+    assert out["val_score"] == pytest.approx(expected, abs=1e-6)
+    assert out["val_score"] == max(h["val_score"] for h in out["grid"])
+    by_accuracy = linear_probe(xtr, ytr, xva, yva, epochs=30, lrs=(0.001, 0.01, 0.1), weight_decays=(0.0, 0.01))
+    assert (out["lr"], out["weight_decay"]) != (by_accuracy["lr"], by_accuracy["weight_decay"])  # here they differ
+    with pytest.raises(ValueError, match="select must be one of"):
+        linear_probe(xtr, ytr, xva, yva, select="f1")

@@ -8,8 +8,9 @@ The loop is ``organfm.evaluation.finetuning.finetune_classification`` (as protoc
 
 ``finetune3d.mode=linear`` reads the same cubes through the *frozen* encoder instead: its pooled features, a
 linear probe on them (``organfm.evaluation.probes.linear_probe``: standardised features, an (lr, weight decay)
-grid chosen on val, test scored once), the 3D counterpart of protocol ``linear``. ``class_weight=balanced``
-weights the fine-tuning loss by inverse class frequency (imbalanced sets such as AdrenalMNIST3D, 22 % positive).
+grid chosen on val by ``finetune3d.monitor``, test scored once), the 3D counterpart of protocol ``linear``.
+``class_weight=balanced`` weights the loss (fine-tuning or probe) by inverse class frequency: on an imbalanced set
+such as AdrenalMNIST3D (22 % positive) an unweighted probe predicts the majority class whatever the features hold.
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from organfm.data.labelled import load_npz_volumes, volume_input
-from organfm.evaluation.finetuning import finetune_classification
+from organfm.evaluation.finetuning import balanced_class_weights, finetune_classification
 from organfm.evaluation.metrics import CLASSIFICATION_METRICS
-from organfm.evaluation.probes import linear_probe
+from organfm.evaluation.probes import SELECT_METRICS, linear_probe
 from organfm.evaluation.protocol import ModelRun, classification_values, make_row, metric_lists, register_protocol
 from organfm.evaluation.task_data import TaskDataConfig
 
@@ -39,12 +40,12 @@ class Finetune3DConfig:
     weight_decay: float = 0.05
     patience: int = 5
     seeds: int = 1
-    monitor: str = "auc"
+    monitor: str = "auc"  # validation metric that picks the epoch (finetune) or the probe's head (linear)
     max_train: int | None = None  # the first N volumes of each split (CPU budgets)
     max_val: int | None = None
     max_test: int | None = None
     mode: str = "finetune"  # finetune (end to end) | linear (frozen pooled features + a linear probe)
-    class_weight: str | None = None  # None | balanced (fine-tuning loss weighted by N / (K N_k))
+    class_weight: str | None = None  # None | balanced (the loss weighted by N / (K N_k))
 
 
 def model_cube(run: ModelRun, default: int | None) -> int:
@@ -73,7 +74,7 @@ def finetune3d(run: ModelRun, data: TaskDataConfig, settings: Finetune3DConfig) 
     num_classes = int(max(int(y.max()) for _, y in splits.values())) + 1
     sizes = [len(y) for _, y in splits.values()]
     if s.mode == "linear":
-        return [_linear_row(run, splits, num_classes, cube, sizes, prep.describe())]
+        return [_linear_row(run, splits, num_classes, cube, sizes, prep.describe(), s)]
     train, val, test = ((run.normalized(x), y) for x, y in splits.values())
     values: dict[str, list[float]] = {}
     epochs = []
@@ -93,7 +94,7 @@ def finetune3d(run: ModelRun, data: TaskDataConfig, settings: Finetune3DConfig) 
 
 
 def _linear_row(run: ModelRun, splits: dict[str, Any], num_classes: int, cube: int, sizes: list[int],
-                prep: Any) -> dict[str, Any]:
+                prep: Any, s: Finetune3DConfig) -> dict[str, Any]:
     """The frozen-encoder row: pooled features of each split, a linear probe chosen on val, test metrics."""
     from organfm.features.extraction import extract_features
 
@@ -101,9 +102,16 @@ def _linear_row(run: ModelRun, splits: dict[str, Any], num_classes: int, cube: i
     feats = {name: extract_features(backbone, x, batch_size=run.batch_size, device=run.device,
                                     mean=run.mean, std=run.std) for name, (x, _) in splits.items()}
     (_, y_train), (_, y_val), (_, y_test) = splits.values()
+    if s.monitor not in SELECT_METRICS:
+        raise ValueError(f"finetune3d.mode=linear chooses its head by one of {', '.join(SELECT_METRICS)}; "
+                         f"finetune3d.monitor is {s.monitor!r}")
+    weight = balanced_class_weights(y_train, num_classes) if s.class_weight == "balanced" else None
+    if s.class_weight not in (None, "balanced"):
+        raise ValueError(f"finetune3d.class_weight must be null or balanced, got {s.class_weight!r}")
     out = linear_probe(feats["train"], y_train, feats["val"], y_val, feats["test"], num_classes=num_classes,
-                       seed=run.seed, device=run.device)
+                       seed=run.seed, device=run.device, class_weight=weight, select=s.monitor)
     return make_row(run.name, "finetune3d", f"linear probe (frozen), {sizes[0]} train volumes, {cube}^3",
                     metric_lists(classification_values(y_test, out["test_probs"])), volumes=sizes, input=prep,
                     chosen={"lr": out["lr"], "weight_decay": out["weight_decay"],
-                            "val_accuracy": out["val_accuracy"]})
+                            "val_accuracy": out["val_accuracy"], f"val_{s.monitor}": out["val_score"],
+                            "class_weight": s.class_weight})

@@ -51,3 +51,21 @@ def test_finetune3d_linear_mode_probes_frozen_features(tmp_path):
     with pytest.raises(ValueError, match="finetune3d.mode"):
         run_protocol("finetune3d", run, load_task(None, ["protocols=[finetune3d]", f"data.source={path}",
                                                          "finetune3d.mode=probe", "finetune3d.image_size=8"]))
+
+
+def test_finetune3d_linear_mode_honours_monitor_and_class_weight(tmp_path):
+    from organfm.features.extraction import FeatureCache
+    from organfm.evaluation.task import load_task
+
+    path = _npz(tmp_path)
+    base = ["protocols=[finetune3d]", f"data.source={path}", "finetune3d.mode=linear", "finetune3d.image_size=8"]
+    make = lambda: create_backbone("plainconv3d", in_chans=1, channels=[4, 8], strides=[1, 2])  # noqa: E731
+    task = load_task(None, [*base, "finetune3d.monitor=balanced_accuracy", "finetune3d.class_weight=balanced"])
+    run = model_run("m", make, {"mean": [0.0], "std": [1.0], "model_hash": "x"}, task, "cpu",
+                    FeatureCache(tmp_path / "cache"))
+    (row,) = run_protocol("finetune3d", run, task)
+    assert row["chosen"]["class_weight"] == "balanced" and 0.5 <= row["chosen"]["val_balanced_accuracy"] <= 1.0
+    for bad, match in (("finetune3d.monitor=f1", "chooses its head by"), ("finetune3d.class_weight=inverse",
+                                                                            "class_weight must be null or balanced")):
+        with pytest.raises(ValueError, match=match):
+            run_protocol("finetune3d", run, load_task(None, [*base, bad]))
