@@ -134,6 +134,17 @@ class Design:
 
 
 FT_LABELS = {"ft50": "fine-tune, 50 labels", "ft200": "fine-tune, 200 labels"}
+
+
+def make_readouts(linear: list[str], monitor: str) -> dict[str, list[str]]:
+    """A design's readouts: the linear probe's ``finetune3d`` overrides, and fine-tuning on the first 50 / 200
+    train volumes (15 / 12 epochs, patience 4) with the epoch chosen by ``monitor`` on val."""
+    return {"linear": ["finetune3d.mode=linear", "finetune3d.max_train=null", *linear],
+            **{f"ft{n}": ["finetune3d.mode=finetune", f"finetune3d.max_train={n}", f"finetune3d.epochs={e}",
+                          "finetune3d.patience=4", f"finetune3d.monitor={monitor}", *FINETUNE]
+               for n, e in ((50, 15), (200, 12))}}
+
+
 # the first design (2026-12-01): 300 steps (~2 epochs of the 1,252 volumes; 1.5 min at the 3.4 steps/s of a quiet
 # 2-core machine); two 500-step pilots (seed 100) left the masked loss above the best constant (lr 1e-3: 0.076,
 # lr 3e-3 with a 48-wide decoder: 0.044, vs 0.029 for each volume's visible median), so lr 3e-3 and decoder 48.
@@ -142,14 +153,8 @@ V1 = Design(
     key="v1", name="triad-small", folder="triad_3d", marker="triad",
     title="Triad (3D masked-volume pretraining) at 1/4 of the paper's geometry, on CPU", steps=300, lr=3e-3,
     method=(),
-    readouts={
-        # an unweighted probe chosen by val accuracy (what linear mode did before it honoured monitor/class_weight)
-        "linear": ["finetune3d.mode=linear", "finetune3d.max_train=null", "finetune3d.monitor=accuracy",
-                   "finetune3d.class_weight=null"],
-        "ft50": ["finetune3d.mode=finetune", "finetune3d.max_train=50", "finetune3d.epochs=15",
-                 "finetune3d.patience=4", "finetune3d.monitor=auc", *FINETUNE],
-        "ft200": ["finetune3d.mode=finetune", "finetune3d.max_train=200", "finetune3d.epochs=12",
-                  "finetune3d.patience=4", "finetune3d.monitor=auc", *FINETUNE]},
+    # an unweighted probe chosen by val accuracy (what linear mode did before it honoured monitor/class_weight)
+    readouts=make_readouts(["finetune3d.monitor=accuracy", "finetune3d.class_weight=null"], "auc"),
     labels={"linear": "linear probe (frozen), 1,188 labels", **FT_LABELS}, segmentation_endpoint=False,
     seeds=(0, 1, 2, 3, 4))
 # the second design (2026-12-02): what the first one's runs and the trials after them (docs/triad.md) showed.
@@ -162,13 +167,7 @@ V2 = Design(
     key="v2", name="triad-small-v2", folder="triad_3d_v2", marker="triad-v2",
     title="Triad, second design: reconstruction held in [0, 1], 1,500 steps, class-weighted readouts",
     steps=1500, lr=3e-3, method=("method.reconstruction_range=[0.0, 1.0]",),
-    readouts={
-        "linear": ["finetune3d.mode=linear", "finetune3d.max_train=null", "finetune3d.monitor=auc",
-                   "finetune3d.class_weight=balanced"],
-        "ft50": ["finetune3d.mode=finetune", "finetune3d.max_train=50", "finetune3d.epochs=15",
-                 "finetune3d.patience=4", "finetune3d.monitor=balanced_accuracy", *FINETUNE],
-        "ft200": ["finetune3d.mode=finetune", "finetune3d.max_train=200", "finetune3d.epochs=12",
-                  "finetune3d.patience=4", "finetune3d.monitor=balanced_accuracy", *FINETUNE]},
+    readouts=make_readouts(["finetune3d.monitor=auc", "finetune3d.class_weight=balanced"], "balanced_accuracy"),
     labels={"linear": "linear probe (frozen, class-weighted), 1,188 labels", **FT_LABELS},
     segmentation_endpoint=True, seeds=(5, 6, 7, 8, 9),  # 0-2 and 100 were the trials' seeds
     why="**Why a second design.** No pretraining run of the first design (section above) reached the health "

@@ -119,6 +119,7 @@ SECTIONS = {
     "rasd": ("<!-- BEGIN rasd -->", "<!-- END rasd -->", _rasd),
     "gpu_throughput": ("<!-- BEGIN gpu_throughput -->", "<!-- END gpu_throughput -->", _gpu_throughput),
     "triad": ("<!-- BEGIN triad -->", "<!-- END triad -->", _triad("v1", "triad_3d")),
+    "triad-v2": ("<!-- BEGIN triad-v2 -->", "<!-- END triad-v2 -->", _triad("v2", "triad_3d_v2")),
     "mmkd": ("<!-- BEGIN mmkd -->", "<!-- END mmkd -->", _mmkd),
     "panfm": ("<!-- BEGIN panfm -->", "<!-- END panfm -->", _panfm),
     "learning": ("<!-- learning:begin -->", "<!-- learning:end -->", _learning),
