@@ -344,6 +344,15 @@ def same_pretraining(recorded: dict[str, Any] | None, folder: dict[str, float] |
             and abs(recorded["last_loss"] - folder["last_loss"]) <= 0.01 * abs(recorded["last_loss"]))
 
 
+def setting(overrides: list[str], key: str) -> str | None:
+    """The value an override list gives ``key`` (the last ``key=value`` wins, as in ``load_config``), or None."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith(f"{key}=")]
+    return given[-1] if given else None
+
+
+METRIC_NAMES = {"auc": "AUC", "balanced_accuracy": "balanced accuracy", "accuracy": "accuracy"}
+
+
 def relative(text: str) -> str:
     return text.replace(str(REPO) + os.sep, "").replace(str(REPO.parent / "shared") + os.sep, "../shared/")
 
@@ -354,7 +363,7 @@ def run_one(arm: str, seed: int, *, design: Design, out: Path, data_root: Path, 
     path = out / "runs" / f"{arm}-seed{seed}.json"
     record = json.loads(path.read_text()) if path.is_file() else None
     complete = record is not None and all(r in record["readouts"] for r in design.readouts)  # classification
-    if complete and "segmentation" in record:
+    if complete and SEGMENTATION in record:
         print(f"[{arm} seed {seed}] done already: {relative(str(path))}", flush=True)
         return path
     run, pre = None, None
@@ -377,7 +386,7 @@ def run_one(arm: str, seed: int, *, design: Design, out: Path, data_root: Path, 
         print(f"[{arm} seed {seed}] {name}: AUC {m['auc']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}, "
               f"accuracy {m['accuracy']:.3f} (majority {m['majority_accuracy']:.3f}), "
               f"{readouts[name]['seconds']:.0f} s", flush=True)
-    seg = (record or {}).get("segmentation")
+    seg = (record or {}).get(SEGMENTATION)
     if seg is None:
         o = segmentation_overrides(seed, out=folder / "segmentation", cube=geometry["cube"], smoke=smoke)
         losses = folder_losses(run) if run is not None else None
@@ -390,12 +399,13 @@ def run_one(arm: str, seed: int, *, design: Design, out: Path, data_root: Path, 
     if complete:
         # a finished run file gains the segmentation only: its own pretraining, health, timings and commands stay
         seg["bench_command"] = command
-        write_atomic(path, relative(json.dumps({**record, "segmentation": seg,
+        write_atomic(path, relative(json.dumps({**record, SEGMENTATION: seg,
                                                 "commands": [*record["commands"], seg_command]}, indent=1)))
         return path
     import torch
-    record = {"design": design.name, "arm": arm, "seed": seed, "smoke": smoke, "geometry": geometry, "text_weight": ARMS[arm],
-              "pretrain": pre, "health": health, "readouts": readouts, "segmentation": seg,
+    record = {"design": design.name, "arm": arm, "seed": seed, "smoke": smoke, "geometry": geometry,
+              "text_weight": ARMS[arm],
+              "pretrain": pre, "health": health, "readouts": readouts, SEGMENTATION: seg,
               "commands": ([f"organfm pretrain --config configs/triad.yaml {' '.join(pre['overrides'])}"] if pre else [])
               + [f"organfm evaluate --models {arm}-seed{seed}={spec} --task configs/tasks/adrenalmnist3d.yaml "
                  + " ".join(r["overrides"]) for r in readouts.values()] + [seg_command],
@@ -555,11 +565,13 @@ def report(out: Path, *, design: Design, docs: Path | None, prereg: dict[str, An
     L = [d.begin, f"## {d.title}", ""]
     if d.why:
         L += [d.why, ""]
-    bounded = " The reconstruction is held in [0, 1] (`method.reconstruction_range`)." if d.method else ""
-    linear = ("a class-weighted linear probe on the frozen pooled features (all 1,188 train labels, lr/wd grid "
-              "chosen by validation AUC)" if d is not V1 else
-              "a linear probe on the frozen pooled features (all 1,188 train labels, lr/wd grid chosen on val)")
-    chosen = "validation AUC" if d is V1 else "validation balanced accuracy"
+    bounded = (" The reconstruction is held in [0, 1] (`method.reconstruction_range`)."
+               if setting(list(d.method), "method.reconstruction_range") else "")
+    probe = d.readouts["linear"]
+    weighted = "class-weighted " if setting(probe, "finetune3d.class_weight") == "balanced" else ""
+    linear = (f"a {weighted}linear probe on the frozen pooled features (all 1,188 train labels, lr/wd grid chosen by "
+              f"validation {METRIC_NAMES[setting(probe, 'finetune3d.monitor')]})")
+    chosen = f"validation {METRIC_NAMES[setting(d.readouts['ft50'], 'finetune3d.monitor')]}"
     L += [f"`benchmarks/triad_3d.py`: `plainconv3d` (channels {GEOMETRY['channels']}, strides {GEOMETRY['strides']}: "
           f"a {bottleneck()}³ bottleneck at {GEOMETRY['cube']}³) pretrained with Triad on {GEOMETRY['cube']}³ cubes, "
           f"mask cells {GEOMETRY['mask_patch_size']}³ ({(GEOMETRY['cube'] // GEOMETRY['mask_patch_size']) ** 3} "
@@ -682,7 +694,7 @@ def health_numbers(h: dict[str, Any]) -> str:
 
 def segmentation_lines(runs, gates: dict[str, st.LearningRuns], design: Design) -> list[str]:
     """The held-out-subjects segmentation table and its exploratory contrasts (run files that have it)."""
-    segs = {a: {s: r["segmentation"] for s, r in runs[a].items() if r.get("segmentation")} for a in ARMS}
+    segs = {a: {s: r[SEGMENTATION] for s, r in runs[a].items() if r.get(SEGMENTATION)} for a in ARMS}
     every = [x for a in ARMS for x in segs[a].values()]
     if not every:
         return ["Not run yet: 3D segmentation of held-out synthetic subjects (`--arms ... ` adds it to every run "
@@ -702,17 +714,22 @@ def segmentation_lines(runs, gates: dict[str, st.LearningRuns], design: Design) 
     for a in ARMS:
         mu, sd, n = st.mean_sd(list(dice[a].values()))
         kind = "pretraining runs" if ARMS[a] is not None else "random inits"
+        # None: segmented in the call that pretrained it (the same folder by construction, nothing to check)
         rep = [x.get("pretraining_reproduced") for x in segs[a].values()]
-        how = ("–" if ARMS[a] is None else f"{sum(x is True for x in rep)} of {len(rep)} (first loss equal, last "
-               f"within 1 %){'' if all(rep) else f'; {sum(x is False for x in rep)} differing'}")
+        checked = [x for x in rep if x is not None]
+        same = f"{len(rep) - len(checked)} of {len(rep)} segmented in the call that pretrained them"
+        how = ("–" if ARMS[a] is None else same if not checked else
+               f"{sum(checked)} of {len(checked)} (first loss equal, last within 1 %)"
+               f"{'' if all(checked) else f'; {len(checked) - sum(checked)} differing'}"
+               + (f"; {same}" if len(checked) < len(rep) else ""))
         L.append(f"| {a} | " + ("–" if n == 0 else f"{mu:.3f} ± {sd:.3f}") + f" | n = {n} {kind} | {how} |")
     import yaml
 
     default = int(yaml.safe_load(SEGMENTATION_TASK.read_text())["segmentation3d"]["iterations"])
 
     def iterations(x: dict[str, Any]) -> int:  # its segmentation3d.iterations override, else the task's
-        given = [o.split("=", 1)[1] for o in x.get("overrides", []) if o.startswith("segmentation3d.iterations=")]
-        return int(given[-1]) if given else default
+        given = setting(x.get("overrides", []), "segmentation3d.iterations")
+        return int(given) if given else default
 
     last = sum(max(x.get("best_iteration") or [0]) == iterations(x) for x in every)
     L += ["", f"The best validation check was the last one in {last} of {len(every)} fits: the iteration budget, not "
@@ -739,9 +756,9 @@ def timing_lines(runs, design: Design) -> list[str]:
         return []
     mu = st.mean_sd(pre)
     # the threads the runs were given (their trainer.torch_threads), not this process's ORGANFM_THREADS
-    threads = sorted({int(o.split("=", 1)[1]) for a in runs.values() for r in a.values()
-                      for o in (r.get("pretrain") or {}).get("overrides", [])
-                      if o.startswith("trainer.torch_threads=")})
+    given = (setting((r.get("pretrain") or {}).get("overrides", []), "trainer.torch_threads")
+             for a in runs.values() for r in a.values())
+    threads = sorted({int(t) for t in given if t})
     used = (f"{'/'.join(map(str, threads))} torch thread{'s' if max(threads) > 1 else ''}" if threads
             else "torch threads not recorded")
     return [f"Timings ({used}, a 2-core machine shared with other jobs): one pretraining run "

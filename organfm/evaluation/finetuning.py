@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from organfm.evaluation.protocol import ModelRun
     from organfm.evaluation.task_data import TaskData
 
-__all__ = ["FinetuneConfig", "balanced_class_weights", "finetune_classification", "finetune_once",
+__all__ = ["FinetuneConfig", "balanced_class_weights", "class_weights", "finetune_classification", "finetune_once",
            "train_with_early_stopping"]
 
 _EVAL_BATCH = 256
@@ -227,9 +227,8 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
             raise ValueError(f"{name} labels must lie in 0..{num_classes - 1}")
     images, labels = train[0], train[1].long()
     val, test = (val[0], val[1].long()), (test[0], test[1].long())
-    weight = balanced_class_weights(labels, num_classes).to(device) if class_weight == "balanced" else None
-    if class_weight not in (None, "balanced"):
-        raise ValueError(f"class_weight must be None or 'balanced', got {class_weight!r}")
+    weight = class_weights(labels, num_classes, class_weight)
+    weight = weight.to(device) if weight is not None else None
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -260,6 +259,15 @@ def finetune_classification(make_backbone: Callable[[], nn.Module], train: tuple
                       stacklevel=2)
     return {"metrics": test_metrics, "best_epoch": fit["best_epoch"], "val_metrics": val_metrics,
             "history": fit["history"], "epochs_run": fit["epochs_run"], "stopped_early": fit["stopped_early"]}
+
+
+def class_weights(labels: torch.Tensor, num_classes: int, class_weight: str | None,
+                  key: str = "class_weight") -> torch.Tensor | None:
+    """The loss weights a ``class_weight`` setting names: None for null, ``balanced_class_weights`` for
+    ``"balanced"``; anything else is a ValueError naming ``key`` (the setting's name where the user wrote it)."""
+    if class_weight not in (None, "balanced"):
+        raise ValueError(f"{key} must be null or balanced, got {class_weight!r}")
+    return balanced_class_weights(labels, num_classes) if class_weight == "balanced" else None
 
 
 def balanced_class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from organfm.data.labelled import load_npz_volumes, volume_input
-from organfm.evaluation.finetuning import balanced_class_weights, finetune_classification
+from organfm.evaluation.finetuning import class_weights, finetune_classification
 from organfm.evaluation.metrics import CLASSIFICATION_METRICS
 from organfm.evaluation.probes import SELECT_METRICS, linear_probe
 from organfm.evaluation.protocol import ModelRun, classification_values, make_row, metric_lists, register_protocol
@@ -105,9 +105,7 @@ def _linear_row(run: ModelRun, splits: dict[str, Any], num_classes: int, cube: i
     if s.monitor not in SELECT_METRICS:
         raise ValueError(f"finetune3d.mode=linear chooses its head by one of {', '.join(SELECT_METRICS)}; "
                          f"finetune3d.monitor is {s.monitor!r}")
-    weight = balanced_class_weights(y_train, num_classes) if s.class_weight == "balanced" else None
-    if s.class_weight not in (None, "balanced"):
-        raise ValueError(f"finetune3d.class_weight must be null or balanced, got {s.class_weight!r}")
+    weight = class_weights(y_train, num_classes, s.class_weight, key="finetune3d.class_weight")
     out = linear_probe(feats["train"], y_train, feats["val"], y_val, feats["test"], num_classes=num_classes,
                        seed=run.seed, device=run.device, class_weight=weight, select=s.monitor)
     return make_row(run.name, "finetune3d", f"linear probe (frozen), {sizes[0]} train volumes, {cube}^3",
